@@ -1,0 +1,78 @@
+"""Sessions of ecl-persistence: plain ``nox`` runs them all, on SQLite and on PostgreSQL.
+
+The PostgreSQL server comes from ``ECL_TEST_POSTGRES_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/test``); the suite makes and drops its
+own scratch databases there.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "tests-sqlite",
+    "tests-postgres",
+    "migrations",
+    "coverage",
+]
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+# One marker expression per database: the same tests run on each.
+DATABASES = {"sqlite": "not postgresql", "postgres": "postgresql"}
+COVERAGE_FAIL_UNDER = 95
+
+
+def install(session: nox.Session, *groups: str, editable: bool = True) -> None:
+    requirements = [r for group in groups for r in nox.project.dependency_groups(PYPROJECT, group)]
+    session.install(*(["-e", "."] if editable else []), *requirements)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff: lint and formatting."""
+    install(session, "lint", editable=False)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package, the tests and the Alembic environment."""
+    install(session, "typing")
+    session.run("mypy")
+
+
+def _pytest(session: nox.Session, marker: str, *paths: str) -> None:
+    session.run(
+        "coverage", "run", "-m", "pytest", "-m", marker, *paths, *session.posargs,
+        env={"COVERAGE_FILE": f".coverage.{session.name}"},
+    )  # fmt: skip
+
+
+for _database, _marker in DATABASES.items():
+
+    @nox.session(name=f"tests-{_database}")
+    def tests(session: nox.Session, marker: str = _marker) -> None:
+        """The test suite on one database (migration tests run in their own session)."""
+        install(session, "tests")
+        _pytest(session, marker, "--ignore=tests/migrations", "tests")
+
+
+@nox.session
+def migrations(session: nox.Session) -> None:
+    """Migrations on both databases: upgrade, downgrade, alembic check, the installed wheel."""
+    install(session, "tests")
+    session.install("uv")
+    _pytest(session, "postgresql or not postgresql", "tests/migrations")
+
+
+@nox.session
+def coverage(session: nox.Session) -> None:
+    """Branch coverage combined over every test session; fails under the threshold."""
+    session.install("coverage[toml]")
+    session.run("coverage", "combine")
+    session.run("coverage", "report", f"--fail-under={COVERAGE_FAIL_UNDER}")

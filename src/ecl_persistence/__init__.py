@@ -1,0 +1,87 @@
+"""ecl-persistence: the state of ECL workflows, on SQLite and PostgreSQL.
+
+Workflows, every attempt of every step, and the artifacts steps produce,
+stored through repositories behind a unit of work::
+
+    db = Database.from_url("sqlite:///./ecl.db")
+    await db.migrate()
+    async with db.session() as uow:
+        await uow.workflows.create(Workflow.new("research", {"topic": "tides"}))
+"""
+
+from ecl_persistence.config import DEFAULT_URL, DatabaseConfig
+from ecl_persistence.database import APPLICATION_NAME, Database
+from ecl_persistence.domain import (
+    MISSING,
+    Artifact,
+    ArtifactId,
+    ExecutionStats,
+    JsonValue,
+    Missing,
+    Page,
+    StepExecution,
+    StepExecutionId,
+    StepExecutionState,
+    StepId,
+    Workflow,
+    WorkflowId,
+    WorkflowState,
+)
+from ecl_persistence.errors import (
+    ConflictError,
+    ConnectionFailedError,
+    ConstraintViolationError,
+    DbError,
+    InvalidStateTransitionError,
+    MigrationFailedError,
+    NotFoundError,
+    QueryFailedError,
+    SerializationError,
+    TransactionFailedError,
+    ValidationError,
+)
+from ecl_persistence.repositories import (
+    ArtifactRepository,
+    StepExecutionRepository,
+    WorkflowRepository,
+)
+from ecl_persistence.unit_of_work import UnitOfWork
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APPLICATION_NAME",
+    "DEFAULT_URL",
+    "MISSING",
+    "Artifact",
+    "ArtifactId",
+    "ArtifactRepository",
+    "ConflictError",
+    "ConnectionFailedError",
+    "ConstraintViolationError",
+    "Database",
+    "DatabaseConfig",
+    "DbError",
+    "ExecutionStats",
+    "InvalidStateTransitionError",
+    "JsonValue",
+    "MigrationFailedError",
+    "Missing",
+    "NotFoundError",
+    "Page",
+    "QueryFailedError",
+    "SerializationError",
+    "StepExecution",
+    "StepExecutionId",
+    "StepExecutionRepository",
+    "StepExecutionState",
+    "StepId",
+    "TransactionFailedError",
+    "UnitOfWork",
+    "ValidationError",
+    "Workflow",
+    "WorkflowId",
+    "WorkflowRepository",
+    "WorkflowState",
+    "__version__",
+]

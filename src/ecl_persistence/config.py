@@ -1,0 +1,171 @@
+"""Configuration: which database, how many connections, how long to wait."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from ecl_persistence.domain import DEFAULT_MAX_PAYLOAD_BYTES
+from ecl_persistence.errors import ValidationError
+
+__all__ = ["DEFAULT_URL", "DatabaseConfig", "mask_url", "normalize_url"]
+
+DEFAULT_URL = "sqlite:///./ecl.db"
+"""The embedded default: a SQLite file in the working directory."""
+
+_SQLITE_ASYNC = "sqlite+aiosqlite"
+_POSTGRES_ASYNC = "postgresql+asyncpg"
+_DRIVERS = {
+    "sqlite": _SQLITE_ASYNC,
+    _SQLITE_ASYNC: _SQLITE_ASYNC,
+    "postgresql": _POSTGRES_ASYNC,
+    "postgres": _POSTGRES_ASYNC,
+    _POSTGRES_ASYNC: _POSTGRES_ASYNC,
+}
+
+
+def _scheme_of(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    return scheme if sep else "(none)"
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse ``url`` and map it to the async driver of its dialect.
+
+    ``sqlite:///path``, ``sqlite://`` (in memory) and ``postgresql://...`` (or
+    ``postgres://``) become ``sqlite+aiosqlite`` and ``postgresql+asyncpg`` URLs.
+    Raises :class:`ValidationError` naming the scheme, never the password, for
+    anything else or for a URL that does not parse.
+    """
+    if isinstance(url, str):
+        scheme = _scheme_of(url)
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError):
+            raise ValidationError(
+                f"database URL with scheme {scheme!r} could not be parsed"
+            ) from None
+    else:
+        parsed = url
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValidationError(
+            f"unsupported database URL scheme {parsed.drivername!r}: "
+            "use sqlite:///path/to/file.db or postgresql://user@host/dbname"
+        )
+    parsed = parsed.set(drivername=driver)
+    if driver == _SQLITE_ASYNC and parsed.database == ":memory:":
+        parsed = parsed._replace(database=None)
+    return parsed
+
+
+def mask_url(url: str | URL) -> str:
+    """Render ``url`` with its password replaced by ``***``; safe to log or show."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return f"<unparsable {_scheme_of(url)} URL>"
+
+
+def _positive_int(name: str) -> Any:
+    def check(instance: object, attribute: object, value: object) -> None:
+        if type(value) is not int or value < 1:
+            raise ValidationError(f"{name} must be a positive integer")
+
+    return check
+
+
+def _check_timeout(instance: object, attribute: object, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValidationError("timeout_secs must be a positive number of seconds")
+
+
+def _check_url(instance: object, attribute: object, value: object) -> None:
+    if not isinstance(value, str | URL):
+        raise ValidationError("url must be a string")
+    normalize_url(value)
+
+
+def _check_echo(instance: object, attribute: object, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValidationError("echo must be a bool")
+
+
+@attrs.frozen
+class DatabaseConfig:
+    """How to reach the database and how to use it.
+
+    ``url`` is any URL :func:`normalize_url` accepts. ``max_connections`` is the
+    pool size on PostgreSQL (and the pool of a SQLite file). ``timeout_secs``
+    bounds the wait for a connection, for a connect and for a SQLite lock.
+    ``max_payload_bytes`` bounds each JSON payload (input, output, metadata).
+    The ``repr`` never shows the password.
+    """
+
+    url: str = attrs.field(default=DEFAULT_URL, validator=_check_url, repr=mask_url)
+    max_connections: int = attrs.field(default=5, validator=_positive_int("max_connections"))
+    timeout_secs: float = attrs.field(default=3.0, validator=_check_timeout)
+    echo: bool = attrs.field(default=False, validator=_check_echo)
+    max_payload_bytes: int = attrs.field(
+        default=DEFAULT_MAX_PAYLOAD_BYTES, validator=_positive_int("max_payload_bytes")
+    )
+
+    @property
+    def async_url(self) -> URL:
+        """The URL with the async driver of its dialect."""
+        return normalize_url(self.url)
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.async_url.get_backend_name()
+
+    @property
+    def is_memory(self) -> bool:
+        """Whether this is a private in-memory SQLite database."""
+        url = self.async_url
+        return url.get_backend_name() == "sqlite" and not url.database
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DatabaseConfig:
+        """Build a configuration from the environment.
+
+        Reads ``ECL_DATABASE_URL`` (else ``DATABASE_URL``), ``ECL_DB_MAX_CONNECTIONS``
+        and ``ECL_DB_TIMEOUT_SECS``.
+        Unset variables keep their defaults; a value that is not valid raises
+        :class:`ValidationError` naming the variable.
+        """
+        env = os.environ if environ is None else environ
+        url = env.get("ECL_DATABASE_URL") or env.get("DATABASE_URL") or DEFAULT_URL
+        fields: dict[str, Any] = {"url": url}
+        raw_max = env.get("ECL_DB_MAX_CONNECTIONS")
+        if raw_max is not None:
+            try:
+                fields["max_connections"] = int(raw_max.strip())
+            except ValueError:
+                raise ValidationError("ECL_DB_MAX_CONNECTIONS must be a positive integer") from None
+        raw_timeout = env.get("ECL_DB_TIMEOUT_SECS")
+        if raw_timeout is not None:
+            try:
+                fields["timeout_secs"] = float(raw_timeout.strip())
+            except ValueError:
+                raise ValidationError(
+                    "ECL_DB_TIMEOUT_SECS must be a positive number of seconds"
+                ) from None
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            raise ValidationError(f"invalid database settings in the environment: {exc}") from None

@@ -1,0 +1,188 @@
+"""The database: an engine set up for its dialect, migrations, and units of work."""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, StaticPool
+
+from ecl_persistence.config import DatabaseConfig
+from ecl_persistence.domain import encode_json
+from ecl_persistence.unit_of_work import UnitOfWork
+
+__all__ = ["APPLICATION_NAME", "Database", "build_engine"]
+
+APPLICATION_NAME = "ecl-persistence"
+"""The ``application_name`` our PostgreSQL sessions carry, to find them in ``pg_stat_activity``."""
+
+_READ_ONLY = "ecl_read_only"
+
+
+def _raw_json(text: str) -> str:
+    """Hand JSON text to the repositories undecoded; they decode it with row context."""
+    return text
+
+
+def _install_sqlite_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
+    """Pragmas on every connection, and a BEGIN we choose for every transaction."""
+    busy_ms = int(config.timeout_secs * 1000)
+    is_file = not config.is_memory
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        # pysqlite's own transaction handling is switched off so that the
+        # "begin" hook below decides how every transaction starts.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            if is_file:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # A writer takes the lock up front: two read-then-write transactions
+        # then queue on busy_timeout instead of failing with "database is locked".
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def build_engine(config: DatabaseConfig) -> AsyncEngine:
+    """Create the async engine for ``config``, set up for its dialect.
+
+    SQLite: ``foreign_keys``, ``busy_timeout``, WAL and ``synchronous=NORMAL``
+    on every connection and ``BEGIN IMMEDIATE`` for writes; an in-memory
+    database keeps a single connection. PostgreSQL: a pool of
+    ``max_connections``, pre-ping, connect and checkout timeouts and our
+    ``application_name``.
+    """
+    url = config.async_url
+    common: dict[str, Any] = {
+        "echo": config.echo,
+        "hide_parameters": True,
+        "json_serializer": encode_json,
+        "json_deserializer": _raw_json,
+    }
+    if config.dialect == "sqlite":
+        if config.is_memory:
+            pool: dict[str, Any] = {"poolclass": StaticPool}
+        else:
+            pool = {
+                "poolclass": AsyncAdaptedQueuePool,
+                "pool_size": config.max_connections,
+                "max_overflow": 0,
+                "pool_timeout": config.timeout_secs,
+            }
+        engine = create_async_engine(
+            url, connect_args={"timeout": config.timeout_secs}, **pool, **common
+        )
+        _install_sqlite_setup(engine, config)
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=config.max_connections,
+        max_overflow=0,
+        pool_timeout=config.timeout_secs,
+        pool_pre_ping=True,
+        connect_args={
+            "timeout": config.timeout_secs,
+            "server_settings": {"application_name": APPLICATION_NAME},
+        },
+        **common,
+    )
+
+
+class Database:
+    """A configured database: hands out units of work and runs migrations.
+
+    Create one per process and share it; it owns the connection pool.
+    ``async with Database.from_url(...) as db:`` disposes of it on exit.
+    """
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self.config = config
+        """The configuration this database was built from."""
+        self._engine = build_engine(config)
+        if config.dialect == "sqlite":
+            read_engine = self._engine.execution_options(**{_READ_ONLY: True})
+        else:
+            # Reads in autocommit: no BEGIN/COMMIT round trips around them.
+            read_engine = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._sessions = async_sessionmaker(self._engine, expire_on_commit=False, autoflush=False)
+        self._read_sessions = async_sessionmaker(
+            read_engine, expire_on_commit=False, autoflush=False
+        )
+        # An in-memory database has one connection: units of work take turns on it.
+        self._memory_lock = asyncio.Lock() if config.is_memory else None
+
+    def __repr__(self) -> str:
+        return f"Database({self.config!r})"
+
+    @classmethod
+    def from_url(cls, url: str, **config_fields: Any) -> Database:
+        """Build a database from a URL and any other :class:`DatabaseConfig` fields."""
+        return cls(DatabaseConfig(url=url, **config_fields))
+
+    @classmethod
+    def from_env(cls) -> Database:
+        """Build a database from the environment (see :meth:`DatabaseConfig.from_env`)."""
+        return cls(DatabaseConfig.from_env())
+
+    @classmethod
+    async def in_memory(cls, **config_fields: Any) -> Database:
+        """A private, migrated in-memory SQLite database that lives until :meth:`dispose`."""
+        database = cls(DatabaseConfig(url="sqlite://", **config_fields))
+        await database.migrate()
+        return database
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The SQLAlchemy engine, for advanced use (its pool, its events)."""
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.config.dialect
+
+    def session(self, *, read_only: bool = False) -> UnitOfWork:
+        """Return a new unit of work; use it with ``async with``."""
+        factory = self._read_sessions if read_only else self._sessions
+        return UnitOfWork(factory, self.config, read_only=read_only, lock=self._memory_lock)
+
+    async def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema to ``revision`` (the newest by default); idempotent."""
+        from ecl_persistence.migrations import upgrade
+
+        await upgrade(self._engine, revision, lock=self._memory_lock)
+
+    async def ping(self) -> None:
+        """Check that the database answers; raise :class:`ConnectionFailedError` if not."""
+        async with self.session(read_only=True) as uow:
+            await uow.execute(text("SELECT 1"), action="ping")
+
+    async def dispose(self) -> None:
+        """Close every pooled connection. An in-memory database is gone afterwards."""
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.dispose()

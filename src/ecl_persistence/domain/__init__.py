@@ -1,0 +1,73 @@
+"""The pure domain layer of ecl-persistence: ids, states, payload rules and models.
+
+Nothing here touches a database; the repositories build on these types.
+"""
+
+from __future__ import annotations
+
+from ecl_persistence.domain.clock import utc_now
+from ecl_persistence.domain.ids import (
+    MAX_ID_LENGTH,
+    ArtifactId,
+    StepExecutionId,
+    StepId,
+    WorkflowId,
+    new_uuid7,
+)
+from ecl_persistence.domain.models import (
+    MAX_ATTEMPT,
+    MAX_ERROR_LENGTH,
+    Artifact,
+    ExecutionStats,
+    Page,
+    StepExecution,
+    Workflow,
+)
+from ecl_persistence.domain.paths import MAX_ARTIFACT_PATH_LENGTH, check_artifact_path
+from ecl_persistence.domain.payload import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_JSON_INT,
+    MIN_JSON_INT,
+    MISSING,
+    JsonValue,
+    Missing,
+    check_json,
+    check_text,
+    decode_json,
+    encode_json,
+)
+from ecl_persistence.domain.states import WORKFLOW_TRANSITIONS, StepExecutionState, WorkflowState
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "MAX_ARTIFACT_PATH_LENGTH",
+    "MAX_ATTEMPT",
+    "MAX_ERROR_LENGTH",
+    "MAX_ID_LENGTH",
+    "MAX_JSON_DEPTH",
+    "MAX_JSON_INT",
+    "MIN_JSON_INT",
+    "MISSING",
+    "WORKFLOW_TRANSITIONS",
+    "Artifact",
+    "ArtifactId",
+    "ExecutionStats",
+    "JsonValue",
+    "Missing",
+    "Page",
+    "StepExecution",
+    "StepExecutionId",
+    "StepExecutionState",
+    "StepId",
+    "Workflow",
+    "WorkflowId",
+    "WorkflowState",
+    "check_artifact_path",
+    "check_json",
+    "check_text",
+    "decode_json",
+    "encode_json",
+    "new_uuid7",
+    "utc_now",
+]

@@ -1,0 +1,305 @@
+"""The domain objects: workflows, step executions, artifacts and their summaries.
+
+Every class is an immutable (frozen, slotted) attrs class that checks its
+fields when it is built, so an instance that exists is valid. Invalid input
+raises :class:`~ecl_persistence.errors.ValidationError`, or
+:class:`~ecl_persistence.errors.SerializationError` for a payload that cannot
+be stored as JSON; never a bare ``TypeError`` or ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import attrs
+
+from ecl_persistence.domain import _fields
+from ecl_persistence.domain.clock import utc_now
+from ecl_persistence.domain.ids import (
+    MAX_ID_LENGTH,
+    ArtifactId,
+    StepExecutionId,
+    StepId,
+    WorkflowId,
+    new_uuid7,
+)
+from ecl_persistence.domain.paths import check_artifact_path
+from ecl_persistence.domain.payload import MISSING, JsonValue, Missing, check_text
+from ecl_persistence.domain.states import StepExecutionState, WorkflowState
+from ecl_persistence.errors import ValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from datetime import datetime
+
+__all__ = [
+    "MAX_ATTEMPT",
+    "MAX_ERROR_LENGTH",
+    "Artifact",
+    "ExecutionStats",
+    "Page",
+    "StepExecution",
+    "Workflow",
+    "utc_now",
+]
+
+#: The longest error message stored, in characters.
+MAX_ERROR_LENGTH = 65536
+#: The highest attempt number of a step execution.
+MAX_ATTEMPT = 1_000_000
+
+_T = TypeVar("_T")
+
+_CONTENT_TYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
+    # Parameters may not hold control characters: content types end up in
+    # HTTP headers, where a CR or LF would start a new header.
+    r"(?:[ \t]*;[^\x00-\x1f\x7f]*)?"
+)
+
+
+def _definition_id(value: str) -> str:
+    return check_text(value, field="definition_id", max_length=MAX_ID_LENGTH)
+
+
+def _step_id(value: StepId | str) -> StepId:
+    return StepId(check_text(value, field="step_id", max_length=MAX_ID_LENGTH))
+
+
+def _name(value: str) -> str:
+    return check_text(value, field="name", max_length=MAX_ID_LENGTH)
+
+
+def _error(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return check_text(value, field="error", max_length=MAX_ERROR_LENGTH, allow_empty=True)
+
+
+def _content_type(value: str) -> str:
+    text = check_text(value, field="content_type", max_length=MAX_ID_LENGTH)
+    if _CONTENT_TYPE.fullmatch(text) is None:
+        raise ValidationError("content_type must look like type/subtype")
+    return text
+
+
+def _path(value: str) -> str:
+    return check_artifact_path(value)
+
+
+def _workflow_state(value: WorkflowState | str) -> WorkflowState:
+    return _fields.coerce_enum(WorkflowState, value, "state")
+
+
+def _step_state(value: StepExecutionState | str) -> StepExecutionState:
+    return _fields.coerce_enum(StepExecutionState, value, "state")
+
+
+@attrs.frozen
+class Workflow:
+    """One run of a workflow definition.
+
+    Instances are frozen and validated on construction: text fields are plain
+    ``str`` without NUL, payloads pass :func:`~ecl_persistence.domain.check_json`,
+    and every datetime is aware and in UTC. ``output`` is ``MISSING`` until the
+    workflow produces one. ``version`` counts the stored changes, from 1, for
+    optimistic locking. Build new workflows with :meth:`new`.
+    """
+
+    id: WorkflowId = attrs.field(validator=_fields.uuid_value)
+    definition_id: str = attrs.field(converter=_definition_id)
+    state: WorkflowState = attrs.field(converter=_workflow_state)
+    input: JsonValue = attrs.field(validator=_fields.json_payload(), repr=_fields.redacted)
+    output: JsonValue | Missing = attrs.field(
+        validator=_fields.json_payload(allow_missing=True), repr=_fields.redacted
+    )
+    error: str | None = attrs.field(converter=_error)
+    created_at: datetime = attrs.field(
+        converter=_fields.utc_datetime, validator=_fields.aware_utc()
+    )
+    updated_at: datetime = attrs.field(
+        converter=_fields.utc_datetime, validator=_fields.aware_utc()
+    )
+    completed_at: datetime | None = attrs.field(
+        converter=_fields.optional_utc_datetime, validator=_fields.aware_utc(optional=True)
+    )
+    metadata: dict[str, JsonValue] = attrs.field(
+        validator=_fields.json_object, repr=_fields.redacted
+    )
+    version: int = attrs.field(validator=_fields.integer(minimum=1))
+
+    @classmethod
+    def new(
+        cls,
+        definition_id: str,
+        input: JsonValue,
+        *,
+        metadata: Mapping[str, JsonValue] | None = None,
+        id: WorkflowId | None = None,
+        now: datetime | None = None,
+    ) -> Workflow:
+        """Return a pending workflow at version 1, created ``now`` (default: the current time)."""
+        created_at = utc_now() if now is None else now
+        return cls(
+            id=WorkflowId(new_uuid7()) if id is None else id,
+            definition_id=definition_id,
+            state=WorkflowState.PENDING,
+            input=input,
+            output=MISSING,
+            error=None,
+            created_at=created_at,
+            updated_at=created_at,
+            completed_at=None,
+            metadata=_fields.copy_metadata(metadata),
+            version=1,
+        )
+
+
+@attrs.frozen
+class StepExecution:
+    """One attempt at running one step of a workflow.
+
+    Instances are frozen and validated on construction: ``attempt`` is from 1
+    to :data:`MAX_ATTEMPT`, counters are non-negative 64-bit integers or None,
+    payloads pass :func:`~ecl_persistence.domain.check_json`, and every
+    datetime is aware and in UTC. ``output`` is ``MISSING`` until the step
+    produces one. Build new executions with :meth:`start`.
+    """
+
+    id: StepExecutionId = attrs.field(validator=_fields.uuid_value)
+    workflow_id: WorkflowId = attrs.field(validator=_fields.uuid_value)
+    step_id: StepId = attrs.field(converter=_step_id)
+    attempt: int = attrs.field(validator=_fields.integer(minimum=1, maximum=MAX_ATTEMPT))
+    state: StepExecutionState = attrs.field(converter=_step_state)
+    input: JsonValue = attrs.field(validator=_fields.json_payload(), repr=_fields.redacted)
+    output: JsonValue | Missing = attrs.field(
+        validator=_fields.json_payload(allow_missing=True), repr=_fields.redacted
+    )
+    error: str | None = attrs.field(converter=_error)
+    started_at: datetime = attrs.field(
+        converter=_fields.utc_datetime, validator=_fields.aware_utc()
+    )
+    completed_at: datetime | None = attrs.field(
+        converter=_fields.optional_utc_datetime, validator=_fields.aware_utc(optional=True)
+    )
+    duration_ms: int | None = attrs.field(validator=_fields.integer(minimum=0, optional=True))
+    tokens_used: int | None = attrs.field(validator=_fields.integer(minimum=0, optional=True))
+    metadata: dict[str, JsonValue] = attrs.field(
+        validator=_fields.json_object, repr=_fields.redacted
+    )
+
+    @classmethod
+    def start(
+        cls,
+        workflow_id: WorkflowId,
+        step_id: StepId | str,
+        input: JsonValue,
+        *,
+        attempt: int = 1,
+        metadata: Mapping[str, JsonValue] | None = None,
+        id: StepExecutionId | None = None,
+        now: datetime | None = None,
+    ) -> StepExecution:
+        """Return a running execution started ``now`` (default: the current time)."""
+        return cls(
+            id=StepExecutionId(new_uuid7()) if id is None else id,
+            workflow_id=workflow_id,
+            step_id=StepId(step_id),
+            attempt=attempt,
+            state=StepExecutionState.RUNNING,
+            input=input,
+            output=MISSING,
+            error=None,
+            started_at=utc_now() if now is None else now,
+            completed_at=None,
+            duration_ms=None,
+            tokens_used=None,
+            metadata=_fields.copy_metadata(metadata),
+        )
+
+
+@attrs.frozen
+class Artifact:
+    """A file or object produced by a step, stored outside the database.
+
+    Instances are frozen and validated on construction: ``path`` passes
+    :func:`~ecl_persistence.domain.check_artifact_path` (a relative path or a
+    non-``file`` URI that cannot escape its root), ``content_type`` looks like
+    ``type/subtype``, ``size_bytes`` is a non-negative 64-bit integer and
+    ``created_at`` is aware and in UTC. Build new artifacts with :meth:`new`.
+    """
+
+    id: ArtifactId = attrs.field(validator=_fields.uuid_value)
+    workflow_id: WorkflowId = attrs.field(validator=_fields.uuid_value)
+    step_id: StepId = attrs.field(converter=_step_id)
+    name: str = attrs.field(converter=_name)
+    content_type: str = attrs.field(converter=_content_type)
+    path: str = attrs.field(converter=_path)
+    size_bytes: int = attrs.field(validator=_fields.integer(minimum=0))
+    created_at: datetime = attrs.field(
+        converter=_fields.utc_datetime, validator=_fields.aware_utc()
+    )
+    metadata: dict[str, JsonValue] = attrs.field(
+        validator=_fields.json_object, repr=_fields.redacted
+    )
+
+    @classmethod
+    def new(
+        cls,
+        workflow_id: WorkflowId,
+        step_id: StepId | str,
+        name: str,
+        *,
+        content_type: str = "application/octet-stream",
+        path: str,
+        size_bytes: int,
+        metadata: Mapping[str, JsonValue] | None = None,
+        id: ArtifactId | None = None,
+        now: datetime | None = None,
+    ) -> Artifact:
+        """Return an artifact created ``now`` (default: the current time)."""
+        return cls(
+            id=ArtifactId(new_uuid7()) if id is None else id,
+            workflow_id=workflow_id,
+            step_id=StepId(step_id),
+            name=name,
+            content_type=content_type,
+            path=path,
+            size_bytes=size_bytes,
+            created_at=utc_now() if now is None else now,
+            metadata=_fields.copy_metadata(metadata),
+        )
+
+
+@attrs.frozen
+class ExecutionStats:
+    """Totals over the step executions of a workflow.
+
+    Instances are frozen and every count is a non-negative 64-bit integer.
+    """
+
+    total_executions: int = attrs.field(validator=_fields.integer(minimum=0))
+    succeeded_count: int = attrs.field(validator=_fields.integer(minimum=0))
+    failed_count: int = attrs.field(validator=_fields.integer(minimum=0))
+    total_duration_ms: int = attrs.field(validator=_fields.integer(minimum=0))
+    total_tokens: int = attrs.field(validator=_fields.integer(minimum=0))
+
+    @classmethod
+    def empty(cls) -> ExecutionStats:
+        """Return the statistics of a workflow without executions: all zero."""
+        return cls(0, 0, 0, 0, 0)
+
+
+@attrs.frozen
+class Page(Generic[_T]):
+    """One page of a listing.
+
+    ``items`` is always a tuple (any iterable given is copied into one), so a
+    page is frozen all the way down to its item references. ``next_cursor``
+    is the opaque cursor to pass for the following page, or None when this
+    is the last page.
+    """
+
+    items: tuple[_T, ...] = attrs.field(converter=_fields.to_tuple)
+    next_cursor: str | None = attrs.field(validator=_fields.optional_str)

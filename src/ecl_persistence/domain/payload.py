@@ -1,0 +1,247 @@
+"""Validation and encoding of JSON payloads and of plain text fields.
+
+Payloads come from workflow code and end up in JSON columns, so everything that
+PostgreSQL ``jsonb``, SQLite or a strict JSON reader would refuse is refused
+here first: NaN and infinities, NUL characters, lone surrogates, non-string
+keys, integers beyond 64 bits, deep nesting and oversized documents.
+
+Error messages name the field and the reason, never the value or any part of
+it, because payloads may hold secrets and messages end up in logs.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+from ecl_persistence.errors import SerializationError, ValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_JSON_INT",
+    "MIN_JSON_INT",
+    "MISSING",
+    "JsonValue",
+    "Missing",
+    "check_json",
+    "check_text",
+    "decode_json",
+    "encode_json",
+]
+
+JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
+
+
+class Missing(enum.Enum):
+    """Marks "no value" (for example a step that has no output yet).
+
+    This is distinct from JSON ``null``, which is Python ``None``.
+    """
+
+    MISSING = "MISSING"
+
+
+#: The single :class:`Missing` value.
+MISSING: Final = Missing.MISSING
+
+#: The deepest nesting of lists and objects accepted; a scalar has depth 0.
+MAX_JSON_DEPTH = 64
+#: The largest encoded size of one payload accepted, in UTF-8 bytes.
+DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+#: The largest integer accepted: integers must fit in a signed 64-bit column.
+MAX_JSON_INT = 2**63 - 1
+#: The smallest integer accepted.
+MIN_JSON_INT = -(2**63)
+
+# Marks the end of an iterator on the walk stack; no payload can hold it.
+_END = object()
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# Each character of a string encodes to at most 6 bytes: a "\u001f" escape, or
+# 4 UTF-8 bytes for a character outside the BMP.
+_MAX_BYTES_PER_CHAR = 6
+
+
+def _string_problem(text: str) -> str | None:
+    """Return why ``text`` cannot be stored, or None when it can."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    # A pure-ASCII string cannot hold a surrogate, and the check is much cheaper.
+    if not text.isascii() and _SURROGATE.search(text) is not None:
+        return "contains a lone surrogate"
+    return None
+
+
+def _fail(field: str, reason: str) -> SerializationError:
+    return SerializationError(f"{field}: payload {reason}")
+
+
+def check_json(
+    value: object, *, field: str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> JsonValue:
+    """Check that ``value`` can be stored as JSON, and return it unchanged.
+
+    Accepted are ``None``, ``bool``, ``int`` from :data:`MIN_JSON_INT` to
+    :data:`MAX_JSON_INT`, finite ``float``, ``str`` without NUL or lone
+    surrogates, and ``list`` and ``dict`` (with ``str`` keys) of those, nested
+    at most :data:`MAX_JSON_DEPTH` deep, encoding to at most ``max_bytes``
+    UTF-8 bytes with :func:`encode_json`.
+
+    The types must match exactly: subclasses (an ``IntEnum``, a ``StrEnum``, an
+    ``OrderedDict``) are rejected, because ``json`` would encode them in ways
+    that do not survive a round trip. ``bool`` is accepted as itself. Tuples,
+    sets, bytes, datetimes and ``Decimal`` are rejected too: convert them
+    before storing them. A cyclic structure is rejected by the depth limit.
+
+    Memory and time stay bounded by ``max_bytes``: a huge string, list or
+    integer is rejected before it is encoded.
+
+    Raises:
+        SerializationError: The value cannot be stored. The message names
+            ``field`` and the reason but holds no part of the value.
+
+    """
+    size = 0  # a lower bound of the encoded size
+    worst = 0  # an upper bound of the encoded size
+    # A stack of iterators, one per open list or object, instead of recursion:
+    # deep input cannot hit RecursionError, and memory grows with the depth,
+    # not with the number of items.
+    stack: list[Iterator[object]] = [iter((value,))]
+    while stack:
+        item = next(stack[-1], _END)
+        if item is _END:
+            stack.pop()
+            continue
+        if item is None or type(item) is bool:
+            cost = 4 if item is None or item is True else 5
+        elif type(item) is int:
+            # Compared as numbers: converting a huge int to text is slow, and
+            # Python refuses it beyond 4300 digits anyway.
+            if not MIN_JSON_INT <= item <= MAX_JSON_INT:
+                raise _fail(field, "holds an integer outside the signed 64-bit range")
+            cost = len(int.__repr__(item))
+        elif type(item) is float:
+            if not math.isfinite(item):
+                raise _fail(field, "holds NaN or an infinite float")
+            cost = len(float.__repr__(item))
+        elif type(item) is str:
+            size, worst = _add_string(item, size, worst, field, max_bytes, "string")
+            continue
+        elif type(item) is list or type(item) is dict:
+            # len(stack) is this container's nesting level: the root iterator
+            # plus one per enclosing container.
+            if len(stack) > MAX_JSON_DEPTH:
+                raise _fail(field, f"is nested deeper than {MAX_JSON_DEPTH} levels (or is cyclic)")
+            # Brackets and commas, and for an object one colon per member.
+            cost = 2 + max(len(item) - 1, 0) + (len(item) if type(item) is dict else 0)
+            if size + cost > max_bytes:
+                raise _fail(field, f"is larger than {max_bytes} bytes")
+            if type(item) is dict:
+                for key in item:
+                    if type(key) is not str:
+                        raise _fail(field, "has an object key that is not a string")
+                    size, worst = _add_string(key, size, worst, field, max_bytes, "object key")
+                stack.append(iter(item.values()))
+            else:
+                stack.append(iter(item))
+        else:
+            raise _fail(field, f"holds a value of type {type(item).__name__}, which is not JSON")
+        size += cost
+        worst += cost
+        if size > max_bytes:
+            raise _fail(field, f"is larger than {max_bytes} bytes")
+    checked: JsonValue = value  # type: ignore[assignment]  # the walk above proved the type
+    if worst > max_bytes and len(encode_json(checked).encode("utf-8")) > max_bytes:
+        raise _fail(field, f"is larger than {max_bytes} bytes")
+    return checked
+
+
+def _add_string(
+    text: str, size: int, worst: int, field: str, max_bytes: int, what: str
+) -> tuple[int, int]:
+    """Check one string and return the size bounds with it added."""
+    # Characters never outnumber encoded bytes, so this rejects a huge string
+    # before anything scans or copies it.
+    size += len(text) + 2
+    if size > max_bytes:
+        raise _fail(field, f"is larger than {max_bytes} bytes")
+    problem = _string_problem(text)
+    if problem is not None:
+        raise _fail(field, f"has a {what} that {problem}")
+    return size, worst + _MAX_BYTES_PER_CHAR * len(text) + 2
+
+
+def encode_json(value: JsonValue) -> str:
+    """Encode ``value`` as compact JSON text, keeping non-ASCII characters as is.
+
+    This does not apply the checks of :func:`check_json`; call that first.
+
+    Raises:
+        SerializationError: ``json`` cannot encode the value (NaN, a non-JSON
+            type, a cycle, too deep). The message holds no part of the value.
+
+    """
+    try:
+        return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (ValueError, TypeError, RecursionError) as exc:
+        # "from None": the original message may quote the value.
+        raise SerializationError(f"cannot encode payload as JSON ({type(exc).__name__})") from None
+
+
+def _reject_constant(name: str) -> JsonValue:
+    raise SerializationError("cannot decode JSON: NaN and Infinity are not allowed")
+
+
+def decode_json(text: str | bytes) -> JsonValue:
+    """Decode JSON text, refusing the ``NaN`` and ``Infinity`` literals.
+
+    Raises:
+        SerializationError: ``text`` is not valid JSON. The message holds no
+            part of the text.
+
+    """
+    try:
+        result: JsonValue = json.loads(text, parse_constant=_reject_constant)
+    except SerializationError:
+        raise
+    except json.JSONDecodeError as exc:
+        # "from None" here and below: the original exception keeps the whole
+        # document in its attributes, and tracebacks would print its message.
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise SerializationError(f"cannot decode JSON: {exc.msg} at {where}") from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise SerializationError(f"cannot decode JSON ({type(exc).__name__})") from None
+    return result
+
+
+def check_text(value: object, *, field: str, max_length: int, allow_empty: bool = False) -> str:
+    """Check a plain text field (an id, a name, an error message) and return it.
+
+    The value must be a ``str`` of at most ``max_length`` characters, without
+    NUL or lone surrogates, and not empty unless ``allow_empty``. A ``str``
+    subclass (such as a ``StrEnum`` member) is accepted and returned as a
+    plain ``str`` with the same characters.
+
+    Raises:
+        ValidationError: The value is not acceptable. The message names
+            ``field`` but holds no part of the value.
+
+    """
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be a string, not {type(value).__name__}")
+    text = str.__str__(value)
+    if not text and not allow_empty:
+        raise ValidationError(f"{field} must not be empty")
+    if len(text) > max_length:
+        raise ValidationError(f"{field} must be at most {max_length} characters long")
+    problem = _string_problem(text)
+    if problem is not None:
+        raise ValidationError(f"{field} {problem}")
+    return text

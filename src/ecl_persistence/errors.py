@@ -1,0 +1,111 @@
+"""The exceptions of ecl-persistence.
+
+Every failure that reaches a caller is a :class:`DbError`; no SQLAlchemy or
+driver exception escapes the package. Messages name the entity and its id,
+never a password or a payload.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConflictError",
+    "ConnectionFailedError",
+    "ConstraintViolationError",
+    "DbError",
+    "InvalidStateTransitionError",
+    "MigrationFailedError",
+    "NotFoundError",
+    "QueryFailedError",
+    "SerializationError",
+    "TransactionFailedError",
+    "ValidationError",
+]
+
+
+class DbError(Exception):
+    """Base class of every error raised by ecl-persistence.
+
+    ``retryable`` tells whether the same unit of work may succeed if run again
+    (a lost connection, a lock wait that timed out, a lost race).
+    """
+
+    retryable: bool = False
+
+
+class ConnectionFailedError(DbError):
+    """The database could not be reached, or the connection was lost.
+
+    ``retryable`` is true when trying again later may succeed (a timeout, a
+    busy SQLite database, a dropped connection), false when it will not (a
+    wrong password, a missing database).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class NotFoundError(DbError):
+    """No row of ``entity_type`` has the given ``id``."""
+
+    def __init__(self, entity_type: str, id: object) -> None:
+        super().__init__(f"{entity_type} {id} not found")
+        self.entity_type = entity_type
+        self.id = id
+
+
+class ConstraintViolationError(DbError):
+    """A write broke a database constraint (unique, foreign key, check).
+
+    ``constraint`` is the constraint's name when the database reported it.
+    """
+
+    def __init__(self, message: str, *, constraint: str | None = None) -> None:
+        super().__init__(message)
+        self.constraint = constraint
+
+
+class ValidationError(DbError, ValueError):
+    """A value given by the caller is not acceptable; nothing was written."""
+
+
+class SerializationError(DbError, ValueError):
+    """A payload cannot be stored as JSON (NaN, NUL, a non-JSON type, too large or deep)."""
+
+
+class QueryFailedError(DbError):
+    """A statement failed, or a row read back holds a value that is not valid."""
+
+
+class TransactionFailedError(DbError):
+    """The unit of work cannot do what was asked.
+
+    Raised for a write in a read-only unit of work, for use outside ``async with``,
+    for a commit that failed, and when the database is busy beyond its timeout
+    (then ``retryable`` is true).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class MigrationFailedError(DbError):
+    """An Alembic migration could not be applied."""
+
+
+class InvalidStateTransitionError(DbError):
+    """A state change that the rules of the workflow lifecycle forbid; nothing changed."""
+
+    def __init__(self, entity_type: str, id: object, from_state: str, to_state: str) -> None:
+        super().__init__(f"{entity_type} {id}: cannot move from {from_state} to {to_state}")
+        self.entity_type = entity_type
+        self.id = id
+        self.from_state = from_state
+        self.to_state = to_state
+
+
+class ConflictError(DbError):
+    """A concurrent change won: the row is not in the version or owner the caller expected."""
+
+    retryable = True

@@ -1,0 +1,166 @@
+"""Alembic, driven from Python: where the scripts are, and upgrade/downgrade on an engine.
+
+The scripts live in ``alembic/`` at the root of the source tree and are
+shipped inside the wheel as ``ecl_persistence/alembic``, so migrations run
+from an installed package as well as from a checkout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ecl_persistence.errors import DbError, MigrationFailedError
+
+__all__ = [
+    "alembic_config",
+    "alembic_ini_path",
+    "current_revision",
+    "downgrade",
+    "head_revision",
+    "script_location",
+    "sqlite_foreign_keys_off",
+    "upgrade",
+]
+
+_HERE = Path(__file__).resolve().parent
+
+
+def script_location() -> Path:
+    """The directory of the Alembic scripts, installed or in a checkout."""
+    for candidate in (_HERE / "alembic", _HERE.parent.parent / "alembic"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise MigrationFailedError("the Alembic scripts are missing from this installation")
+
+
+def alembic_ini_path() -> Path:
+    """The ``alembic.ini`` to pass to the ``alembic`` command as ``-c``."""
+    return script_location().parent / "alembic.ini"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic configuration for our scripts, sharing ``connection`` if given."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision of the scripts."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships a revision
+        raise MigrationFailedError("no Alembic revision found")
+    return head
+
+
+@contextmanager
+def sqlite_foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """Switch SQLite's foreign keys off around a migration, then check them.
+
+    A batch migration rebuilds a table by copying it and dropping the
+    original; with foreign keys on, the drop would cascade and delete every
+    child row. The pragma only works outside a transaction, so it is sent
+    straight to the driver. ``PRAGMA foreign_key_check`` must then report
+    nothing, or the migration fails. Does nothing on other dialects.
+    """
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    dbapi_connection: Any = connection.connection.dbapi_connection
+    _pragma(dbapi_connection, "PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        _pragma(dbapi_connection, "PRAGMA foreign_keys=ON")
+
+
+def check_sqlite_foreign_keys(connection: Connection) -> None:
+    """Raise :class:`MigrationFailedError` if any row breaks a foreign key (SQLite only)."""
+    if connection.dialect.name != "sqlite":
+        return
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        tables = sorted({str(row[0]) for row in broken})
+        raise MigrationFailedError(
+            f"migration left {len(broken)} rows breaking foreign keys in {', '.join(tables)}"
+        )
+
+
+def _pragma(dbapi_connection: Any, statement: str) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(statement)
+    finally:
+        cursor.close()
+
+
+def _run(connection: Connection, action: str, revision: str) -> None:
+    config = alembic_config(connection)
+    if action == "upgrade":
+        command.upgrade(config, revision)
+    else:
+        command.downgrade(config, revision)
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def _migrate(
+    engine: AsyncEngine, action: str, revision: str, lock: asyncio.Lock | None
+) -> None:
+    if lock is not None:
+        await lock.acquire()
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run, action, revision)
+    except DbError:
+        raise
+    except Exception as error:
+        raise MigrationFailedError(
+            f"{action} to {revision} failed: {type(error).__name__}: {_first_line(error)}"
+        ) from error
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else ""
+
+
+async def upgrade(
+    engine: AsyncEngine, revision: str = "head", *, lock: asyncio.Lock | None = None
+) -> None:
+    """Upgrade the database behind ``engine`` to ``revision``."""
+    await _migrate(engine, "upgrade", revision, lock)
+
+
+async def downgrade(
+    engine: AsyncEngine, revision: str, *, lock: asyncio.Lock | None = None
+) -> None:
+    """Downgrade the database behind ``engine`` to ``revision`` (``"base"`` empties it)."""
+    await _migrate(engine, "downgrade", revision, lock)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database is at, or ``None`` when it was never migrated."""
+    from ecl_persistence._translate import translating
+
+    with translating("read the schema revision"):
+        async with engine.connect() as connection:
+            return await connection.run_sync(_current)

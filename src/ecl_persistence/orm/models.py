@@ -1,0 +1,151 @@
+"""The three tables of ECL's state: workflows, their step executions, their artifacts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ecl_persistence.orm.base import Base
+from ecl_persistence.orm.types import JsonPayload, UTCDateTime
+
+__all__ = [
+    "ARTIFACTS",
+    "STEP_EXECUTIONS",
+    "WORKFLOWS",
+    "ArtifactRecord",
+    "StepExecutionRecord",
+    "WorkflowRecord",
+]
+
+ID_LENGTH = 255
+STATE_LENGTH = 16
+
+
+def _state_check(*states: str) -> str:
+    quoted = ", ".join(f"'{state}'" for state in states)
+    return f"state IN ({quoted})"
+
+
+class WorkflowRecord(Base):
+    """A row of ``workflows``: one run of a workflow definition."""
+
+    __tablename__ = "workflows"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    definition_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    state: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    input: Mapped[Any] = mapped_column(JsonPayload, nullable=False)
+    output: Mapped[Any | None] = mapped_column(JsonPayload, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    metadata_: Mapped[Any] = mapped_column("metadata", JsonPayload, nullable=False)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    step_executions: Mapped[list[StepExecutionRecord]] = relationship(
+        back_populates="workflow",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        lazy="raise",
+        order_by="StepExecutionRecord.started_at",
+    )
+    artifacts: Mapped[list[ArtifactRecord]] = relationship(
+        back_populates="workflow",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        lazy="raise",
+        order_by="ArtifactRecord.created_at",
+    )
+
+    __table_args__ = (
+        CheckConstraint(_state_check("pending", "running", "completed", "failed"), name="state"),
+        CheckConstraint("version >= 1", name="version_positive"),
+        Index("ix_workflows_state_created_at_id", "state", "created_at", "id"),
+        Index("ix_workflows_definition_id_created_at_id", "definition_id", "created_at", "id"),
+        Index("ix_workflows_created_at_id", "created_at", "id"),
+    )
+
+
+class StepExecutionRecord(Base):
+    """A row of ``step_executions``: one attempt of one step of a workflow."""
+
+    __tablename__ = "step_executions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    workflow_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("workflows.id", ondelete="CASCADE")
+    )
+    step_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    attempt: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    input: Mapped[Any] = mapped_column(JsonPayload, nullable=False)
+    output: Mapped[Any | None] = mapped_column(JsonPayload, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_used: Mapped[int | None] = mapped_column(BigInteger)
+    metadata_: Mapped[Any] = mapped_column("metadata", JsonPayload, nullable=False)
+
+    workflow: Mapped[WorkflowRecord] = relationship(back_populates="step_executions", lazy="raise")
+
+    __table_args__ = (
+        CheckConstraint(_state_check("pending", "running", "succeeded", "failed"), name="state"),
+        CheckConstraint("attempt >= 1", name="attempt_positive"),
+        CheckConstraint("duration_ms >= 0", name="duration_ms_non_negative"),
+        CheckConstraint("tokens_used >= 0", name="tokens_used_non_negative"),
+        # Leads with workflow_id, so it is also the foreign key's index.
+        UniqueConstraint("workflow_id", "step_id", "attempt"),
+        Index("ix_step_executions_workflow_id_started_at", "workflow_id", "started_at"),
+    )
+
+
+class ArtifactRecord(Base):
+    """A row of ``artifacts``: a file or object a step produced, stored elsewhere."""
+
+    __tablename__ = "artifacts"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    workflow_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("workflows.id", ondelete="CASCADE")
+    )
+    step_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    name: Mapped[str] = mapped_column(String(ID_LENGTH))
+    content_type: Mapped[str] = mapped_column(String(ID_LENGTH))
+    path: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    metadata_: Mapped[Any] = mapped_column("metadata", JsonPayload, nullable=False)
+
+    workflow: Mapped[WorkflowRecord] = relationship(back_populates="artifacts", lazy="raise")
+
+    __table_args__ = (
+        CheckConstraint("size_bytes >= 0", name="size_bytes_non_negative"),
+        # Leads with workflow_id, so it is also the foreign key's index.
+        UniqueConstraint("workflow_id", "step_id", "name"),
+        Index("ix_artifacts_workflow_id_created_at", "workflow_id", "created_at"),
+    )
+
+
+WORKFLOWS = cast("Table", WorkflowRecord.__table__)
+"""The ``workflows`` table, for Core statements on the hot paths."""
+STEP_EXECUTIONS = cast("Table", StepExecutionRecord.__table__)
+"""The ``step_executions`` table, for Core statements on the hot paths."""
+ARTIFACTS = cast("Table", ArtifactRecord.__table__)
+"""The ``artifacts`` table, for Core statements on the hot paths."""

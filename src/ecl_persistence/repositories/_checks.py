@@ -1,0 +1,65 @@
+"""Argument checks shared by the repositories: bad input never reaches SQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from ecl_persistence.domain import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    MISSING,
+    JsonValue,
+    Missing,
+    check_json,
+)
+from ecl_persistence.errors import ValidationError
+
+if TYPE_CHECKING:
+    from ecl_persistence.unit_of_work import UnitOfWork
+
+__all__ = ["check_aware", "check_count", "check_id", "check_limit", "check_payloads"]
+
+
+def check_id(value: object, name: str) -> uuid.UUID:
+    """Refuse an id that is not a UUID."""
+    if not isinstance(value, uuid.UUID):
+        raise ValidationError(f"{name} must be a UUID")
+    return value
+
+
+def check_limit(value: object, maximum: int) -> int:
+    """Refuse a page size that is not an integer in ``1..maximum``."""
+    if type(value) is not int or not 1 <= value <= maximum:
+        raise ValidationError(f"limit must be an integer from 1 to {maximum}")
+    return value
+
+
+def check_count(value: object, name: str) -> int | None:
+    """Refuse a count or duration that is not ``None`` or a non-negative 64-bit integer."""
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise ValidationError(f"{name} must be a non-negative integer")
+    return value
+
+
+def check_aware(value: object, name: str) -> datetime:
+    """Refuse a datetime without a timezone."""
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise ValidationError(f"{name} must be a timezone-aware datetime")
+    return value
+
+
+def check_payloads(uow: UnitOfWork, *payloads: JsonValue | Missing) -> None:
+    """Hold payloads to the database's ``max_payload_bytes`` when it is stricter than the default.
+
+    Domain objects already refused anything larger than the default limit, or
+    not JSON, when they were built.
+    """
+    limit = uow.max_payload_bytes
+    if limit >= DEFAULT_MAX_PAYLOAD_BYTES:
+        return
+    for payload in payloads:
+        if payload is not MISSING:
+            check_json(payload, field="payload", max_bytes=limit)

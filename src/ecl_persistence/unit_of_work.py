@@ -1,0 +1,203 @@
+"""The unit of work: one session, one transaction, committed or rolled back as a whole."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from sqlalchemy import Executable, Result
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ecl_persistence._translate import translating
+from ecl_persistence.errors import DbError, TransactionFailedError
+from ecl_persistence.repositories import (
+    ArtifactRepository,
+    StepExecutionRepository,
+    WorkflowRepository,
+)
+
+if TYPE_CHECKING:
+    from ecl_persistence.config import DatabaseConfig
+
+__all__ = ["UnitOfWork"]
+
+_log = logging.getLogger(__name__)
+
+
+class UnitOfWork:
+    """One transaction against the database, used with ``async with``.
+
+    The transaction commits when the block exits cleanly and rolls back when it
+    raises or is cancelled; either way the connection goes back to the pool
+    with no transaction open. ``commit()`` and ``rollback()`` end the current
+    transaction early; the unit of work stays usable and the next statement
+    starts a new one. A read-only unit of work refuses writes with
+    :class:`TransactionFailedError` and takes no writer lock.
+
+    Obtain one from :meth:`Database.session`; the repositories it exposes
+    (``workflows``, ``step_executions``, ``artifacts``) work only inside the block.
+    """
+
+    __slots__ = (
+        "_config",
+        "_factory",
+        "_failed",
+        "_lock",
+        "_session",
+        "artifacts",
+        "read_only",
+        "step_executions",
+        "workflows",
+    )
+
+    def __init__(
+        self,
+        factory: async_sessionmaker[AsyncSession],
+        config: DatabaseConfig,
+        *,
+        read_only: bool = False,
+        lock: asyncio.Lock | None = None,
+    ) -> None:
+        self._factory = factory
+        self._config = config
+        self._lock = lock
+        self._session: AsyncSession | None = None
+        self._failed = False
+        self.read_only = read_only
+        """Whether this unit of work refuses writes."""
+        self.workflows = WorkflowRepository(self)
+        """Workflows: create, read, change state, list, delete."""
+        self.step_executions = StepExecutionRepository(self)
+        """Step executions: every attempt of every step of a workflow."""
+        self.artifacts = ArtifactRepository(self)
+        """Artifacts: files and objects that steps produced."""
+
+    async def __aenter__(self) -> Self:
+        if self._session is not None:
+            raise TransactionFailedError("this unit of work is already in use")
+        if self._lock is not None:
+            await self._lock.acquire()
+        self._session = self._factory()
+        self._failed = False
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session = self._session
+        self._session = None
+        if session is None:
+            return
+        try:
+            if exc_type is None and self._failed:
+                await asyncio.shield(_discard(session))
+                raise TransactionFailedError(
+                    "the unit of work was rolled back after a failed statement; "
+                    "nothing was committed"
+                )
+            if exc_type is None:
+                try:
+                    with translating("commit"):
+                        await session.commit()
+                except BaseException:
+                    await asyncio.shield(_discard(session))
+                    raise
+                await asyncio.shield(_discard(session))
+            else:
+                # Shielded so that a second cancellation cannot leave the
+                # connection checked out with its transaction open.
+                await asyncio.shield(_discard(session))
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """The size limit of one JSON payload, from the database's configuration."""
+        return self._config.max_payload_bytes
+
+    @property
+    def active(self) -> bool:
+        """Whether this unit of work is inside its ``async with`` block."""
+        return self._session is not None
+
+    def _require_session(self, *, allow_failed: bool = False) -> AsyncSession:
+        if self._session is None:
+            raise TransactionFailedError(
+                "the unit of work is not active: use it inside `async with db.session() as uow:`"
+            )
+        if self._failed and not allow_failed:
+            raise TransactionFailedError(
+                "an earlier statement of this unit of work failed and its transaction was "
+                "rolled back; call rollback() before using it again"
+            )
+        return self._session
+
+    def require_writable(self, action: str) -> None:
+        """Raise :class:`TransactionFailedError` if ``action`` would write in a read-only unit."""
+        self._require_session()
+        if self.read_only:
+            raise TransactionFailedError(f"{action}: this unit of work is read-only")
+
+    async def execute(
+        self,
+        statement: Executable,
+        params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        *,
+        action: str,
+    ) -> Result[Any]:
+        """Execute ``statement`` in this unit's transaction, translating any failure.
+
+        This is the repositories' single door to the database; ``action`` names
+        what is being done for error messages (entity and id, never a payload).
+        """
+        session = self._require_session()
+        try:
+            with translating(action):
+                return await session.execute(statement, params)
+        except DbError:
+            # Both backends then behave alike: PostgreSQL aborts the whole
+            # transaction on an error, so SQLite's is rolled back as well and
+            # nothing done earlier in this unit of work can be committed.
+            self._failed = True
+            await asyncio.shield(_rollback(session))
+            raise
+
+    async def commit(self) -> None:
+        """Commit the work so far; the next statement begins a new transaction."""
+        session = self._require_session()
+        with translating("commit"):
+            await session.commit()
+
+    async def rollback(self) -> None:
+        """Discard the work so far; the next statement begins a new transaction."""
+        session = self._require_session(allow_failed=True)
+        with translating("rollback"):
+            await session.rollback()
+        self._failed = False
+
+
+async def _rollback(session: AsyncSession) -> None:
+    """Roll the session back after a failed statement; drop a connection that cannot."""
+    try:
+        await session.rollback()
+    except Exception as error:
+        _log.warning("discarding a broken database connection: %s", type(error).__name__)
+        await session.invalidate()
+
+
+async def _discard(session: AsyncSession) -> None:
+    """Close the session, returning its connection to the pool rolled back."""
+    try:
+        await session.close()
+    except Exception as error:
+        # The connection is unusable (lost mid-transaction): drop it rather than
+        # hand it to the next unit of work; the original exception still propagates.
+        _log.warning("discarding a broken database connection: %s", type(error).__name__)
+        await session.invalidate()

@@ -1,0 +1,98 @@
+"""factory-boy factories for the domain objects, and helpers that persist and inspect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import factory
+
+from ecl_persistence import (
+    Artifact,
+    Database,
+    StepExecution,
+    StepExecutionState,
+    Workflow,
+    WorkflowState,
+)
+from ecl_persistence.domain import MISSING, new_uuid7, utc_now
+from ecl_persistence.unit_of_work import UnitOfWork
+
+
+class WorkflowFactory(factory.Factory[Workflow]):
+    """A pending workflow of the ``research`` definition."""
+
+    class Meta:
+        model = Workflow
+
+    id = factory.LazyFunction(new_uuid7)
+    definition_id = "research"
+    state = WorkflowState.PENDING
+    input = factory.Sequence(lambda n: {"topic": f"topic-{n}", "n": n})
+    output = MISSING
+    error = None
+    created_at = factory.LazyFunction(utc_now)
+    updated_at = factory.SelfAttribute("created_at")
+    completed_at = None
+    metadata = factory.LazyFunction(dict)
+    version = 1
+
+
+class StepExecutionFactory(factory.Factory[StepExecution]):
+    """A running first attempt of a step; pass ``workflow_id``."""
+
+    class Meta:
+        model = StepExecution
+
+    id = factory.LazyFunction(new_uuid7)
+    workflow_id = None
+    step_id = factory.Sequence(lambda n: f"step-{n}")
+    attempt = 1
+    state = StepExecutionState.RUNNING
+    input = factory.LazyFunction(lambda: {"q": "tides"})
+    output = MISSING
+    error = None
+    started_at = factory.LazyFunction(utc_now)
+    completed_at = None
+    duration_ms = None
+    tokens_used = None
+    metadata = factory.LazyFunction(dict)
+
+
+class ArtifactFactory(factory.Factory[Artifact]):
+    """A JSON report artifact; pass ``workflow_id``."""
+
+    class Meta:
+        model = Artifact
+
+    id = factory.LazyFunction(new_uuid7)
+    workflow_id = None
+    step_id = "search"
+    name = factory.Sequence(lambda n: f"report-{n}.json")
+    content_type = "application/json"
+    path = factory.LazyAttribute(lambda a: f"artifacts/{a.workflow_id}/{a.name}")
+    size_bytes = 1024
+    created_at = factory.LazyFunction(utc_now)
+    metadata = factory.LazyFunction(dict)
+
+
+async def persist_workflow(uow: UnitOfWork, **fields: Any) -> Workflow:
+    """Build a workflow with :class:`WorkflowFactory` and create it."""
+    return await uow.workflows.create(WorkflowFactory.build(**fields))
+
+
+async def persist_step(uow: UnitOfWork, workflow: Workflow, **fields: Any) -> StepExecution:
+    """Build a step execution of ``workflow`` and create it."""
+    return await uow.step_executions.create(
+        StepExecutionFactory.build(workflow_id=workflow.id, **fields)
+    )
+
+
+async def persist_artifact(uow: UnitOfWork, workflow: Workflow, **fields: Any) -> Artifact:
+    """Build an artifact of ``workflow`` and create it."""
+    return await uow.artifacts.create(ArtifactFactory.build(workflow_id=workflow.id, **fields))
+
+
+def checked_out(db: Database) -> int:
+    """How many connections of ``db``'s pool are in use right now."""
+    pool: Any = db.engine.pool
+    return int(pool.checkedout())
