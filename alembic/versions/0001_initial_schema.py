@@ -27,7 +27,8 @@ STATE = sa.String(16)
 
 
 def _json() -> sa.types.TypeEngine[object]:
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    # TEXT on SQLite: a column declared JSON has numeric affinity there.
+    return sa.Text().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def _timestamp() -> sa.DateTime:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -13,6 +14,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, StaticPo
 
 from ecl_persistence.config import DatabaseConfig
 from ecl_persistence.domain import encode_json
+from ecl_persistence.errors import ConnectionFailedError
 from ecl_persistence.unit_of_work import UnitOfWork
 
 __all__ = ["APPLICATION_NAME", "Database", "build_engine"]
@@ -32,6 +34,17 @@ def _install_sqlite_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
     """Pragmas on every connection, and a BEGIN we choose for every transaction."""
     busy_ms = int(config.timeout_secs * 1000)
     is_file = not config.is_memory
+    database = config.async_url.database
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _before_connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
+        # Refused here rather than by the driver: aiosqlite leaves its worker
+        # thread behind after a failed open, to fail later on a closed loop.
+        if is_file and database and not Path(database).expanduser().parent.is_dir():
+            raise ConnectionFailedError(
+                "cannot open the SQLite database file: its directory does not exist",
+                retryable=False,
+            )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:

@@ -130,7 +130,7 @@ def check_json(
         elif type(item) is float:
             if not math.isfinite(item):
                 raise _fail(field, "holds NaN or an infinite float")
-            cost = len(float.__repr__(item))
+            cost = len(_float_text(item))
         elif type(item) is str:
             size, worst = _add_string(item, size, worst, field, max_bytes, "string")
             continue
@@ -189,10 +189,60 @@ def encode_json(value: JsonValue) -> str:
 
     """
     try:
-        return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        if "e+" in text and _has_large_float(value):
+            return "".join(_encode_exact(value, []))
+        return text
     except (ValueError, TypeError, RecursionError) as exc:
         # "from None": the original message may quote the value.
         raise SerializationError(f"cannot encode payload as JSON ({type(exc).__name__})") from None
+
+
+# From this magnitude ``repr`` writes a float with an exponent (``1e+16``), and
+# PostgreSQL's jsonb, which keeps numbers as ``numeric``, gives it back without
+# one, as an integer. Written out in full with a ".0", it comes back a float.
+_EXPONENT_FLOAT = 1e16
+
+
+def _has_large_float(value: JsonValue) -> bool:
+    stack: list[JsonValue] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and abs(item) >= _EXPONENT_FLOAT:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _float_text(value: float) -> str:
+    """The JSON text of a finite float, as :func:`encode_json` writes it."""
+    return f"{value:.1f}" if abs(value) >= _EXPONENT_FLOAT else float.__repr__(value)
+
+
+def _encode_exact(value: JsonValue, parts: list[str]) -> list[str]:
+    """Encode like :func:`encode_json`, writing large floats without an exponent."""
+    if isinstance(value, float):
+        parts.append(_float_text(value))
+    elif isinstance(value, dict):
+        parts.append("{")
+        for index, (key, item) in enumerate(value.items()):
+            parts.append("," if index else "")
+            parts.append(json.dumps(key, ensure_ascii=False))
+            parts.append(":")
+            _encode_exact(item, parts)
+        parts.append("}")
+    elif isinstance(value, list):
+        parts.append("[")
+        for index, item in enumerate(value):
+            parts.append("," if index else "")
+            _encode_exact(item, parts)
+        parts.append("]")
+    else:
+        parts.append(json.dumps(value, ensure_ascii=False))
+    return parts
 
 
 def _reject_constant(name: str) -> JsonValue:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect
+from sqlalchemy import JSON, DateTime, Dialect, Text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from ecl_persistence.domain import MISSING, JsonValue, Missing
+from ecl_persistence.domain import MISSING, JsonValue, Missing, encode_json
 
 __all__ = ["JsonPayload", "UTCDateTime"]
 
@@ -43,9 +43,31 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        """On SQLite, hand back text that is not a timestamp as it is.
+
+        SQLite stores timestamps as text, so a row edited by hand can hold
+        anything; the repositories then refuse it with an error naming the
+        table, column and row, instead of a bare ``ValueError`` from parsing.
+        """
+        process = super().result_processor(dialect, coltype)
+        if process is None or dialect.name != "sqlite":
+            return process
+
+        def tolerant(value: Any) -> Any:
+            try:
+                return process(value)
+            except (ValueError, TypeError):
+                return value
+
+        return tolerant
+
 
 class JsonPayload(TypeDecorator[Any]):
-    """A JSON document: ``jsonb`` on PostgreSQL, JSON text on SQLite.
+    """A JSON document: ``jsonb`` on PostgreSQL, JSON text in a TEXT column on SQLite.
+
+    SQLite gets TEXT, not its JSON type name, because a column named JSON has
+    numeric affinity there: the document ``5`` would be stored as the number 5.
 
     Binding takes a JSON value, or :data:`~ecl_persistence.domain.MISSING` for
     "no value", which is stored as SQL NULL so that a JSON ``null`` stays
@@ -59,15 +81,17 @@ class JsonPayload(TypeDecorator[Any]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        """Use JSONB on PostgreSQL so the documents can be indexed and compared."""
+        """Use JSONB on PostgreSQL, TEXT on SQLite."""
         if dialect.name == "postgresql":
             return dialect.type_descriptor(postgresql.JSONB(none_as_null=True))
-        return dialect.type_descriptor(JSON(none_as_null=True))
+        return dialect.type_descriptor(Text())
 
     def process_bind_param(self, value: JsonValue | Missing, dialect: Dialect) -> Any:
         """Map MISSING to SQL NULL and ``None`` to JSON ``null``."""
         if value is MISSING:
             return None
+        if dialect.name != "postgresql":
+            return encode_json(value)
         if value is None:
             return JSON.NULL
         return value

@@ -143,10 +143,10 @@ class WorkflowRepository:
 
     async def create(self, workflow: Workflow) -> Workflow:
         """Insert ``workflow``; a duplicate id raises ConstraintViolationError."""
-        action = f"create workflow {workflow.id}"
-        self._uow.require_writable(action)
         if not isinstance(workflow, Workflow):
             raise ValidationError("create expects a Workflow")
+        action = f"create workflow {workflow.id}"
+        self._uow.require_writable(action)
         check_payloads(self._uow, workflow.input, workflow.output, workflow.metadata)
         await self._uow.execute(_INSERT, workflow_to_row(workflow), action=action)
         return workflow
@@ -287,10 +287,14 @@ class WorkflowRepository:
 
 
 def _state(state: object) -> WorkflowState:
-    try:
-        return WorkflowState(str(state)) if isinstance(state, str) else WorkflowState(state)  # type: ignore[arg-type]
-    except ValueError:
-        raise ValidationError("state is not a workflow state") from None
+    if isinstance(state, WorkflowState):
+        return state
+    if type(state) is str:
+        try:
+            return WorkflowState(state)
+        except ValueError:
+            pass
+    raise ValidationError("state is not a workflow state")
 
 
 def _rowcount(result: Any) -> int:
