@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import factory
+from sqlalchemy import TextClause, Uuid, bindparam, text
 
 from ecl_persistence import (
     Artifact,
@@ -80,6 +82,12 @@ async def persist_workflow(uow: UnitOfWork, **fields: Any) -> Workflow:
     return await uow.workflows.create(WorkflowFactory.build(**fields))
 
 
+async def new_workflow(db: Database, **fields: Any) -> Workflow:
+    """Create a workflow with :class:`WorkflowFactory` in a unit of work of its own."""
+    async with db.session() as uow:
+        return await persist_workflow(uow, **fields)
+
+
 async def persist_step(uow: UnitOfWork, workflow: Workflow, **fields: Any) -> StepExecution:
     """Build a step execution of ``workflow`` and create it."""
     return await uow.step_executions.create(
@@ -96,3 +104,21 @@ def checked_out(db: Database) -> int:
     """How many connections of ``db``'s pool are in use right now."""
     pool: Any = db.engine.pool
     return int(pool.checkedout())
+
+
+def sql(statement: str, **params: object) -> TextClause:
+    """A raw statement whose UUID parameters are bound the way each dialect stores them."""
+    return text(statement).bindparams(
+        *(
+            bindparam(name, value, type_=Uuid())
+            if isinstance(value, uuid.UUID)
+            else bindparam(name, value)
+            for name, value in params.items()
+        )
+    )
+
+
+async def raw_scalar(db: Database, statement: str, **params: object) -> Any:
+    """Run one raw statement outside the repositories and return its single value."""
+    async with db.engine.connect() as connection:
+        return (await connection.execute(sql(statement, **params))).scalar_one()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import TextClause, Uuid, bindparam, text
-from tests.factories import ArtifactFactory, persist_workflow
+from tests.factories import ArtifactFactory, new_workflow, raw_scalar, sql
 
 from ecl_persistence import (
     Artifact,
@@ -32,27 +30,6 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
-
-
-def sql(statement: str, **params: object) -> TextClause:
-    return text(statement).bindparams(
-        *(
-            bindparam(name, value, type_=Uuid())
-            if isinstance(value, uuid.UUID)
-            else bindparam(name, value)
-            for name, value in params.items()
-        )
-    )
-
-
-async def raw_scalar(db: Database, statement: str, **params: object) -> Any:
-    async with db.engine.connect() as connection:
-        return (await connection.execute(sql(statement, **params))).scalar_one()
-
-
-async def new_workflow(db: Database) -> Workflow:
-    async with db.session() as uow:
-        return await persist_workflow(uow)
 
 
 def artifact(workflow: Workflow, **fields: Any) -> Artifact:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import TextClause, Uuid, bindparam, event, text
-from tests.factories import StepExecutionFactory, WorkflowFactory, persist_workflow
+from sqlalchemy import event
+from tests.factories import (
+    StepExecutionFactory,
+    WorkflowFactory,
+    new_workflow,
+    raw_scalar,
+)
 
 from ecl_persistence import (
     MISSING,
@@ -42,22 +46,6 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def sql(statement: str, **params: object) -> TextClause:
-    return text(statement).bindparams(
-        *(
-            bindparam(name, value, type_=Uuid())
-            if isinstance(value, uuid.UUID)
-            else bindparam(name, value)
-            for name, value in params.items()
-        )
-    )
-
-
-async def raw_scalar(db: Database, statement: str, **params: object) -> Any:
-    async with db.engine.connect() as connection:
-        return (await connection.execute(sql(statement, **params))).scalar_one()
-
-
 @contextmanager
 def statements_sent(db: Database) -> Iterator[list[str]]:
     """Collect the SQL statements the engine sends while the block runs."""
@@ -75,11 +63,6 @@ def statements_sent(db: Database) -> Iterator[list[str]]:
 
 def writes(statements: list[str]) -> list[str]:
     return [s for s in statements if s.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))]
-
-
-async def new_workflow(db: Database, **fields: Any) -> Workflow:
-    async with db.session() as uow:
-        return await persist_workflow(uow, **fields)
 
 
 def execution(workflow: Workflow, **fields: Any) -> StepExecution:

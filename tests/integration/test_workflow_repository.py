@@ -20,12 +20,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import TextClause, Uuid, bindparam, text
+from sqlalchemy import text
 from tests.factories import (
     WorkflowFactory,
     persist_artifact,
     persist_step,
     persist_workflow,
+    raw_scalar,
+    sql,
 )
 
 from ecl_persistence import (
@@ -61,23 +63,6 @@ def at(minutes: float) -> datetime:
 
 def missing_id() -> WorkflowId:
     return WorkflowId(new_uuid7())
-
-
-def sql(statement: str, **params: object) -> TextClause:
-    """A raw statement whose UUID parameters are bound the way each dialect stores them."""
-    return text(statement).bindparams(
-        *(
-            bindparam(name, value, type_=Uuid())
-            if isinstance(value, uuid.UUID)
-            else bindparam(name, value)
-            for name, value in params.items()
-        )
-    )
-
-
-async def raw_scalar(db: Database, statement: str, **params: object) -> Any:
-    async with db.engine.connect() as connection:
-        return (await connection.execute(sql(statement, **params))).scalar_one()
 
 
 def as_column(db: Database, column: str) -> str:
