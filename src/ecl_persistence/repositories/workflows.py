@@ -299,10 +299,10 @@ class WorkflowRepository:
             statement.group_by(_T.state), action="count workflows by state"
         )
         counts = dict.fromkeys(WorkflowState, 0)
-        for state, count in result:
-            counts[state_column(WorkflowState, state, table=_TABLE, id="one of its rows")] = int(
-                count
-            )
+        for row in result:
+            value, count = tuple(row)
+            state = state_column(WorkflowState, value, table=_TABLE, id="one of its rows")
+            counts[state] = int(count)
         return counts
 
 
