@@ -131,9 +131,9 @@ class SchemaStatus:
         return self.revision == self.head
 
     def describe(self) -> str:
-        """One line for humans: ``at 0001`` or ``at no revision``."""
+        """A few words for humans: ``at 0001``, ``at no revision`` or ``no SQLite file yet``."""
         if not self.exists:
-            return "at no revision: the SQLite file does not exist"
+            return "no SQLite file yet"
         return f"at {self.revision}" if self.revision else "at no revision"
 
     def problem(self) -> str | None:
