@@ -90,7 +90,9 @@ def test_commands_that_only_read_never_create_a_missing_sqlite_file(
         assert "no SQLite file yet" in result.stderr
 
 
-def test_a_revision_this_version_does_not_know_is_reported(database_url: str, tmp_path: Path) -> None:
+def test_a_revision_this_version_does_not_know_is_reported(
+    database_url: str, tmp_path: Path
+) -> None:
     path = tmp_path / "newer.db"
     invoke(["migrate"], url=f"sqlite:///{path}")
     with sqlite3.connect(path) as connection:
