@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -137,3 +138,16 @@ def test_every_command_has_help() -> None:
         result = runner.invoke(cli, [*command, "--help"])
         assert result.exit_code == 0
         assert "--database-url" in result.stdout
+
+
+def test_a_corrupt_row_is_a_database_error_exit_5(tmp_path: Path) -> None:
+    """SQLite only: PostgreSQL's jsonb cannot hold malformed JSON."""
+    path = tmp_path / "corrupt.db"
+    url = f"sqlite:///{path}"
+    workflow_id = json_of(invoke(["demo", "--json"], url=url))["workflow"]["id"]
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE workflows SET input = '{bad'")
+    result = invoke(["workflows", "show", workflow_id], url=url)
+    assert result.exit_code == ExitCode.DATABASE_ERROR
+    assert "workflows.input" in _one_line_error(result.stderr)
+    assert "malformed JSON" in result.stderr

@@ -101,7 +101,7 @@ def test_a_revision_this_version_does_not_know_is_reported(
     check = invoke(["check"], url=url)
     assert check.exit_code == ExitCode.NO
     assert "revision f00dfeed, which this version of ecl-persistence does not know" in check.stderr
-    for command in (["workflows", "list"], ["demo"]):
+    for command in (["workflows", "list"], ["demo"], ["migrate"]):
         refused = invoke(command, url=url)
         assert refused.exit_code == ExitCode.NOT_MIGRATED
         assert "does not know" in refused.stderr

@@ -41,6 +41,8 @@ def migrate() -> None:
 
     async def upgrade(db: Database) -> tuple[str, SchemaStatus]:
         url, before = await _status(db)
+        if not before.known:
+            raise CliError(str(before.problem()), ExitCode.NOT_MIGRATED)
         if not before.at_head:
             await db.migrate()
         return url, before
