@@ -306,7 +306,7 @@ def print_details(details: WorkflowDetails, *, payloads: bool = False) -> None:
         )
     out.print(history)
     if details.artifacts:
-        _heading(out, "Artifacts")
+        _heading(out, "\nArtifacts")
         artifacts = Table(box=box.SIMPLE_HEAD, show_edge=False)
         for column in ("step", "name", "content type", "size", "path"):
             artifacts.add_column(
@@ -325,8 +325,8 @@ def print_details(details: WorkflowDetails, *, payloads: bool = False) -> None:
             )
         out.print(artifacts)
     else:
-        out.print("No artifacts.\n")
-    out.print(_stats_line(details.stats), soft_wrap=True)
+        out.print("\nNo artifacts.")
+    out.print("\n" + _stats_line(details.stats), soft_wrap=True)
 
 
 def print_page(page: Page[Workflow]) -> None:
