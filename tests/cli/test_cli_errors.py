@@ -105,6 +105,8 @@ def test_database_url_may_follow_the_command_and_the_nearest_wins(tmp_path: Path
     result = invoke(["migrate", "--database-url", f"sqlite:///{near}"], url=UNPARSABLE)
     assert result.exit_code == 0, result.output
     assert near.exists()
+    listed = invoke(["workflows", "--database-url", f"sqlite:///{near}", "list", "--json"])
+    assert json_of(listed) == {"items": [], "next_cursor": None}
 
 
 def test_a_password_in_the_environment_is_masked_in_output(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import runpy
 import sys
 
 import pytest
@@ -64,3 +65,14 @@ def test_console_is_wide_on_a_pipe_unless_columns_says_otherwise(
     assert console().width == 160
     monkeypatch.setenv("COLUMNS", "72")
     assert console().width == 72
+
+
+def test_python_dash_m_entry_point_runs_main(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["ecl-db", "--version"])
+    monkeypatch.delitem(sys.modules, "ecl_persistence.__main__", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("ecl_persistence", run_name="__main__")
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"ecl-db, version {__version__}\n"

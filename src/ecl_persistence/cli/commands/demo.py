@@ -40,10 +40,12 @@ def _default_artifacts_root(config: DatabaseConfig) -> Path:
 @json_option
 @database_url_option
 def demo(artifacts_dir: Path | None, as_json: bool) -> None:
-    """Run a three-step demo workflow (one step retried) and print its history.
+    """Run a small workflow and print its history.
 
-    Migrates the database first if it is not at the head revision. Every run
-    creates a new workflow.
+    Three toy steps, one of which fails on its first attempt and succeeds on
+    its second; every attempt, an artifact, the output and the final state
+    are stored. Migrates the database first if it is not at the head
+    revision. Every run creates a new workflow.
     """
 
     async def run(db: Database) -> tuple[str | None, queries.WorkflowDetails]:

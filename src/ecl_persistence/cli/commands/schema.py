@@ -37,7 +37,10 @@ def _document(url: str, status: SchemaStatus) -> dict[str, object]:
 @click.command()
 @database_url_option
 def migrate() -> None:
-    """Upgrade the database to the newest schema revision (creating a SQLite file if needed)."""
+    """Upgrade the database to the head revision.
+
+    Creates the SQLite file if it does not exist yet; does nothing at head.
+    """
 
     async def upgrade(db: Database) -> tuple[str, SchemaStatus]:
         url, before = await _status(db)
@@ -74,7 +77,7 @@ def current(as_json: bool) -> None:
 @json_option
 @database_url_option
 def check(as_json: bool) -> None:
-    """Exit 0 when the database is at the head revision, 1 when it is not."""
+    """Exit 0 at the head revision, 1 when behind."""
     url, status = run_with_database(_status, require_migrated=False)
     if as_json:
         echo_json(_document(url, status))

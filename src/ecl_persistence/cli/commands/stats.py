@@ -16,7 +16,7 @@ __all__ = ["stats"]
 @json_option
 @database_url_option
 def stats(definition_id: str | None, as_json: bool) -> None:
-    """Count workflows by state; total step executions, durations and tokens."""
+    """Workflows by state; step executions, durations, tokens."""
     summary = run_with_database(lambda db: queries.load_summary(db, definition_id))
     if as_json:
         echo_json(summary_document(summary))

@@ -45,6 +45,7 @@ payloads_option = click.option(
 
 
 @click.group()
+@database_url_option
 def workflows() -> None:
     """List, show and delete workflows."""
 
