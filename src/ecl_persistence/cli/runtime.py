@@ -32,13 +32,14 @@ from ecl_persistence.errors import (
     SerializationError,
     ValidationError,
 )
-from ecl_persistence.migrations import alembic_config, current_revision
+from ecl_persistence.migrations import alembic_config, current_revision, head_revision
 
 __all__ = [
     "CliError",
     "ExitCode",
     "SchemaStatus",
     "database_url_option",
+    "expected_errors",
     "load_config",
     "read_schema_status",
     "run_with_database",
@@ -163,16 +164,14 @@ def _missing_sqlite_file(config: DatabaseConfig) -> bool:
 
 async def read_schema_status(db: Database) -> SchemaStatus:
     """Read the database's revision; a missing SQLite file is reported, not created."""
-    scripts = ScriptDirectory.from_config(alembic_config())
-    head = scripts.get_current_head()
-    assert head is not None, "the package ships at least one revision"
+    head = head_revision()
     if _missing_sqlite_file(db.config):
         return SchemaStatus(revision=None, head=head, known=True, exists=False)
     revision = await current_revision(db.engine)
     known = True
     if revision is not None:
         try:
-            scripts.get_revision(revision)
+            ScriptDirectory.from_config(alembic_config()).get_revision(revision)
         except CommandError:
             known = False
     return SchemaStatus(revision=revision, head=head, known=known)
