@@ -18,6 +18,7 @@ nox.options.sessions = [
     "tests-postgres",
     "migrations",
     "coverage",
+    "docs",
 ]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -27,8 +28,9 @@ COVERAGE_FAIL_UNDER = 95
 
 
 def install(session: nox.Session, *groups: str, editable: bool = True) -> None:
+    """Install the dependency groups, and the package (editable, with its cli extra)."""
     requirements = [r for group in groups for r in nox.project.dependency_groups(PYPROJECT, group)]
-    session.install(*(["-e", "."] if editable else []), *requirements)
+    session.install(*(["-e", ".[cli]"] if editable else []), *requirements)
 
 
 @nox.session
@@ -76,3 +78,14 @@ def coverage(session: nox.Session) -> None:
     session.install("coverage[toml]")
     session.run("coverage", "combine")
     session.run("coverage", "report", f"--fail-under={COVERAGE_FAIL_UNDER}")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, built with --strict; every public name must be in the reference."""
+    install(session, "docs")
+    # NO_MKDOCS_2_WARNING: Material's banner about its successor is not a build warning.
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", "site", env={"NO_MKDOCS_2_WARNING": "1"}
+    )
+    session.run("python", "docs/check_reference.py", "site/objects.inv")

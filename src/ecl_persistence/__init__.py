@@ -48,6 +48,7 @@ from ecl_persistence.repositories import (
 from ecl_persistence.unit_of_work import UnitOfWork
 
 __version__ = "0.1.0"
+"""The version of this package."""
 
 __all__ = [
     "APPLICATION_NAME",

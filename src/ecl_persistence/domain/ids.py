@@ -23,9 +23,13 @@ __all__ = [
 ]
 
 WorkflowId = NewType("WorkflowId", uuid.UUID)
+"""The id of a workflow: a UUIDv7."""
 StepExecutionId = NewType("StepExecutionId", uuid.UUID)
+"""The id of one attempt at a step: a UUIDv7."""
 ArtifactId = NewType("ArtifactId", uuid.UUID)
+"""The id of an artifact record: a UUIDv7."""
 StepId = NewType("StepId", str)
+"""The name of a step within its workflow definition, such as ``"search"``."""
 
 #: The longest string id (definition id, step id, artifact name) accepted, in characters.
 MAX_ID_LENGTH = 255

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
+"""A value that can be stored as JSON: what inputs, outputs and metadata hold."""
 
 
 class Missing(enum.Enum):

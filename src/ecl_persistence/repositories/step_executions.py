@@ -23,7 +23,7 @@ from ecl_persistence.domain import (
     utc_now,
 )
 from ecl_persistence.errors import InvalidStateTransitionError, NotFoundError, ValidationError
-from ecl_persistence.orm import STEP_EXECUTIONS
+from ecl_persistence.orm import STEP_EXECUTIONS, WORKFLOWS
 from ecl_persistence.repositories._checks import check_count, check_id, check_payloads
 from ecl_persistence.repositories._rows import (
     build,
@@ -240,17 +240,46 @@ class StepExecutionRepository:
         result = await self._uow.execute(
             _STATS, {"wid": workflow_id}, action=f"get stats of workflow {workflow_id}"
         )
-        total, succeeded, failed, duration, tokens = tuple(result.one())
-        return ExecutionStats(
-            total_executions=int(total),
-            succeeded_count=int(succeeded),
-            failed_count=int(failed),
-            total_duration_ms=int(duration),
-            total_tokens=int(tokens),
-        )
+        return _stats_of(result.one())
 
     def _row(self, execution: StepExecution) -> dict[str, Any]:
         if not isinstance(execution, StepExecution):
             raise ValidationError("expected a StepExecution")
         check_payloads(self._uow, execution.input, execution.output, execution.metadata)
         return step_execution_to_row(execution)
+
+    async def get_totals(self, definition_id: str | None = None) -> ExecutionStats:
+        """Counts, total duration and total tokens over the executions of many workflows.
+
+        Every workflow's executions when ``definition_id`` is ``None``, else only
+        those of workflows of that definition. Computed by one aggregate query
+        (a join with ``workflows`` when filtered); all zeros when nothing matches.
+        """
+        if definition_id is None:
+            result = await self._uow.execute(_TOTALS, action="get totals of step executions")
+        else:
+            checked = check_text(definition_id, field="definition_id", max_length=MAX_ID_LENGTH)
+            result = await self._uow.execute(
+                _TOTALS_OF_DEFINITION,
+                {"definition_id": checked},
+                action="get totals of the step executions of a definition",
+            )
+        return _stats_of(result.one())
+
+
+_TOTALS = select(*_STATS.selected_columns)
+_TOTALS_OF_DEFINITION = _TOTALS.select_from(
+    STEP_EXECUTIONS.join(WORKFLOWS, WORKFLOWS.c.id == _T.workflow_id)
+).where(WORKFLOWS.c.definition_id == bindparam("definition_id"))
+
+
+def _stats_of(row: Sequence[Any]) -> ExecutionStats:
+    """Build :class:`ExecutionStats` from a row of the aggregate columns of ``_STATS``."""
+    total, succeeded, failed, duration, tokens = tuple(row)
+    return ExecutionStats(
+        total_executions=int(total),
+        succeeded_count=int(succeeded),
+        failed_count=int(failed),
+        total_duration_ms=int(duration),
+        total_tokens=int(tokens),
+    )

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
 
 from ecl_persistence.domain import (
     MAX_ID_LENGTH,
@@ -285,6 +285,26 @@ class WorkflowRepository:
             raise NotFoundError(_ENTITY, id)
         return state_column(WorkflowState, value, table=_TABLE, id=id)
 
+    async def count_by_state(self, definition_id: str | None = None) -> dict[WorkflowState, int]:
+        """How many workflows are in each state, every state present (zero when none).
+
+        Counts every workflow when ``definition_id`` is ``None``, else only those
+        of that definition; one ``GROUP BY`` query.
+        """
+        statement = _COUNT_BY_STATE
+        if definition_id is not None:
+            checked = check_text(definition_id, field="definition_id", max_length=MAX_ID_LENGTH)
+            statement = statement.where(_T.definition_id == checked)
+        result = await self._uow.execute(
+            statement.group_by(_T.state), action="count workflows by state"
+        )
+        counts = dict.fromkeys(WorkflowState, 0)
+        for row in result:
+            value, count = tuple(row)
+            state = state_column(WorkflowState, value, table=_TABLE, id="one of its rows")
+            counts[state] = int(count)
+        return counts
+
 
 def _state(state: object) -> WorkflowState:
     if isinstance(state, WorkflowState):
@@ -299,3 +319,6 @@ def _state(state: object) -> WorkflowState:
 
 def _rowcount(result: Any) -> int:
     return int(result.rowcount)
+
+
+_COUNT_BY_STATE = select(_T.state, func.count())

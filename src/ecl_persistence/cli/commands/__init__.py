@@ -1,0 +1,1 @@
+"""The commands of ``ecl-db``, one module per area."""

@@ -1,0 +1,98 @@
+"""What the read commands fetch: each a read-only unit of work on the public repositories."""
+
+from __future__ import annotations
+
+import attrs
+
+from ecl_persistence.database import Database
+from ecl_persistence.domain import (
+    Artifact,
+    ExecutionStats,
+    Page,
+    StepExecution,
+    Workflow,
+    WorkflowId,
+    WorkflowState,
+)
+from ecl_persistence.errors import NotFoundError
+
+__all__ = [
+    "Summary",
+    "WorkflowDetails",
+    "delete_workflow",
+    "get_workflow",
+    "list_workflows",
+    "load_details",
+    "load_summary",
+]
+
+
+@attrs.frozen
+class WorkflowDetails:
+    """A workflow with its whole history, read in one transaction."""
+
+    workflow: Workflow
+    executions: tuple[StepExecution, ...]
+    """Every attempt of every step, in the order they started."""
+    artifacts: tuple[Artifact, ...]
+    stats: ExecutionStats
+
+
+@attrs.frozen
+class Summary:
+    """Workflows counted by state and totals of their step executions."""
+
+    definition_id: str | None
+    """The definition the figures are restricted to, or ``None`` for all."""
+    workflows: dict[WorkflowState, int]
+    executions: ExecutionStats
+
+
+async def get_workflow(db: Database, workflow_id: WorkflowId) -> Workflow:
+    """The workflow; raises :class:`NotFoundError` when there is none."""
+    async with db.session(read_only=True) as uow:
+        workflow = await uow.workflows.get(workflow_id)
+    if workflow is None:
+        raise NotFoundError("workflow", workflow_id)
+    return workflow
+
+
+async def load_details(db: Database, workflow_id: WorkflowId) -> WorkflowDetails:
+    """The workflow and its executions, artifacts and stats; :class:`NotFoundError` if absent."""
+    async with db.session(read_only=True) as uow:
+        workflow = await uow.workflows.get(workflow_id)
+        if workflow is None:
+            raise NotFoundError("workflow", workflow_id)
+        executions = await uow.step_executions.get_for_workflow(workflow_id)
+        artifacts = await uow.artifacts.list_for_workflow(workflow_id)
+        stats = await uow.step_executions.get_stats(workflow_id)
+    return WorkflowDetails(workflow, tuple(executions), tuple(artifacts), stats)
+
+
+async def list_workflows(
+    db: Database,
+    *,
+    state: WorkflowState | None,
+    definition_id: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[Workflow]:
+    """One page of workflows, newest first."""
+    async with db.session(read_only=True) as uow:
+        return await uow.workflows.list(
+            state=state, definition_id=definition_id, limit=limit, cursor=cursor
+        )
+
+
+async def load_summary(db: Database, definition_id: str | None) -> Summary:
+    """Counts by state and execution totals, over all workflows or one definition's."""
+    async with db.session(read_only=True) as uow:
+        counts = await uow.workflows.count_by_state(definition_id)
+        totals = await uow.step_executions.get_totals(definition_id)
+    return Summary(definition_id, counts, totals)
+
+
+async def delete_workflow(db: Database, workflow_id: WorkflowId) -> None:
+    """Delete the workflow with its executions and artifact records."""
+    async with db.session() as uow:
+        await uow.workflows.delete(workflow_id)

@@ -1,0 +1,381 @@
+"""Output of ``ecl-db``: rich tables for people, JSON documents for scripts.
+
+Payloads (inputs, outputs, metadata) are the user's data and may be
+sensitive: they are shown only on request (``--payloads``); otherwise their
+size in bytes stands in for them. Error messages of failed attempts are shown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ecl_persistence.cli.queries import Summary, WorkflowDetails
+from ecl_persistence.domain import (
+    MISSING,
+    Artifact,
+    ExecutionStats,
+    JsonValue,
+    Missing,
+    Page,
+    StepExecution,
+    StepExecutionState,
+    Workflow,
+    WorkflowState,
+    encode_json,
+)
+
+__all__ = [
+    "console",
+    "details_document",
+    "echo_json",
+    "format_ms",
+    "json_option",
+    "page_document",
+    "print_details",
+    "print_page",
+    "print_summary",
+    "summary_document",
+    "workflow_document",
+]
+
+_STATE_STYLES = {
+    WorkflowState.PENDING: "dim",
+    WorkflowState.RUNNING: "yellow",
+    WorkflowState.COMPLETED: "green",
+    WorkflowState.FAILED: "red",
+    StepExecutionState.PENDING: "dim",
+    StepExecutionState.RUNNING: "yellow",
+    StepExecutionState.SUCCEEDED: "green",
+    StepExecutionState.FAILED: "red",
+}
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+"""The ``--json`` flag of every read command."""
+
+
+_PIPED_WIDTH = 160
+
+
+def console() -> Console:
+    """A console on the current standard output (the one click's test runner swaps in).
+
+    Output to a pipe or a file gets a wide page rather than rich's 80 columns,
+    so ids and paths come out whole; ``COLUMNS`` still decides when it is set.
+    """
+    out = Console(highlight=False, soft_wrap=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = _PIPED_WIDTH
+    return out
+
+
+def echo_json(document: Any) -> None:
+    """Print ``document`` as indented JSON on standard output."""
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+# --- values ------------------------------------------------------------------------
+
+
+def format_ms(milliseconds: int | None) -> str:
+    """``-``, ``850 ms``, ``12.3 s`` or ``4 min 05 s``."""
+    if milliseconds is None:
+        return "-"
+    if milliseconds < 1000:
+        return f"{milliseconds} ms"
+    if milliseconds < 60_000:
+        return f"{milliseconds / 1000:.1f} s"
+    minutes, seconds = divmod(milliseconds // 1000, 60)
+    return f"{minutes} min {seconds:02d} s"
+
+
+def _time(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _clock(value: datetime) -> str:
+    return value.strftime("%H:%M:%S")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _state(state: WorkflowState | StepExecutionState) -> Text:
+    return Text(state.value, style=_STATE_STYLES[state])
+
+
+def _workflow_ms(workflow: Workflow) -> int | None:
+    if workflow.completed_at is None:
+        return None
+    return int((workflow.completed_at - workflow.created_at).total_seconds() * 1000)
+
+
+def _size(payload: JsonValue | Missing | Mapping[str, JsonValue]) -> int | None:
+    if payload is MISSING:
+        return None
+    return len(encode_json(payload).encode())  # type: ignore[arg-type]
+
+
+def _payloads(
+    document: dict[str, Any], names: Mapping[str, JsonValue | Missing], *, payloads: bool
+) -> None:
+    """Add each payload, or its size in bytes; an absent output is left out or null."""
+    for name, value in names.items():
+        if payloads:
+            if value is not MISSING:
+                document[name] = value
+        else:
+            document[f"{name}_bytes"] = _size(value)
+
+
+# --- JSON documents ----------------------------------------------------------------
+
+
+def workflow_document(workflow: Workflow, *, payloads: bool = False) -> dict[str, Any]:
+    """A workflow as JSON: ids as strings, times in ISO 8601, payloads only if asked."""
+    document: dict[str, Any] = {
+        "id": str(workflow.id),
+        "definition_id": workflow.definition_id,
+        "state": workflow.state.value,
+        "error": workflow.error,
+        "created_at": _iso(workflow.created_at),
+        "updated_at": _iso(workflow.updated_at),
+        "completed_at": _iso(workflow.completed_at),
+        "duration_ms": _workflow_ms(workflow),
+        "version": workflow.version,
+    }
+    _payloads(
+        document,
+        {"input": workflow.input, "output": workflow.output, "metadata": workflow.metadata},
+        payloads=payloads,
+    )
+    return document
+
+
+def _execution_document(execution: StepExecution, *, payloads: bool) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "id": str(execution.id),
+        "step_id": execution.step_id,
+        "attempt": execution.attempt,
+        "state": execution.state.value,
+        "error": execution.error,
+        "started_at": _iso(execution.started_at),
+        "completed_at": _iso(execution.completed_at),
+        "duration_ms": execution.duration_ms,
+        "tokens_used": execution.tokens_used,
+    }
+    _payloads(
+        document,
+        {"input": execution.input, "output": execution.output, "metadata": execution.metadata},
+        payloads=payloads,
+    )
+    return document
+
+
+def _artifact_document(artifact: Artifact) -> dict[str, Any]:
+    return {
+        "id": str(artifact.id),
+        "step_id": artifact.step_id,
+        "name": artifact.name,
+        "content_type": artifact.content_type,
+        "path": artifact.path,
+        "size_bytes": artifact.size_bytes,
+        "created_at": _iso(artifact.created_at),
+    }
+
+
+def _stats_document(stats: ExecutionStats) -> dict[str, int]:
+    return attrs.asdict(stats)
+
+
+def details_document(details: WorkflowDetails, *, payloads: bool = False) -> dict[str, Any]:
+    """A workflow with every attempt of every step, its artifacts and stats, as JSON."""
+    return {
+        "workflow": workflow_document(details.workflow, payloads=payloads),
+        "step_executions": [
+            _execution_document(execution, payloads=payloads) for execution in details.executions
+        ],
+        "artifacts": [_artifact_document(artifact) for artifact in details.artifacts],
+        "stats": _stats_document(details.stats),
+    }
+
+
+def page_document(page: Page[Workflow]) -> dict[str, Any]:
+    """A page of workflows as JSON, with the cursor of the next page (or null)."""
+    return {
+        "items": [workflow_document(workflow) for workflow in page.items],
+        "next_cursor": page.next_cursor,
+    }
+
+
+def summary_document(summary: Summary) -> dict[str, Any]:
+    """Counts by state (and their total) and execution totals, as JSON."""
+    workflows: dict[str, int] = {state.value: count for state, count in summary.workflows.items()}
+    workflows["total"] = sum(summary.workflows.values())
+    return {
+        "definition_id": summary.definition_id,
+        "workflows": workflows,
+        "step_executions": _stats_document(summary.executions),
+    }
+
+
+# --- tables ------------------------------------------------------------------------
+
+
+def _heading(out: Console, title: str) -> None:
+    out.print(Text(title, style="bold"), soft_wrap=True)
+
+
+def _print_fields(out: Console, title: str, rows: Mapping[str, str | Text]) -> None:
+    """A heading, then one ``name  value`` line per row."""
+    _heading(out, title)
+    table = Table(show_header=False, box=None, padding=(0, 2, 0, 1))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for name, value in rows.items():
+        table.add_row(name, value)
+    out.print(table)
+
+
+def _payload_cell(value: JsonValue | Missing | Mapping[str, JsonValue], payloads: bool) -> str:
+    if value is MISSING:
+        return "-"
+    if payloads:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    return f"{_size(value):,} bytes (--payloads shows it)"
+
+
+def _stats_line(stats: ExecutionStats) -> str:
+    return (
+        f"{stats.total_executions} executions: {stats.succeeded_count} succeeded, "
+        f"{stats.failed_count} failed; {format_ms(stats.total_duration_ms)}, "
+        f"{stats.total_tokens:,} tokens"
+    )
+
+
+def print_details(details: WorkflowDetails, *, payloads: bool = False) -> None:
+    """Print a workflow, the table of its step executions, its artifacts and its stats."""
+    out = console()
+    workflow = details.workflow
+    _print_fields(
+        out,
+        f"Workflow {workflow.id}",
+        {
+            "definition": workflow.definition_id,
+            "state": _state(workflow.state),
+            "created": _time(workflow.created_at),
+            "completed": _time(workflow.completed_at),
+            "duration": format_ms(_workflow_ms(workflow)),
+            "version": str(workflow.version),
+            "error": workflow.error or "-",
+            "input": _payload_cell(workflow.input, payloads),
+            "output": _payload_cell(workflow.output, payloads),
+        },
+    )
+    _heading(out, "\nStep executions")
+    history = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    history.add_column("step", overflow="fold")
+    for column in ("attempt", "state", "started", "duration", "tokens"):
+        history.add_column(column, justify="left" if column == "state" else "right", no_wrap=True)
+    history.add_column("error", overflow="fold")
+    for execution in details.executions:
+        history.add_row(
+            execution.step_id,
+            str(execution.attempt),
+            _state(execution.state),
+            _clock(execution.started_at),
+            format_ms(execution.duration_ms),
+            _count(execution.tokens_used),
+            execution.error or "",
+        )
+    out.print(history)
+    if details.artifacts:
+        _heading(out, "\nArtifacts")
+        artifacts = Table(box=box.SIMPLE_HEAD, show_edge=False)
+        for column in ("step", "name", "content type", "size", "path"):
+            artifacts.add_column(
+                column,
+                justify="right" if column == "size" else "left",
+                overflow="fold",
+                no_wrap=column == "size",
+            )
+        for artifact in details.artifacts:
+            artifacts.add_row(
+                artifact.step_id,
+                artifact.name,
+                artifact.content_type,
+                f"{artifact.size_bytes:,} B",
+                artifact.path,
+            )
+        out.print(artifacts)
+    else:
+        out.print("\nNo artifacts.")
+    out.print("\n" + _stats_line(details.stats), soft_wrap=True)
+
+
+def print_page(page: Page[Workflow]) -> None:
+    """Print a page of workflows and how to get the next one."""
+    out = console()
+    if not page.items:
+        out.print("No workflows.")
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("id", no_wrap=True, min_width=36)
+    table.add_column("definition", overflow="fold")
+    table.add_column("state", no_wrap=True)
+    table.add_column("created (UTC)", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    for workflow in page.items:
+        table.add_row(
+            str(workflow.id),
+            workflow.definition_id,
+            _state(workflow.state),
+            workflow.created_at.strftime("%Y-%m-%d %H:%M"),
+            format_ms(_workflow_ms(workflow)),
+        )
+    out.print(table)
+    if page.next_cursor is not None:
+        out.print(f"More: repeat with --cursor {page.next_cursor}", soft_wrap=True)
+
+
+def print_summary(summary: Summary) -> None:
+    """Print the counts by state and the execution totals."""
+    out = console()
+    scope = (
+        "all definitions"
+        if summary.definition_id is None
+        else f"definition {summary.definition_id!r}"
+    )
+    rows: dict[str, str | Text] = {
+        state.value: f"{count:,}" for state, count in summary.workflows.items()
+    }
+    rows["total"] = f"{sum(summary.workflows.values()):,}"
+    _print_fields(out, f"Workflows of {scope}", rows)
+    totals = summary.executions
+    _print_fields(
+        out,
+        "\nStep executions",
+        {
+            "total": f"{totals.total_executions:,}",
+            "succeeded": f"{totals.succeeded_count:,}",
+            "failed": f"{totals.failed_count:,}",
+            "duration": format_ms(totals.total_duration_ms),
+            "tokens": f"{totals.total_tokens:,}",
+        },
+    )

@@ -1,0 +1,69 @@
+"""The code in the docs runs as written: the quickstart on both backends, the test recipe."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+BLOCK = re.compile(r"^```python\n(.*?)^```$", re.DOTALL | re.MULTILINE)
+
+
+def python_blocks(page: str) -> list[str]:
+    """The ```python blocks of a docs page, in order."""
+    return [textwrap.dedent(block) for block in BLOCK.findall((DOCS / page).read_text())]
+
+
+def test_quickstart_script_runs_on_the_database_from_the_environment(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    [script] = [block for block in python_blocks("quickstart.md") if "asyncio.run(" in block]
+    monkeypatch.setenv("ECL_DATABASE_URL", database_url)
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    exec(compile(script, "docs/quickstart.md", "exec"), {"__name__": "__main__"})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith(": completed")
+    assert out[1:] == [
+        "  search attempt 1: failed",
+        "  search attempt 2: succeeded",
+        "  2 executions, 300 tokens",
+    ]
+    assert not (workdir / "ecl.db").exists(), "the URL came from ECL_DATABASE_URL"
+
+
+def test_testing_page_fixture_and_test_pass_under_pytest(tmp_path: Path) -> None:
+    [recipe] = [block for block in python_blocks("testing.md") if "def test_" in block]
+    (tmp_path / "test_recipe.py").write_text(recipe)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_recipe.py"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+
+def test_testing_page_bad_input_examples_raise_what_they_say() -> None:
+    [snippet] = [block for block in python_blocks("testing.md") if 'float("nan")' in block]
+    from ecl_persistence import SerializationError, ValidationError, Workflow
+
+    namespace = {
+        "pytest": pytest,
+        "ValidationError": ValidationError,
+        "SerializationError": SerializationError,
+        "Workflow": Workflow,
+    }
+    exec(compile(snippet, "docs/testing.md", "exec"), namespace)
