@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -13,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, StaticPool
 
 from ecl_persistence.config import DatabaseConfig
-from ecl_persistence.domain import encode_json
+from ecl_persistence.domain import WorkflowState, encode_json
 from ecl_persistence.errors import ConnectionFailedError
+from ecl_persistence.retention import DEFAULT_PURGE_BATCH, FINISHED_STATES, purge
 from ecl_persistence.unit_of_work import UnitOfWork
 
 __all__ = ["APPLICATION_NAME", "Database", "build_engine"]
@@ -179,6 +182,29 @@ class Database:
         from ecl_persistence.migrations import upgrade
 
         await upgrade(self._engine, revision, lock=self._memory_lock)
+
+    async def purge(
+        self,
+        *,
+        finished_before: datetime,
+        states: Iterable[WorkflowState] = FINISHED_STATES,
+        batch_size: int = DEFAULT_PURGE_BATCH,
+        dry_run: bool = False,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete finished workflows older than a cutoff, one transaction per batch.
+
+        See :func:`ecl_persistence.retention.purge`; returns the number deleted
+        (or, with ``dry_run``, the number that would be).
+        """
+        return await purge(
+            self,
+            finished_before=finished_before,
+            states=states,
+            batch_size=batch_size,
+            dry_run=dry_run,
+            on_batch=on_batch,
+        )
 
     async def ping(self) -> None:
         """Check that the database answers; raise :class:`ConnectionFailedError` if not."""
