@@ -6,6 +6,7 @@ import click
 
 from ecl_persistence import __version__
 from ecl_persistence.cli.commands.demo import demo
+from ecl_persistence.cli.commands.purge import purge
 from ecl_persistence.cli.commands.schema import check, current, migrate
 from ecl_persistence.cli.commands.stats import stats
 from ecl_persistence.cli.commands.workflows import workflows
@@ -27,5 +28,5 @@ def cli() -> None:
     """Look after an ECL workflow database: migrate it, run a demo, inspect what it holds."""
 
 
-for _command in (migrate, current, check, demo, workflows, stats):
+for _command in (migrate, current, check, demo, workflows, stats, purge):
     cli.add_command(_command)
