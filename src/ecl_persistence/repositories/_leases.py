@@ -1,8 +1,8 @@
 """The SQL of claims and leases, and the checks of their arguments.
 
 One statement per operation serves both backends. A claim is a single
-``UPDATE ... WHERE id IN (SELECT ... ORDER BY created_at, id LIMIT n FOR
-UPDATE SKIP LOCKED) RETURNING``: on PostgreSQL concurrent claimers skip the
+``WITH picked AS (SELECT ... ORDER BY created_at, id LIMIT n FOR UPDATE SKIP
+LOCKED) UPDATE ... WHERE id IN picked RETURNING``: on PostgreSQL concurrent claimers skip the
 rows another claimer has locked instead of queueing behind it; SQLite has
 no ``FOR UPDATE`` (SQLAlchemy leaves it out there) and needs none, because a
 writing unit of work starts with ``BEGIN IMMEDIATE`` and so holds the
@@ -71,18 +71,21 @@ def _claim(*, by_definition: bool) -> Any:
     queue = select(_T.id).where(_claimable(now))
     if by_definition:
         queue = queue.where(_T.definition_id.in_(bindparam("definitions", expanding=True)))
-    queue = (
+    picked = (
         queue.order_by(_T.created_at, _T.id)
         .limit(bindparam("limit"))
         .with_for_update(skip_locked=True)
-        # The subquery reads the table the UPDATE writes: never correlate it.
-        .correlate(None)
+        .cte("picked")
+        # Run once: as a plain subquery PostgreSQL may scan it again for each
+        # row it updates, and each rescan, skipping the rows this statement has
+        # just updated, would lock and hand out more than ``limit`` workflows.
+        .prefix_with("MATERIALIZED", dialect="postgresql")
     )
     return (
         update(WORKFLOWS)
         # The outer condition repeats the inner one: the UPDATE itself is then
         # a compare-and-set, whatever the subquery saw.
-        .where(_T.id.in_(queue.scalar_subquery()), _claimable(now))
+        .where(_T.id.in_(select(picked.c.id)), _claimable(now))
         .values(
             state=_RUNNING,
             lease_owner=bindparam("worker"),
