@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import factory
@@ -12,6 +13,7 @@ from ecl_persistence import (
     StepExecution,
     StepExecutionState,
     Workflow,
+    WorkflowId,
     WorkflowState,
 )
 from ecl_persistence.domain import MISSING, new_uuid7, utc_now
@@ -96,3 +98,29 @@ def checked_out(db: Database) -> int:
     """How many connections of ``db``'s pool are in use right now."""
     pool: Any = db.engine.pool
     return int(pool.checkedout())
+
+
+async def create_workflows(db: Database, *workflows: Workflow) -> None:
+    """Create ``workflows`` in one unit of work."""
+    async with db.session() as uow:
+        for workflow in workflows:
+            await uow.workflows.create(workflow)
+
+
+async def stored_workflow(db: Database, workflow_id: WorkflowId) -> Workflow:
+    """The workflow as stored now; fails the test if it is missing."""
+    async with db.session(read_only=True) as uow:
+        workflow = await uow.workflows.get(workflow_id)
+    assert workflow is not None, f"workflow {workflow_id} is missing"
+    return workflow
+
+
+def leased_workflow(owner: str, expires_at: datetime, **fields: Any) -> Workflow:
+    """A running workflow leased to ``owner`` until ``expires_at``, claimed once."""
+    return WorkflowFactory.build(
+        state=WorkflowState.RUNNING,
+        lease_owner=owner,
+        lease_expires_at=expires_at,
+        claim_count=1,
+        **fields,
+    )

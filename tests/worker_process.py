@@ -17,9 +17,9 @@ import os
 import signal
 import sys
 
-from ecl_persistence import Database, StepRecorder, WorkflowState
+from ecl_persistence import Database, JsonValue, StepRecorder, WorkflowState
 
-FETCH_OUTPUT = {"pages": 3}
+FETCH_OUTPUT: JsonValue = {"pages": 3}
 
 
 async def claim_loop(url: str, worker: str) -> None:

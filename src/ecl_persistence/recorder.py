@@ -34,7 +34,7 @@ from ecl_persistence.domain import (
     WorkflowId,
     check_json,
 )
-from ecl_persistence.errors import DbError, SerializationError, ValidationError
+from ecl_persistence.errors import DbError
 from ecl_persistence.repositories._checks import check_count
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class StepRecording:
 
     def __init__(self, execution: StepExecution, max_payload_bytes: int) -> None:
         self.execution = execution
-        """The running attempt, as stored when the block started."""
+        """The attempt: running inside the block, as finished after it."""
         self._max_payload_bytes = max_payload_bytes
         self._output: JsonValue | Missing = MISSING
         self._tokens_used: int | None = None
@@ -147,30 +147,15 @@ class StepRecorder:
         except BaseException as error:
             await self._fail(execution, describe_exception(error), started, recording)
             raise
-        await asyncio.shield(self._succeed(execution, started, recording))
-
-    async def _succeed(
-        self, execution: StepExecution, started: float, recording: StepRecording
-    ) -> None:
-        try:
-            await self._finish(execution, StepExecutionState.SUCCEEDED, started, recording)
-        except (ValidationError, SerializationError) as refused:
-            # The outcome itself was refused (an output over the database's
-            # limit): the attempt must not stay running, so it fails instead.
-            await self._finish(
-                execution,
-                StepExecutionState.FAILED,
-                started,
-                recording,
-                describe_exception(refused),
-            )
-            raise
+        recording.execution = await asyncio.shield(
+            self._finish(execution, StepExecutionState.SUCCEEDED, started, recording)
+        )
 
     async def _fail(
         self, execution: StepExecution, error: str, started: float, recording: StepRecording
     ) -> None:
         try:
-            await asyncio.shield(
+            recording.execution = await asyncio.shield(
                 self._finish(execution, StepExecutionState.FAILED, started, recording, error)
             )
         except DbError as lost:
@@ -189,11 +174,11 @@ class StepRecorder:
         started: float,
         recording: StepRecording,
         error: str | None = None,
-    ) -> None:
+    ) -> StepExecution:
         duration_ms = max(0, round((time.monotonic() - started) * 1000))
         succeeded = state is StepExecutionState.SUCCEEDED
         async with self._db.session() as uow:
-            await uow.step_executions.update_completion(
+            return await uow.step_executions.update_completion(
                 execution.id,
                 state,
                 output=recording.output if succeeded else MISSING,

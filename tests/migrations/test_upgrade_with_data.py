@@ -55,7 +55,9 @@ TYPES: dict[str, Any] = {
 def insert_statement(table: str, dialect: str) -> TextClause:
     names = [name.strip() for name in COLUMNS[table].split(",")]
     values = [
-        f"CAST(:{name} AS jsonb)" if dialect == "postgresql" and name in JSON_COLUMNS else f":{name}"
+        f"CAST(:{name} AS jsonb)"
+        if dialect == "postgresql" and name in JSON_COLUMNS
+        else f":{name}"
         for name in names
     ]
     statement = text(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(values)})")
@@ -71,7 +73,11 @@ def json_text(value: Any) -> str | None:
 def sample_rows() -> dict[str, list[dict[str, Any]]]:
     """Realistic rows of every shape: all states, JSON null and SQL NULL, unicode, big numbers."""
     states = list(WorkflowState)
-    rows: dict[str, list[dict[str, Any]]] = {"workflows": [], "step_executions": [], "artifacts": []}
+    rows: dict[str, list[dict[str, Any]]] = {
+        "workflows": [],
+        "step_executions": [],
+        "artifacts": [],
+    }
     for n in range(WORKFLOWS):
         workflow_id = new_uuid7()
         state = states[n % len(states)]
@@ -142,7 +148,7 @@ async def snapshot(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
             table: [
                 tuple(row)
                 for row in await connection.execute(
-                    text(f"SELECT {columns} FROM {table} ORDER BY id")  # noqa: S608
+                    text(f"SELECT {columns} FROM {table} ORDER BY id")
                 )
             ]
             for table, columns in COLUMNS.items()

@@ -81,11 +81,13 @@ def _claim(*, by_definition: bool) -> Any:
         # just updated, would lock and hand out more than ``limit`` workflows.
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
+    # The UPDATE needs no condition of its own to be a compare-and-set: on
+    # PostgreSQL, FOR UPDATE re-checks the conditions against the newest
+    # version of each row once it holds the row's lock; on SQLite, the
+    # statement runs whole under the database's write lock.
     return (
         update(WORKFLOWS)
-        # The outer condition repeats the inner one: the UPDATE itself is then
-        # a compare-and-set, whatever the subquery saw.
-        .where(_T.id.in_(select(picked.c.id)), _claimable(now))
+        .where(_T.id.in_(select(picked.c.id)))
         .values(
             state=_RUNNING,
             lease_owner=bindparam("worker"),
