@@ -116,11 +116,8 @@ async def stored_workflow(db: Database, workflow_id: WorkflowId) -> Workflow:
 
 
 def leased_workflow(owner: str, expires_at: datetime, **fields: Any) -> Workflow:
-    """A running workflow leased to ``owner`` until ``expires_at``, claimed once."""
+    """A running workflow leased to ``owner`` until ``expires_at``, claimed once by default."""
+    fields.setdefault("claim_count", 1)
     return WorkflowFactory.build(
-        state=WorkflowState.RUNNING,
-        lease_owner=owner,
-        lease_expires_at=expires_at,
-        claim_count=1,
-        **fields,
+        state=WorkflowState.RUNNING, lease_owner=owner, lease_expires_at=expires_at, **fields
     )

@@ -6,7 +6,7 @@ import asyncio
 
 import attrs
 import pytest
-from sqlalchemy import text
+from sqlalchemy import false, text
 from tests.factories import WorkflowFactory, stored_workflow
 
 from ecl_persistence import (
@@ -16,6 +16,7 @@ from ecl_persistence import (
     JsonValue,
     Workflow,
 )
+from ecl_persistence.repositories import workflows
 
 CONCURRENT = 20
 
@@ -146,3 +147,14 @@ async def test_a_create_racing_an_uncommitted_one_waits_for_it_and_returns_it(
             assert not racer.done()
         assert await racer == (first, False)
         assert await count_workflows(db) == 1
+
+
+async def test_a_keyed_workflow_deleted_before_it_is_read_back_raises_a_retryable_conflict(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await create_or_get(db, Workflow.new("research", {}, idempotency_key="k"))
+    # Stands for a concurrent delete committed between the insert and the read.
+    monkeypatch.setattr(workflows, "_GET_BY_KEY", workflows._SELECT.where(false()))
+    with pytest.raises(ConflictError, match="deleted meanwhile") as raced:
+        await create_or_get(db, Workflow.new("research", {}, idempotency_key="k"))
+    assert raced.value.retryable is True

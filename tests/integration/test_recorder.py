@@ -170,3 +170,12 @@ async def test_a_step_of_a_missing_workflow_never_runs(db: Database) -> None:
         async with StepRecorder(db).step(Workflow.new("research", {}).id, "search", {}):
             ran = True
     assert not ran
+
+
+async def test_an_output_set_back_to_missing_stores_none(db: Database) -> None:
+    workflow = await new_workflow(db)
+    async with StepRecorder(db).step(workflow.id, "search", {}) as rec:
+        rec.output = {"draft": True}
+        rec.output = MISSING
+    (stored,) = await attempts(db, workflow)
+    assert (stored.state, stored.output) == (S.SUCCEEDED, MISSING)

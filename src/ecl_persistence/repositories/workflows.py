@@ -309,13 +309,16 @@ class WorkflowRepository:
         claims ever take the same workflow under the same lease, on either
         backend; an empty list means there is nothing to do.
         """
-        action = f"claim workflows for worker {worker_id!r}"
-        self._uow.require_writable(action)
+        self._uow.require_writable("claim workflows")
         worker = _leases.check_worker_id(worker_id)
-        count = check_limit(limit, MAX_PAGE_SIZE)
+        action = f"claim workflows for worker {worker!r}"
         start, expires = _leases.lease_times(lease_seconds, now)
-        params: dict[str, Any] = {"worker": worker, "now": start, "expires": expires}
-        params["limit"] = count
+        params: dict[str, Any] = {
+            "worker": worker,
+            "now": start,
+            "expires": expires,
+            "limit": check_limit(limit, MAX_PAGE_SIZE),
+        }
         statement = _leases.CLAIM
         if definition_ids is not None:
             params["definitions"] = _leases.check_definition_ids(definition_ids)
@@ -344,7 +347,7 @@ class WorkflowRepository:
         (not retryable) when the worker lost the lease; nothing changes then.
         """
         action = f"heartbeat workflow {id}"
-        worker = await self._lease_checks(id, worker_id, action)
+        worker = self._lease_checks(id, worker_id, action)
         _start, expires = _leases.lease_times(lease_seconds, now)
         params = {"wid": id, "worker": worker, "expires": expires}
         return await self._owned(_leases.HEARTBEAT, params, action)
@@ -359,7 +362,7 @@ class WorkflowRepository:
         ConflictError (not retryable) when the worker does not hold the lease.
         """
         action = f"release workflow {id}"
-        worker = await self._lease_checks(id, worker_id, action)
+        worker = self._lease_checks(id, worker_id, action)
         params = {"wid": id, "worker": worker, "now": utc_now()}
         return await self._owned(_leases.RELEASE, params, action)
 
@@ -485,7 +488,7 @@ class WorkflowRepository:
             )
         return state_column(WorkflowState, state, table=_TABLE, id=id), owner
 
-    async def _lease_checks(self, id: WorkflowId, worker_id: str, action: str) -> str:
+    def _lease_checks(self, id: WorkflowId, worker_id: str, action: str) -> str:
         self._uow.require_writable(action)
         check_id(id, "workflow id")
         return _leases.check_worker_id(worker_id)
