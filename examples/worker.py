@@ -145,7 +145,7 @@ async def main(worker_id: str, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
+    logging.basicConfig(level=logging.WARNING)
     args = sys.argv[1:]
     seed = 0
     if "--seed" in args:
