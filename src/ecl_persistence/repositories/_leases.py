@@ -1,12 +1,13 @@
 """The SQL of claims and leases, and the checks of their arguments.
 
 One statement per operation serves both backends. A claim is a single
-``WITH picked AS (SELECT ... ORDER BY created_at, id LIMIT n FOR UPDATE SKIP
-LOCKED) UPDATE ... WHERE id IN picked RETURNING``: on PostgreSQL concurrent claimers skip the
-rows another claimer has locked instead of queueing behind it; SQLite has
-no ``FOR UPDATE`` (SQLAlchemy leaves it out there) and needs none, because a
-writing unit of work starts with ``BEGIN IMMEDIATE`` and so holds the
-database's single write lock from its first statement.
+``WITH picked AS (SELECT ... ORDER BY created_at, id LIMIT n FOR UPDATE
+SKIP LOCKED) UPDATE ... WHERE id IN picked RETURNING``: on PostgreSQL,
+concurrent claimers skip the rows another claimer has locked instead of
+queueing behind it; SQLite has no ``FOR UPDATE`` (SQLAlchemy leaves it out
+there) and needs none, because a writing unit of work starts with ``BEGIN
+IMMEDIATE`` and so holds the database's single write lock from its first
+statement.
 """
 
 from __future__ import annotations

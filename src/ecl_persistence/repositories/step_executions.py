@@ -193,10 +193,13 @@ class StepExecutionRepository:
         the step (1 for its first run), race-free: concurrent starts of steps
         of one workflow are serialised (a row lock on the workflow on
         PostgreSQL, the write lock on SQLite), so each gets its own number.
-        An explicit ``attempt`` is stored as given. An unknown workflow raises
-        NotFoundError; a taken attempt number, ConstraintViolationError.
+        An explicit ``attempt`` is stored as given, like :meth:`create` would.
+        An unknown workflow raises NotFoundError (ConstraintViolationError
+        with an explicit attempt); a taken attempt number,
+        ConstraintViolationError.
         """
-        # The domain object validates every argument before any SQL runs.
+        # The domain object validates every argument before any SQL runs; with
+        # attempt=None its number 1 is a placeholder that the INSERT replaces.
         execution = StepExecution.start(
             workflow_id,
             step_id,
