@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import factory
@@ -14,6 +15,7 @@ from ecl_persistence import (
     StepExecution,
     StepExecutionState,
     Workflow,
+    WorkflowId,
     WorkflowState,
 )
 from ecl_persistence.domain import MISSING, new_uuid7, utc_now
@@ -122,3 +124,26 @@ async def raw_scalar(db: Database, statement: str, **params: object) -> Any:
     """Run one raw statement outside the repositories and return its single value."""
     async with db.engine.connect() as connection:
         return (await connection.execute(sql(statement, **params))).scalar_one()
+
+
+async def create_workflows(db: Database, *workflows: Workflow) -> None:
+    """Create ``workflows`` in one unit of work."""
+    async with db.session() as uow:
+        for workflow in workflows:
+            await uow.workflows.create(workflow)
+
+
+async def stored_workflow(db: Database, workflow_id: WorkflowId) -> Workflow:
+    """The workflow as stored now; fails the test if it is missing."""
+    async with db.session(read_only=True) as uow:
+        workflow = await uow.workflows.get(workflow_id)
+    assert workflow is not None, f"workflow {workflow_id} is missing"
+    return workflow
+
+
+def leased_workflow(owner: str, expires_at: datetime, **fields: Any) -> Workflow:
+    """A running workflow leased to ``owner`` until ``expires_at``, claimed once by default."""
+    fields.setdefault("claim_count", 1)
+    return WorkflowFactory.build(
+        state=WorkflowState.RUNNING, lease_owner=owner, lease_expires_at=expires_at, **fields
+    )

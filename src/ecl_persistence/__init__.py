@@ -19,6 +19,7 @@ from ecl_persistence.domain import (
     JsonValue,
     Missing,
     Page,
+    ResumePoint,
     StepExecution,
     StepExecutionId,
     StepExecutionState,
@@ -40,6 +41,7 @@ from ecl_persistence.errors import (
     TransactionFailedError,
     ValidationError,
 )
+from ecl_persistence.recorder import StepRecorder, StepRecording
 from ecl_persistence.repositories import (
     ArtifactRepository,
     StepExecutionRepository,
@@ -71,12 +73,15 @@ __all__ = [
     "NotFoundError",
     "Page",
     "QueryFailedError",
+    "ResumePoint",
     "SerializationError",
     "StepExecution",
     "StepExecutionId",
     "StepExecutionRepository",
     "StepExecutionState",
     "StepId",
+    "StepRecorder",
+    "StepRecording",
     "TransactionFailedError",
     "UnitOfWork",
     "ValidationError",

@@ -106,6 +106,14 @@ class InvalidStateTransitionError(DbError):
 
 
 class ConflictError(DbError):
-    """A concurrent change won: the row is not in the version or owner the caller expected."""
+    """A concurrent change won: the row is not in the version or owner the caller expected.
 
-    retryable = True
+    ``retryable`` is true when reading the row again and redoing the work may
+    succeed (a stale ``expected_version``, a lost serialization race), false
+    when it cannot (an idempotency key reused with another input, a lease
+    another worker now holds).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable

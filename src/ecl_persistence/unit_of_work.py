@@ -123,6 +123,11 @@ class UnitOfWork:
         return self._config.max_payload_bytes
 
     @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``: the few statements that differ pick by it."""
+        return self._config.dialect
+
+    @property
     def active(self) -> bool:
         """Whether this unit of work is inside its ``async with`` block."""
         return self._session is not None

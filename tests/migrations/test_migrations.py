@@ -74,12 +74,14 @@ async def test_upgrade_from_empty_creates_tables_keys_and_indexes(empty_database
         "ix_workflows_state_created_at_id",
         "ix_workflows_definition_id_created_at_id",
         "ix_workflows_created_at_id",
+        "ix_workflows_claimable_created_at_id",
         "ix_step_executions_workflow_id_started_at",
         "ix_artifacts_workflow_id_created_at",
     } <= schema["indexes"]
     assert {
         "uq_step_executions_workflow_id_step_id_attempt",
         "uq_artifacts_workflow_id_step_id_name",
+        "uq_workflows_definition_id_idempotency_key",
     } <= schema["unique"]
 
 
@@ -211,3 +213,12 @@ def test_alembic_offline_mode_renders_sql_for_both_dialects() -> None:
         result = _run_alembic("upgrade", "head", "--sql", env={"ECL_DATABASE_URL": url})
         assert result.returncode == 0, result.stderr
         assert "CREATE TABLE workflows" in result.stdout
+        assert "ix_workflows_claimable_created_at_id" in result.stdout
+
+
+def test_alembic_offline_mode_renders_the_workers_downgrade_for_both_dialects() -> None:
+    for url in ("sqlite:///offline.db", "postgresql://u@h/db"):
+        result = _run_alembic("downgrade", "0002:0001", "--sql", env={"ECL_DATABASE_URL": url})
+        assert result.returncode == 0, result.stderr
+        assert "DROP INDEX ix_workflows_claimable_created_at_id" in result.stdout
+        assert "version_num='0001'" in result.stdout

@@ -37,6 +37,7 @@ from ecl_persistence.domain.payload import (
     decode_json,
     encode_json,
 )
+from ecl_persistence.domain.resume import ResumePoint
 from ecl_persistence.domain.states import WORKFLOW_TRANSITIONS, StepExecutionState, WorkflowState
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "JsonValue",
     "Missing",
     "Page",
+    "ResumePoint",
     "StepExecution",
     "StepExecutionId",
     "StepExecutionState",

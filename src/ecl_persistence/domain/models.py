@@ -10,7 +10,7 @@ be stored as JSON; never a bare ``TypeError`` or ``ValueError``.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 
@@ -71,6 +71,27 @@ def _name(value: str) -> str:
     return check_text(value, field="name", max_length=MAX_ID_LENGTH)
 
 
+def _idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return check_text(value, field="idempotency_key", max_length=MAX_ID_LENGTH)
+
+
+def _lease_owner(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return check_text(value, field="lease_owner", max_length=MAX_ID_LENGTH)
+
+
+def _lease(instance: Workflow, attribute: attrs.Attribute[Any], value: datetime | None) -> None:
+    # Runs once every field is set: a lease is an owner and an expiry together,
+    # held only by a running workflow (the database checks the same).
+    if (instance.lease_owner is None) != (value is None):
+        raise ValidationError("lease_owner and lease_expires_at must be set together")
+    if value is not None and instance.state is not WorkflowState.RUNNING:
+        raise ValidationError("only a running workflow can hold a lease")
+
+
 def _error(value: str | None) -> str | None:
     if value is None:
         return None
@@ -105,6 +126,13 @@ class Workflow:
     and every datetime is aware and in UTC. ``output`` is ``MISSING`` until the
     workflow produces one. ``version`` counts the stored changes, from 1, for
     optimistic locking. Build new workflows with :meth:`new`.
+
+    The last fields serve workers sharing a database (see ``docs/workers.md``):
+    ``idempotency_key`` makes a retried start return the first workflow;
+    ``lease_owner`` and ``lease_expires_at`` name the worker that claimed a
+    running workflow and until when (both or neither, and only while running);
+    ``claim_count`` counts the claims, so a workflow that keeps killing its
+    workers can be told apart.
     """
 
     id: WorkflowId = attrs.field(validator=_fields.uuid_value)
@@ -128,6 +156,14 @@ class Workflow:
         validator=_fields.json_object, repr=_fields.redacted
     )
     version: int = attrs.field(validator=_fields.integer(minimum=1))
+    idempotency_key: str | None = attrs.field(default=None, converter=_idempotency_key)
+    lease_owner: str | None = attrs.field(default=None, converter=_lease_owner)
+    lease_expires_at: datetime | None = attrs.field(
+        default=None,
+        converter=_fields.optional_utc_datetime,
+        validator=[_fields.aware_utc(optional=True), _lease],
+    )
+    claim_count: int = attrs.field(default=0, validator=_fields.integer(minimum=0))
 
     @classmethod
     def new(
@@ -138,8 +174,14 @@ class Workflow:
         metadata: Mapping[str, JsonValue] | None = None,
         id: WorkflowId | None = None,
         now: datetime | None = None,
+        idempotency_key: str | None = None,
     ) -> Workflow:
-        """Return a pending workflow at version 1, created ``now`` (default: the current time)."""
+        """Return a pending workflow at version 1, created ``now`` (default: the current time).
+
+        With an ``idempotency_key`` (at most 255 characters, for example a
+        request id), creating the workflow again with the same key and
+        definition returns the workflow stored first instead of a second one.
+        """
         created_at = utc_now() if now is None else now
         return cls(
             id=WorkflowId(new_uuid7()) if id is None else id,
@@ -153,6 +195,7 @@ class Workflow:
             completed_at=None,
             metadata=_fields.copy_metadata(metadata),
             version=1,
+            idempotency_key=idempotency_key,
         )
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -41,6 +42,11 @@ def _state_check(*states: str) -> str:
     return f"state IN ({quoted})"
 
 
+CLAIMABLE_STATES = ("pending", "running")
+"""The states a claim looks at: the partial claim index covers exactly these."""
+_CLAIMABLE = _state_check(*CLAIMABLE_STATES)
+
+
 class WorkflowRecord(Base):
     """A row of ``workflows``: one run of a workflow definition."""
 
@@ -57,6 +63,10 @@ class WorkflowRecord(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     metadata_: Mapped[Any] = mapped_column("metadata", JsonPayload, nullable=False)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    idempotency_key: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    lease_owner: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claim_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     step_executions: Mapped[list[StepExecutionRecord]] = relationship(
         back_populates="workflow",
@@ -76,9 +86,27 @@ class WorkflowRecord(Base):
     __table_args__ = (
         CheckConstraint(_state_check("pending", "running", "completed", "failed"), name="state"),
         CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint("claim_count >= 0", name="claim_count_non_negative"),
+        # A lease is an owner and an expiry together, and only a running
+        # workflow has one: claims and heartbeats can then trust both columns.
+        CheckConstraint(
+            "(lease_owner IS NULL AND lease_expires_at IS NULL) OR "
+            "(lease_owner IS NOT NULL AND lease_expires_at IS NOT NULL AND state = 'running')",
+            name="lease",
+        ),
+        UniqueConstraint("definition_id", "idempotency_key"),
         Index("ix_workflows_state_created_at_id", "state", "created_at", "id"),
         Index("ix_workflows_definition_id_created_at_id", "definition_id", "created_at", "id"),
         Index("ix_workflows_created_at_id", "created_at", "id"),
+        # The claim queue, oldest first: finished workflows (most rows, over
+        # time) are left out, so a claim reads only open workflows.
+        Index(
+            "ix_workflows_claimable_created_at_id",
+            "created_at",
+            "id",
+            postgresql_where=text(_CLAIMABLE),
+            sqlite_where=text(_CLAIMABLE),
+        ),
     )
 
 

@@ -9,7 +9,7 @@ from typing import TypeVar
 from ecl_persistence.domain import MISSING, JsonValue, Missing, decode_json
 from ecl_persistence.errors import QueryFailedError, SerializationError, ValidationError
 
-__all__ = ["build", "json_column", "optional_json_column", "state_column"]
+__all__ = ["build", "json_column", "optional_json_column", "same_json", "state_column"]
 
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
@@ -54,3 +54,18 @@ def build(factory: Callable[[], T], *, table: str, id: object) -> T:
         raise QueryFailedError(
             f"{table} row {id} holds a value that is not valid: {error}"
         ) from None
+
+
+def same_json(left: object, right: object) -> bool:
+    """Whether two decoded JSON values are the same document.
+
+    Unlike ``==``, this tells ``1``, ``1.0`` and ``True`` apart, as a JSON
+    reader in another language would. Key order does not matter.
+    """
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(same_json(v, right[k]) for k, v in left.items())
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(same_json, left, right))
+    return left == right

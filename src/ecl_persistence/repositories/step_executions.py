@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, select, update
 
 from ecl_persistence.domain import (
     MAX_ID_LENGTH,
@@ -68,6 +68,43 @@ _COMPLETE = (
     )
     .returning(*STEP_EXECUTIONS.c)
 )
+_LATEST = (
+    select(_T.step_id, func.max(_T.attempt).label("attempt"))
+    .where(_T.workflow_id == bindparam("wid"))
+    .group_by(_T.step_id)
+    .subquery("latest")
+)
+_LATEST_ATTEMPTS = (
+    _SELECT.join(_LATEST, and_(_T.step_id == _LATEST.c.step_id, _T.attempt == _LATEST.c.attempt))
+    .where(_T.workflow_id == bindparam("wid"))
+    .order_by(_T.started_at, _T.step_id)
+)
+# Serialises the starts of a workflow's steps on PostgreSQL; NO KEY UPDATE
+# still lets other transactions insert rows that reference the workflow.
+# SQLite has no row locks and needs none: BEGIN IMMEDIATE serialises writers.
+_LOCK_WORKFLOW = (
+    select(WORKFLOWS.c.id).where(WORKFLOWS.c.id == bindparam("wid")).with_for_update(key_share=True)
+)
+
+
+def _next_attempt_value(column: str) -> Any:
+    if column == "attempt":
+        return func.coalesce(func.max(_T.attempt), 0) + 1
+    return bindparam(column, type_=_T[column].type)
+
+
+# The next attempt number is computed by the INSERT itself, after the lock above.
+_INSERT_NEXT = (
+    insert(STEP_EXECUTIONS)
+    .from_select(
+        [column.name for column in STEP_EXECUTIONS.c],
+        select(*(_next_attempt_value(column.name) for column in STEP_EXECUTIONS.c)).where(
+            _T.workflow_id == bindparam("workflow_id"), _T.step_id == bindparam("step_id")
+        ),
+    )
+    .returning(*STEP_EXECUTIONS.c)
+)
+
 _STATS = select(
     func.count(),
     func.coalesce(func.sum(case((_T.state == StepExecutionState.SUCCEEDED.value, 1), else_=0)), 0),
@@ -141,6 +178,46 @@ class StepExecutionRepository:
         await self._uow.execute(_INSERT, row, action=action)
         return execution
 
+    async def start(
+        self,
+        workflow_id: WorkflowId,
+        step_id: StepId | str,
+        input: JsonValue,
+        *,
+        attempt: int | None = None,
+        metadata: Mapping[str, JsonValue] | None = None,
+    ) -> StepExecution:
+        """Record a running attempt of a step, started now, and return it.
+
+        With ``attempt=None`` the database picks the next attempt number of
+        the step (1 for its first run), race-free: concurrent starts of steps
+        of one workflow are serialised (a row lock on the workflow on
+        PostgreSQL, the write lock on SQLite), so each gets its own number.
+        An explicit ``attempt`` is stored as given, like :meth:`create` would.
+        An unknown workflow raises NotFoundError (ConstraintViolationError
+        with an explicit attempt); a taken attempt number,
+        ConstraintViolationError.
+        """
+        # The domain object validates every argument before any SQL runs; with
+        # attempt=None its number 1 is a placeholder that the INSERT replaces.
+        execution = StepExecution.start(
+            workflow_id,
+            step_id,
+            input,
+            attempt=1 if attempt is None else attempt,
+            metadata=metadata,
+        )
+        if attempt is not None:
+            return await self.create(execution)
+        action = f"start step execution {execution.id}"
+        self._uow.require_writable(action)
+        row = self._row(execution)
+        locked = await self._uow.execute(_LOCK_WORKFLOW, {"wid": workflow_id}, action=action)
+        if locked.first() is None:
+            raise NotFoundError("workflow", workflow_id)
+        result = await self._uow.execute(_INSERT_NEXT, row, action=action)
+        return step_execution_to_domain(result.one())
+
     async def create_many(self, executions: Iterable[StepExecution]) -> list[StepExecution]:
         """Insert many executions in one batch (one round trip, not one per row).
 
@@ -181,6 +258,18 @@ class StepExecutionRepository:
             action=f"get attempts of a step of {workflow_id}",
         )
         return [step_execution_to_domain(row) for row in result]
+
+    async def latest_attempts(self, workflow_id: WorkflowId) -> dict[StepId, StepExecution]:
+        """The latest attempt of each step of the workflow, by step id, in one query.
+
+        Ordered by start time; empty for an unknown workflow or one without steps.
+        """
+        check_id(workflow_id, "workflow id")
+        result = await self._uow.execute(
+            _LATEST_ATTEMPTS, {"wid": workflow_id}, action=f"get latest attempts of {workflow_id}"
+        )
+        latest = (step_execution_to_domain(row) for row in result)
+        return {execution.step_id: execution for execution in latest}
 
     async def update_completion(
         self,

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ecl_persistence.domain import (
     MAX_ID_LENGTH,
     WORKFLOW_TRANSITIONS,
     JsonValue,
     Page,
+    ResumePoint,
+    StepExecutionState,
+    StepId,
     Workflow,
     WorkflowId,
     WorkflowState,
@@ -21,15 +25,22 @@ from ecl_persistence.domain import (
     check_text,
     utc_now,
 )
-from ecl_persistence.errors import InvalidStateTransitionError, NotFoundError, ValidationError
+from ecl_persistence.errors import (
+    ConflictError,
+    InvalidStateTransitionError,
+    NotFoundError,
+    ValidationError,
+)
 from ecl_persistence.orm import WORKFLOWS
 from ecl_persistence.orm.types import UTCDateTime
+from ecl_persistence.repositories import _leases
 from ecl_persistence.repositories._checks import check_aware, check_id, check_limit, check_payloads
 from ecl_persistence.repositories._cursor import decode_cursor, encode_cursor
 from ecl_persistence.repositories._rows import (
     build,
     json_column,
     optional_json_column,
+    same_json,
     state_column,
 )
 
@@ -53,14 +64,26 @@ MAX_PAGE_SIZE = 1000
 _SELECT = select(*WORKFLOWS.c)
 _GET = _SELECT.where(_T.id == bindparam("id"))
 _INSERT = insert(WORKFLOWS)
-_GET_STATE = select(_T.state).where(_T.id == bindparam("id"))
+_GET_STATUS = select(_T.state, _T.version, _T.lease_owner).where(_T.id == bindparam("id"))
 _DELETE = delete(WORKFLOWS).where(_T.id == bindparam("id"))
+_GET_BY_KEY = _SELECT.where(
+    _T.definition_id == bindparam("definition_id"), _T.idempotency_key == bindparam("key")
+)
+# A start with a key that is already stored inserts nothing, on both backends,
+# even while the first start is still uncommitted (PostgreSQL waits for it).
+_INSERT_KEYED = {
+    name: dialect.insert(WORKFLOWS)
+    .on_conflict_do_nothing(index_elements=[_T.definition_id, _T.idempotency_key])
+    .returning(_T.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 
 
 def workflow_to_domain(row: Sequence[Any]) -> Workflow:
     """Build a :class:`Workflow` from a ``workflows`` row (columns in table order)."""
     (id, definition_id, state, input, output, error, created_at, updated_at, completed_at,
-     metadata, version) = row  # fmt: skip
+     metadata, version, idempotency_key, lease_owner, lease_expires_at,
+     claim_count) = row  # fmt: skip
     return build(
         lambda: Workflow(
             id=id,
@@ -74,6 +97,10 @@ def workflow_to_domain(row: Sequence[Any]) -> Workflow:
             completed_at=completed_at,
             metadata=json_column(metadata, table=_TABLE, column="metadata", id=id),  # type: ignore[arg-type]
             version=version,
+            idempotency_key=idempotency_key,
+            lease_owner=lease_owner,
+            lease_expires_at=lease_expires_at,
+            claim_count=claim_count,
         ),
         table=_TABLE,
         id=id,
@@ -94,6 +121,10 @@ def workflow_to_row(workflow: Workflow) -> dict[str, Any]:
         "completed_at": workflow.completed_at,
         "metadata": workflow.metadata,
         "version": workflow.version,
+        "idempotency_key": workflow.idempotency_key,
+        "lease_owner": workflow.lease_owner,
+        "lease_expires_at": workflow.lease_expires_at,
+        "claim_count": workflow.claim_count,
     }
 
 
@@ -104,29 +135,39 @@ def _sources_of(target: WorkflowState) -> tuple[str, ...]:
     )
 
 
-def _update_state_statement(target: WorkflowState) -> Any:
+def _versioned(statement: Any, versioned: bool) -> Any:
+    return statement.where(_T.version == bindparam("expected_version")) if versioned else statement
+
+
+def _update_state_statement(target: WorkflowState, versioned: bool) -> Any:
     finished = target.is_finished
-    return (
-        update(WORKFLOWS)
-        .where(_T.id == bindparam("wid"), _T.state.in_(_sources_of(target)))
-        .values(
-            state=target.value,
-            error=bindparam("error"),
-            updated_at=bindparam("now", type_=UTCDateTime()),
-            completed_at=bindparam("now", type_=UTCDateTime()) if finished else None,
-            version=_T.version + 1,
-        )
-        .returning(*WORKFLOWS.c)
+    values: dict[str, Any] = {
+        "state": target.value,
+        "error": bindparam("error"),
+        "updated_at": bindparam("now", type_=UTCDateTime()),
+        "completed_at": bindparam("now", type_=UTCDateTime()) if finished else None,
+        "version": _T.version + 1,
+    }
+    if finished:
+        # A finished workflow is nobody's to work on: its lease ends with it.
+        values.update(lease_owner=None, lease_expires_at=None)
+    statement = update(WORKFLOWS).where(
+        _T.id == bindparam("wid"), _T.state.in_(_sources_of(target))
     )
+    return _versioned(statement, versioned).values(**values).returning(*WORKFLOWS.c)
 
 
-_UPDATE_STATE = {state: _update_state_statement(state) for state in WorkflowState}
-_UPDATE_OUTPUT = (
-    update(WORKFLOWS)
-    .where(_T.id == bindparam("wid"))
+_UPDATE_STATE = {
+    (state, versioned): _update_state_statement(state, versioned)
+    for state in WorkflowState
+    for versioned in (False, True)
+}
+_UPDATE_OUTPUT = {
+    versioned: _versioned(update(WORKFLOWS).where(_T.id == bindparam("wid")), versioned)
     .values(output=bindparam("output"), updated_at=bindparam("now"), version=_T.version + 1)
     .returning(*WORKFLOWS.c)
-)
+    for versioned in (False, True)
+}
 
 
 class WorkflowRepository:
@@ -142,14 +183,51 @@ class WorkflowRepository:
         self._uow = uow
 
     async def create(self, workflow: Workflow) -> Workflow:
-        """Insert ``workflow``; a duplicate id raises ConstraintViolationError."""
+        """Insert ``workflow`` and return the stored workflow.
+
+        That is ``workflow`` itself, unless it carries an idempotency key
+        already stored for its definition: then it is the workflow stored
+        first (see :meth:`create_or_get`). A duplicate id raises
+        ConstraintViolationError.
+        """
+        stored, _created = await self.create_or_get(workflow)
+        return stored
+
+    async def create_or_get(self, workflow: Workflow) -> tuple[Workflow, bool]:
+        """Insert ``workflow``; return the stored workflow and whether it was created now.
+
+        Without an idempotency key this always inserts. With one, the first
+        workflow stored with that key for its definition wins: a retried start
+        returns it with ``False`` instead of starting a second workflow, even
+        when the retries race. The same key with another input raises
+        ConflictError (not retryable), and nothing is written.
+        """
         if not isinstance(workflow, Workflow):
             raise ValidationError("create expects a Workflow")
         action = f"create workflow {workflow.id}"
         self._uow.require_writable(action)
         check_payloads(self._uow, workflow.input, workflow.output, workflow.metadata)
-        await self._uow.execute(_INSERT, workflow_to_row(workflow), action=action)
-        return workflow
+        row = workflow_to_row(workflow)
+        if workflow.idempotency_key is None:
+            await self._uow.execute(_INSERT, row, action=action)
+            return workflow, True
+        inserted = await self._uow.execute(_INSERT_KEYED[self._uow.dialect], row, action=action)
+        if inserted.first() is not None:
+            return workflow, True
+        params = {"definition_id": workflow.definition_id, "key": workflow.idempotency_key}
+        found = (await self._uow.execute(_GET_BY_KEY, params, action=action)).first()
+        if found is None:
+            raise ConflictError(
+                f"{action}: the workflow with its idempotency key was deleted meanwhile"
+            )
+        existing = workflow_to_domain(found)
+        if not same_json(existing.input, workflow.input):
+            raise ConflictError(
+                f"{action}: idempotency key already used by workflow {existing.id} "
+                "with another input",
+                retryable=False,
+            )
+        return existing, False
 
     async def get(self, id: WorkflowId) -> Workflow | None:
         """The workflow with this id, or ``None``."""
@@ -159,15 +237,24 @@ class WorkflowRepository:
         return None if row is None else workflow_to_domain(row)
 
     async def update_state(
-        self, id: WorkflowId, state: WorkflowState, error: str | None = None
+        self,
+        id: WorkflowId,
+        state: WorkflowState,
+        error: str | None = None,
+        *,
+        expected_version: int | None = None,
     ) -> Workflow:
         """Move the workflow to ``state`` and return it as it now is.
 
         The move follows the lifecycle rules (:data:`WORKFLOW_TRANSITIONS`) and is
         a compare-and-set in SQL, so two racing moves cannot both win. It sets
         ``updated_at``, sets ``completed_at`` on completed and failed (and clears
-        it otherwise), stores ``error`` (``None`` clears it) and bumps ``version``.
-        Raises NotFoundError, or InvalidStateTransitionError with nothing changed.
+        it otherwise), stores ``error`` (``None`` clears it), bumps ``version``,
+        and ends the lease of a workflow that completes or fails.
+
+        With ``expected_version`` the move happens only if the stored workflow
+        is still at that version. Raises NotFoundError, ConflictError (another
+        change came first) or InvalidStateTransitionError, with nothing changed.
         """
         action = f"update state of workflow {id}"
         self._uow.require_writable(action)
@@ -176,25 +263,131 @@ class WorkflowRepository:
         if error is not None:
             error = check_text(error, field="error", max_length=65536, allow_empty=True)
         params = {"wid": id, "error": error, "now": utc_now()}
-        result = await self._uow.execute(_UPDATE_STATE[target], params, action=action)
-        row = result.first()
+        statement = _UPDATE_STATE[target, _expect(params, expected_version)]
+        row = (await self._uow.execute(statement, params, action=action)).first()
         if row is None:
-            current = await self._current_state(id, action)
+            current, _owner = await self._diagnose(id, expected_version, action)
             raise InvalidStateTransitionError(_ENTITY, id, current.value, target.value)
         return workflow_to_domain(row)
 
-    async def update_output(self, id: WorkflowId, output: JsonValue) -> Workflow:
-        """Store the workflow's output (``None`` is JSON null) and return the workflow."""
+    async def update_output(
+        self, id: WorkflowId, output: JsonValue, *, expected_version: int | None = None
+    ) -> Workflow:
+        """Store the workflow's output (``None`` is JSON null) and return the workflow.
+
+        With ``expected_version``, only if the stored workflow is still at that
+        version: ConflictError otherwise, with nothing changed.
+        """
         action = f"update output of workflow {id}"
         self._uow.require_writable(action)
         check_id(id, "workflow id")
         check_json(output, field="output", max_bytes=self._uow.max_payload_bytes)
         params = {"wid": id, "output": output, "now": utc_now()}
-        result = await self._uow.execute(_UPDATE_OUTPUT, params, action=action)
-        row = result.first()
+        statement = _UPDATE_OUTPUT[_expect(params, expected_version)]
+        row = (await self._uow.execute(statement, params, action=action)).first()
         if row is None:
-            raise NotFoundError(_ENTITY, id)
+            await self._diagnose(id, expected_version, action)
+            raise ConflictError(f"{action}: changed concurrently")  # pragma: no cover
         return workflow_to_domain(row)
+
+    async def claim(
+        self,
+        worker_id: str,
+        *,
+        definition_ids: Iterable[str] | None = None,
+        lease_seconds: float = _leases.DEFAULT_LEASE_SECONDS,
+        limit: int = 1,
+        now: datetime | None = None,
+    ) -> builtins.list[Workflow]:
+        """Take up to ``limit`` workflows for ``worker_id``; return them, oldest first.
+
+        Claimable are pending workflows and running ones whose lease has
+        expired (their worker stopped heartbeating), of ``definition_ids``
+        when given. Each claimed workflow becomes running, leased to the
+        worker until ``now + lease_seconds`` (``now`` defaults to this
+        process's clock), with ``version`` and ``claim_count`` bumped. No two
+        claims ever take the same workflow under the same lease, on either
+        backend; an empty list means there is nothing to do.
+        """
+        self._uow.require_writable("claim workflows")
+        worker = _leases.check_worker_id(worker_id)
+        action = f"claim workflows for worker {worker!r}"
+        start, expires = _leases.lease_times(lease_seconds, now)
+        params: dict[str, Any] = {
+            "worker": worker,
+            "now": start,
+            "expires": expires,
+            "limit": check_limit(limit, MAX_PAGE_SIZE),
+        }
+        statement = _leases.CLAIM
+        if definition_ids is not None:
+            params["definitions"] = _leases.check_definition_ids(definition_ids)
+            if not params["definitions"]:
+                return []
+            statement = _leases.CLAIM_BY_DEFINITION
+        result = await self._uow.execute(statement, params, action=action)
+        claimed = [workflow_to_domain(row) for row in result]
+        # RETURNING gives rows in no particular order.
+        return sorted(claimed, key=lambda workflow: (workflow.created_at, workflow.id))
+
+    async def heartbeat(
+        self,
+        id: WorkflowId,
+        worker_id: str,
+        *,
+        lease_seconds: float = _leases.DEFAULT_LEASE_SECONDS,
+        now: datetime | None = None,
+    ) -> Workflow:
+        """Extend the worker's lease to ``now + lease_seconds``; return the workflow.
+
+        The lease must still be the worker's: one that expired but that no
+        other worker took is renewed. ``version`` does not change, so a
+        heartbeat running beside the work never makes the worker's
+        ``expected_version`` stale. Raises NotFoundError, or ConflictError
+        (not retryable) when the worker lost the lease; nothing changes then.
+        """
+        action = f"heartbeat workflow {id}"
+        worker = self._lease_checks(id, worker_id, action)
+        _start, expires = _leases.lease_times(lease_seconds, now)
+        params = {"wid": id, "worker": worker, "expires": expires}
+        return await self._owned(_leases.HEARTBEAT, params, action)
+
+    async def release(self, id: WorkflowId, worker_id: str) -> Workflow:
+        """Give the workflow back: pending again, without a lease, for any worker to claim.
+
+        For a worker that stops (a graceful shutdown) before finishing a
+        workflow: the next claim takes it at once instead of after the lease
+        expires. This is the one way back from running to pending, and only
+        for the lease's owner. Bumps ``version``. Raises NotFoundError, or
+        ConflictError (not retryable) when the worker does not hold the lease.
+        """
+        action = f"release workflow {id}"
+        worker = self._lease_checks(id, worker_id, action)
+        params = {"wid": id, "worker": worker, "now": utc_now()}
+        return await self._owned(_leases.RELEASE, params, action)
+
+    async def resume_point(self, id: WorkflowId) -> ResumePoint:
+        """The workflow and the latest attempt of each of its steps, to resume it.
+
+        Steps whose latest attempt succeeded are in ``succeeded`` (skip them);
+        steps whose latest attempt failed or never finished are in
+        ``to_retry`` with their next attempt number. Raises NotFoundError.
+        """
+        workflow = await self.get(id)
+        if workflow is None:
+            raise NotFoundError(_ENTITY, id)
+        latest = await self._uow.step_executions.latest_attempts(id)
+        succeeded = {
+            step: execution
+            for step, execution in latest.items()
+            if execution.state is StepExecutionState.SUCCEEDED
+        }
+        to_retry: dict[StepId, int] = {
+            step: execution.attempt + 1
+            for step, execution in latest.items()
+            if step not in succeeded
+        }
+        return ResumePoint(workflow=workflow, succeeded=succeeded, to_retry=to_retry)
 
     async def list_by_state(
         self, state: WorkflowState, *, limit: int | None = None
@@ -278,12 +471,39 @@ class WorkflowRepository:
             next_cursor = encode_cursor(last.created_at, last.id)
         return Page(items=tuple(items), next_cursor=next_cursor)
 
-    async def _current_state(self, id: WorkflowId, action: str) -> WorkflowState:
-        result = await self._uow.execute(_GET_STATE, {"id": id}, action=action)
-        value = result.scalar_one_or_none()
-        if value is None:
+    async def _diagnose(
+        self, id: WorkflowId, expected_version: int | None, action: str
+    ) -> tuple[WorkflowState, str | None]:
+        """After a write matched no row: raise NotFoundError or ConflictError, else say why.
+
+        Returns the workflow's state and lease owner for the caller to explain.
+        """
+        row = (await self._uow.execute(_GET_STATUS, {"id": id}, action=action)).first()
+        if row is None:
             raise NotFoundError(_ENTITY, id)
-        return state_column(WorkflowState, value, table=_TABLE, id=id)
+        state, version, owner = tuple(row)
+        if expected_version is not None and version != expected_version:
+            raise ConflictError(
+                f"{action}: the workflow is at version {version}, not {expected_version}"
+            )
+        return state_column(WorkflowState, state, table=_TABLE, id=id), owner
+
+    def _lease_checks(self, id: WorkflowId, worker_id: str, action: str) -> str:
+        self._uow.require_writable(action)
+        check_id(id, "workflow id")
+        return _leases.check_worker_id(worker_id)
+
+    async def _owned(self, statement: Any, params: dict[str, Any], action: str) -> Workflow:
+        """Run a write guarded by lease ownership; explain a miss."""
+        row = (await self._uow.execute(statement, params, action=action)).first()
+        if row is None:
+            _state, owner = await self._diagnose(params["wid"], None, action)
+            holder = "no worker" if owner is None else f"worker {owner!r}"
+            raise ConflictError(
+                f"{action}: worker {params['worker']!r} does not hold the lease ({holder} does)",
+                retryable=False,
+            )
+        return workflow_to_domain(row)
 
     async def count_by_state(self, definition_id: str | None = None) -> dict[WorkflowState, int]:
         """How many workflows are in each state, every state present (zero when none).
@@ -319,6 +539,16 @@ def _state(state: object) -> WorkflowState:
 
 def _rowcount(result: Any) -> int:
     return int(result.rowcount)
+
+
+def _expect(params: dict[str, Any], expected_version: int | None) -> bool:
+    """Add ``expected_version`` to ``params`` if given; return whether it was."""
+    if expected_version is None:
+        return False
+    if type(expected_version) is not int or expected_version < 1:
+        raise ValidationError("expected_version must be a positive integer")
+    params["expected_version"] = expected_version
+    return True
 
 
 _COUNT_BY_STATE = select(_T.state, func.count())
