@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
+import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, StaticPool
 
@@ -24,10 +27,40 @@ APPLICATION_NAME = "ecl-persistence"
 
 _READ_ONLY = "ecl_read_only"
 
+_log = logging.getLogger(__name__)
+
 
 def _raw_json(text: str) -> str:
     """Hand JSON text to the repositories undecoded; they decode it with row context."""
     return text
+
+
+def _private_memory_url(url: URL) -> URL:
+    """A uniquely named in-memory database that more than one connection can open.
+
+    With a plain ``sqlite://`` the database lives in its one connection, and
+    SQLAlchemy closes that connection when a task is cancelled mid-statement:
+    the whole database would be gone. A named ``memdb`` database lives while
+    any connection to it is open, so a keeper connection holds it instead.
+    """
+    name = f"/ecl-{uuid.uuid4().hex}"
+    return url.set(database=f"file:{name}", query={"vfs": "memdb", "uri": "true"})
+
+
+def _keep_memory_database(engine: AsyncEngine, url: URL) -> None:
+    """Hold a connection to the named in-memory database until the engine is disposed."""
+    keeper: list[sqlite3.Connection] = []
+    uri = f"{url.database}?vfs=memdb"
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _open_keeper(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        if not keeper:
+            keeper.append(sqlite3.connect(uri, uri=True, check_same_thread=False))
+
+    @event.listens_for(engine.sync_engine, "engine_disposed")
+    def _close_keeper(disposed: Any) -> None:
+        while keeper:
+            keeper.pop().close()
 
 
 def _install_sqlite_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
@@ -61,6 +94,19 @@ def _install_sqlite_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
         finally:
             cursor.close()
 
+    @event.listens_for(engine.sync_engine, "invalidate")
+    def _on_invalidate(dbapi_connection: Any, record: ConnectionPoolEntry, error: Any) -> None:
+        # SQLAlchemy gives up on a connection whose statement was cut short
+        # (a cancelled task). The driver's cursor of that statement lives on
+        # until garbage collection, and closing a sqlite3 connection that
+        # still has one only marks it closed: its transaction, and with it
+        # the write lock, would stay and block every writer. Rolling back
+        # first releases the lock now; the driver runs it after the statement.
+        try:
+            dbapi_connection.rollback()
+        except Exception as failure:
+            _log.debug("rollback of an invalidated SQLite connection failed: %r", failure)
+
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # A writer takes the lock up front: two read-then-write transactions
@@ -69,6 +115,32 @@ def _install_sqlite_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
             connection.exec_driver_sql("BEGIN")
         else:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _install_postgres_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
+    """Name the server in the error when it cannot be reached at all."""
+    url = config.async_url
+    host = url.host or url.query.get("host") or "the default host"
+    server = f"{host}:{url.port or 5432}"
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        # The driver's own errors for these (refused, unknown host, a server
+        # that never answers) do not say which server, or that the wait ran out.
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except OSError as error:
+            if isinstance(error, TimeoutError):
+                reason = (
+                    f"no answer within {config.timeout_secs:g} s "
+                    "(raise timeout_secs if the server is slow to accept connections)"
+                )
+            else:
+                reason = f"{type(error).__name__}: {error}"
+            raise ConnectionFailedError(
+                f"cannot reach the PostgreSQL server at {server}: {reason}; "
+                "check the host and port of the database URL and that the server is running"
+            ) from error
 
 
 def build_engine(config: DatabaseConfig) -> AsyncEngine:
@@ -89,6 +161,7 @@ def build_engine(config: DatabaseConfig) -> AsyncEngine:
     }
     if config.dialect == "sqlite":
         if config.is_memory:
+            url = _private_memory_url(url)
             pool: dict[str, Any] = {"poolclass": StaticPool}
         else:
             pool = {
@@ -101,8 +174,10 @@ def build_engine(config: DatabaseConfig) -> AsyncEngine:
             url, connect_args={"timeout": config.timeout_secs}, **pool, **common
         )
         _install_sqlite_setup(engine, config)
+        if config.is_memory:
+            _keep_memory_database(engine, url)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=config.max_connections,
         max_overflow=0,
@@ -114,6 +189,8 @@ def build_engine(config: DatabaseConfig) -> AsyncEngine:
         },
         **common,
     )
+    _install_postgres_setup(engine, config)
+    return engine
 
 
 class Database:
