@@ -6,10 +6,10 @@ SQLAlchemy's own text is never used, because it can carry bound parameters
 that a driver quotes in its first line are cut out too.
 
 A translated error is chained to a :class:`DriverError` that names the
-driver's exception and the SQL statement, not to the driver's exception: that
-one can hold row values (PostgreSQL's ``DETAIL: Failing row contains ...``),
-and tracebacks print the cause of an exception. The driver's exception stays
-reachable as ``__context__`` for deliberate debugging; tracebacks do not print it.
+driver's exception, its SQLSTATE, its first line and the SQL statement, and
+not to the driver's exception itself: that one can hold row values
+(PostgreSQL's ``DETAIL: Failing row contains ...``), and tracebacks, loggers
+and error trackers print the whole chain of an exception.
 """
 
 from __future__ import annotations
@@ -222,8 +222,9 @@ def translate(error: BaseException, action: str) -> BaseException:
 def translating(action: str) -> Iterator[None]:
     """Run the block, translating what it raises.
 
-    The translated error's ``__cause__`` is a :class:`DriverError` (or the
-    original, when it cannot hold values) and its ``__context__`` the original.
+    The translated error's ``__cause__`` is a :class:`DriverError`, or the
+    original error when it cannot hold values (an ``OSError``); an original
+    that can is dropped from the chain altogether.
     """
     try:
         yield
@@ -231,4 +232,12 @@ def translating(action: str) -> Iterator[None]:
         translated = translate(error, action)
         if translated is error:
             raise
-        raise translated from _printable_cause(error)
+        cause = _printable_cause(error)
+        try:
+            raise translated from cause
+        except DbError as raised:
+            if cause is not error:
+                # Raising inside this handler made the original the context;
+                # a bare re-raise keeps the context as set here.
+                raised.__context__ = None
+            raise
