@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import StatementError
 from tests.factories import WorkflowFactory
 from tests.reliability._support import POSTGRES_ONLY, REPOSITORY
 
@@ -167,6 +168,22 @@ async def test_payload_values_stay_out_of_errors_logs_and_echo(
     assert "INSERT INTO workflows" in out + logged(logs)  # echo was on and captured
     for place in [*map(exposed, errors), logged(logs), out, err]:
         assert PAYLOAD not in place
+
+
+async def test_sqlalchemy_statement_errors_hide_the_bound_payload(database_url: str) -> None:
+    # Straight on the engine, without the package's translation: SQLAlchemy's
+    # own error text holds the statement but not its parameters.
+    workflow = WorkflowFactory.build(input={"api_key": PAYLOAD})
+    naive = {**workflow_to_row(WorkflowFactory.build(input={"api_key": PAYLOAD}))}
+    naive["created_at"] = datetime(2024, 1, 1)
+    async with Database.from_url(database_url) as db, db.engine.connect() as connection:
+        await connection.execute(insert(WORKFLOWS), workflow_to_row(workflow))
+        for row in (workflow_to_row(workflow), naive):
+            with pytest.raises(StatementError) as caught:
+                await connection.execute(insert(WORKFLOWS), row)
+            assert "INSERT INTO workflows" in str(caught.value)
+            assert PAYLOAD not in str(caught.value)
+            await connection.rollback()
 
 
 def _configuration_shown(url: str) -> str:
