@@ -45,7 +45,6 @@ _PG_NOT_RETRYABLE = {
 _PG_CONFLICT = {"40001", "40P01"}  # serialization failure, deadlock
 _SQLITE_BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _SQLITE_CANTOPEN = sqlite3.SQLITE_CANTOPEN
-
 _SQLITE_NOT_A_DATABASE = sqlite3.SQLITE_NOTADB
 
 # Driver messages that quote a value: asyncpg's "invalid input for query

@@ -170,10 +170,11 @@ def build_engine(config: DatabaseConfig) -> AsyncEngine:
     """Create the async engine for ``config``, set up for its dialect.
 
     SQLite: ``foreign_keys``, ``busy_timeout``, WAL and ``synchronous=NORMAL``
-    on every connection and ``BEGIN IMMEDIATE`` for writes; an in-memory
-    database keeps a single connection. PostgreSQL: a pool of
-    ``max_connections``, pre-ping, connect and checkout timeouts and our
-    ``application_name``.
+    on every connection, ``BEGIN IMMEDIATE`` for writes, and a rollback before
+    a connection is given up; an in-memory database keeps a single connection
+    to a private named database that lives until the engine is disposed.
+    PostgreSQL: a pool of ``max_connections``, pre-ping, connect and checkout
+    timeouts, our ``application_name``, and connect errors that name the server.
     """
     url = config.async_url
     common: dict[str, Any] = {
