@@ -163,7 +163,7 @@ async def test_cancelled_postgres_unit_leaves_no_idle_in_transaction(postgres_ur
             result = await uow.execute(
                 text(
                     "SELECT count(*) FROM pg_stat_activity WHERE application_name = :app "
-                    "AND state LIKE 'idle in transaction%'"
+                    "AND datname = current_database() AND state LIKE 'idle in transaction%'"
                 ),
                 {"app": APPLICATION_NAME},
                 action="activity",
