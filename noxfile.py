@@ -73,6 +73,13 @@ def migrations(session: nox.Session) -> None:
 
 
 @nox.session
+def soak(session: nox.Session) -> None:
+    """The long variants of the reliability tests on both databases; not in the default run."""
+    install(session, "tests")
+    session.run("pytest", "tests/reliability", *session.posargs, env={"ECL_TEST_SOAK": "1"})
+
+
+@nox.session
 def coverage(session: nox.Session) -> None:
     """Branch coverage combined over every test session; fails under the threshold."""
     session.install("coverage[toml]")

@@ -2,7 +2,14 @@
 
 Messages are built from the driver's first line and the constraint name only:
 SQLAlchemy's own text is never used, because it can carry bound parameters
-(payloads), and URLs never appear, because they can carry a password.
+(payloads), and URLs never appear, because they can carry a password. Values
+that a driver quotes in its first line are cut out too.
+
+A translated error is chained to a :class:`DriverError` that names the
+driver's exception, its SQLSTATE, its first line and the SQL statement, and
+not to the driver's exception itself: that one can hold row values
+(PostgreSQL's ``DETAIL: Failing row contains ...``), and tracebacks, loggers
+and error trackers print the whole chain of an exception.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from ecl_persistence.errors import (
 )
 from ecl_persistence.orm import Base
 
-__all__ = ["translate", "translating"]
+__all__ = ["DriverError", "translate", "translating"]
 
 # SQLSTATE classes and codes of PostgreSQL that decide the translation.
 _PG_CONNECTION_CLASSES = ("08", "57")
@@ -38,14 +45,54 @@ _PG_NOT_RETRYABLE = {
 _PG_CONFLICT = {"40001", "40P01"}  # serialization failure, deadlock
 _SQLITE_BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _SQLITE_CANTOPEN = sqlite3.SQLITE_CANTOPEN
+_SQLITE_NOT_A_DATABASE = sqlite3.SQLITE_NOTADB
+
+# Driver messages that quote a value: asyncpg's "invalid input for query
+# argument $4: <repr of the value> (<why>)", PostgreSQL's "invalid input
+# syntax for type uuid: "<value>"" and "value "<value>" is out of range".
+_ARGUMENT_ECHO = re.compile(r"(invalid input for query argument \$\d+)\b.*")
+_QUOTED_AFTER_COLON = re.compile(r"""(:\s*)["'].*""")
+_QUOTED_VALUE = re.compile(r"""\bvalue\s+(?:"[^"]*"|'[^']*')""")
+_MAX_STATEMENT_CHARS = 2000
 
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>.+)$")
 _SQLITE_CHECK = re.compile(r"CHECK constraint failed: (?P<name>\S+)")
 
 
-def _first_line(error: BaseException) -> str:
+class DriverError(Exception):
+    """The printed cause of a translated error: the driver's exception and statement, no values."""
+
+
+def _raw_first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
-    return text[0][:300] if text else type(error).__name__
+    return text[0] if text else type(error).__name__
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of the error's message, with any value it quotes cut out."""
+    line = _ARGUMENT_ECHO.sub(r"\1", _raw_first_line(error))
+    line = _QUOTED_AFTER_COLON.sub(r"\1(value hidden)", line)
+    return _QUOTED_VALUE.sub("value (hidden)", line)[:300]
+
+
+def _printable_cause(error: BaseException) -> BaseException:
+    """What a translated error is chained to: ``error`` itself unless it may hold values."""
+    if not isinstance(error, sa_exc.SQLAlchemyError):
+        return error
+    if isinstance(error, sa_exc.DBAPIError):
+        driver = _driver_error(error)
+    elif isinstance(error, sa_exc.StatementError) and error.orig is not None:
+        driver = error.orig
+    else:
+        driver = error
+    kind = type(driver)
+    state = _sqlstate(driver)
+    text = f"{kind.__module__}.{kind.__qualname__}{f' [SQLSTATE {state}]' if state else ''}"
+    text += f": {_first_line(driver)}"
+    statement = getattr(error, "statement", None)
+    if statement:
+        text += f"\n[SQL: {str(statement)[:_MAX_STATEMENT_CHARS]}]"
+    return DriverError(text)
 
 
 def _driver_error(error: sa_exc.DBAPIError) -> BaseException:
@@ -80,7 +127,8 @@ def _unique_constraint_for(columns: str) -> str | None:
 def _constraint(action: str, error: sa_exc.IntegrityError) -> ConstraintViolationError:
     driver = _driver_error(error)
     name = getattr(driver, "constraint_name", None)
-    message = _first_line(driver)
+    # Parsed, never shown: the message below names the kind and constraint only.
+    message = _raw_first_line(driver)
     if name is None:
         unique = _SQLITE_UNIQUE.search(message)
         check = _SQLITE_CHECK.search(message)
@@ -116,6 +164,11 @@ def _dbapi(action: str, error: sa_exc.DBAPIError) -> DbError:
     if state in _PG_CONFLICT:
         return ConflictError(f"{action}: {_first_line(driver)}; retry the unit of work")
     sqlite_code = getattr(driver, "sqlite_errorcode", None)
+    if sqlite_code == _SQLITE_NOT_A_DATABASE:
+        return ConnectionFailedError(
+            f"{action}: the file is not a SQLite database (or it is encrypted or damaged)",
+            retryable=False,
+        )
     if sqlite_code == _SQLITE_CANTOPEN:
         return ConnectionFailedError(
             f"{action}: cannot open the SQLite database file (does its directory exist "
@@ -154,6 +207,9 @@ def translate(error: BaseException, action: str) -> BaseException:
         # A bind parameter was refused before reaching the database (a naive datetime).
         cause = error.orig if error.orig is not None else error
         return ValidationError(f"{action}: {_first_line(cause)}")
+    if isinstance(error, UnicodeError):
+        # A lone surrogate the driver could not encode; the message would quote it.
+        return ValidationError(f"{action}: a text value cannot be encoded as UTF-8")
     if isinstance(error, TimeoutError | ConnectionError | OSError):
         return ConnectionFailedError(f"{action}: cannot reach the database ({_first_line(error)})")
     if isinstance(error, sa_exc.SQLAlchemyError):
@@ -163,11 +219,24 @@ def translate(error: BaseException, action: str) -> BaseException:
 
 @contextmanager
 def translating(action: str) -> Iterator[None]:
-    """Run the block, translating what it raises; the original stays as ``__cause__``."""
+    """Run the block, translating what it raises.
+
+    The translated error's ``__cause__`` is a :class:`DriverError`, or the
+    original error when it cannot hold values (an ``OSError``); an original
+    that can is dropped from the chain altogether.
+    """
     try:
         yield
     except Exception as error:
         translated = translate(error, action)
         if translated is error:
             raise
-        raise translated from error
+        cause = _printable_cause(error)
+        try:
+            raise translated from cause
+        except DbError as raised:
+            if cause is not error:
+                # Raising inside this handler made the original the context;
+                # a bare re-raise keeps the context as set here.
+                raised.__context__ = None
+            raise

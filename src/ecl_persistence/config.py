@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 from sqlalchemy.engine import URL, make_url
@@ -28,6 +30,12 @@ _DRIVERS = {
     "postgres": _POSTGRES_ASYNC,
     _POSTGRES_ASYNC: _POSTGRES_ASYNC,
 }
+
+
+# Query parameters that may hold a secret: asyncpg takes ``?password=`` as the
+# password, and a URL can carry other credentials the same way.
+_SECRET_PARAMETER = re.compile(r"pass|secret|token", re.IGNORECASE)
+_MASK = "***"
 
 
 def _scheme_of(url: str) -> str:
@@ -59,20 +67,47 @@ def normalize_url(url: str | URL) -> URL:
             f"unsupported database URL scheme {parsed.drivername!r}: "
             "use sqlite:///path/to/file.db or postgresql://user@host/dbname"
         )
-    parsed = parsed.set(drivername=driver)
+    parsed = _password_from_query(parsed.set(drivername=driver))
+    if parsed.host is not None and "@" in parsed.host:
+        # "user:p@ss@host": the password's "@" was not encoded, so part of the
+        # password was read as the host and would appear in messages as one.
+        raise ValidationError(
+            "the database URL's host contains '@': percent-encode '@' in the user "
+            "name or password as %40"
+        )
     if driver == _SQLITE_ASYNC and parsed.database == ":memory:":
         parsed = parsed._replace(database=None)
     return parsed
 
 
+def _password_from_query(url: URL) -> URL:
+    """Move ``?password=`` into the URL's password, where every rendering hides it."""
+    if "password" not in url.query:
+        return url
+    given = url.query["password"]
+    if url.password is not None or not isinstance(given, str):
+        raise ValidationError("the database URL gives its password more than once")
+    return url.difference_update_query(["password"]).set(password=given)
+
+
 def mask_url(url: str | URL) -> str:
-    """Render ``url`` with its password replaced by ``***``; safe to log or show."""
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return f"<unparsable {_scheme_of(url)} URL>"
+    """Render ``url`` with its password, and any secret query parameter, as ``***``.
+
+    Safe to log or show, even for a URL that does not parse.
+    """
+    if not isinstance(url, URL):
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError):
+            return f"<unparsable {_scheme_of(url)} URL>"
+        url = parsed
+    if url.host is not None and "@" in url.host:
+        # Part of the password would show as the host (see normalize_url).
+        return f"<{url.drivername} URL with an unencoded '@'>"
+    secrets = [name for name in url.query if _SECRET_PARAMETER.search(name)]
+    if secrets:
+        url = url.update_query_dict(dict.fromkeys(secrets, _MASK))
+    return url.render_as_string(hide_password=True).replace(quote(_MASK), _MASK)
 
 
 def _positive_int(name: str) -> Any:

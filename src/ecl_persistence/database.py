@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
+import sqlite3
+import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -10,7 +14,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, StaticPool
 
@@ -27,10 +31,62 @@ APPLICATION_NAME = "ecl-persistence"
 
 _READ_ONLY = "ecl_read_only"
 
+_log = logging.getLogger(__name__)
+
+
+class _WithoutCallArguments(logging.Filter):
+    """Drop the arguments from aiosqlite's DEBUG records of the calls it runs.
+
+    aiosqlite logs every call it hands to its thread ("executing ...") with
+    the call's arguments, which are the statement's bound parameters:
+    payloads, at DEBUG, for anyone who turns the root logger up.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                f"{getattr(arg.func, '__qualname__', 'a call')}(...)"
+                if isinstance(arg, functools.partial)
+                else arg
+                for arg in record.args
+            )
+        return True
+
+
+_AIOSQLITE_FILTER = _WithoutCallArguments()
+
 
 def _raw_json(text: str) -> str:
     """Hand JSON text to the repositories undecoded; they decode it with row context."""
     return text
+
+
+def _private_memory_url(url: URL) -> URL:
+    """A uniquely named in-memory database that more than one connection can open.
+
+    With a plain ``sqlite://`` the database lives in its one connection, and
+    SQLAlchemy closes that connection when a task is cancelled mid-statement:
+    the whole database would be gone. A named ``memdb`` database lives while
+    any connection to it is open, so a keeper connection holds it instead.
+    """
+    name = f"/ecl-{uuid.uuid4().hex}"
+    return url.set(database=f"file:{name}", query={"vfs": "memdb", "uri": "true"})
+
+
+def _keep_memory_database(engine: AsyncEngine, url: URL) -> None:
+    """Hold a connection to the named in-memory database until the engine is disposed."""
+    keeper: list[sqlite3.Connection] = []
+    uri = f"{url.database}?vfs=memdb"
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _open_keeper(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        if not keeper:
+            keeper.append(sqlite3.connect(uri, uri=True, check_same_thread=False))
+
+    @event.listens_for(engine.sync_engine, "engine_disposed")
+    def _close_keeper(disposed: Any) -> None:
+        while keeper:
+            keeper.pop().close()
 
 
 def _install_sqlite_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
@@ -64,6 +120,19 @@ def _install_sqlite_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
         finally:
             cursor.close()
 
+    @event.listens_for(engine.sync_engine, "invalidate")
+    def _on_invalidate(dbapi_connection: Any, record: ConnectionPoolEntry, error: Any) -> None:
+        # SQLAlchemy gives up on a connection whose statement was cut short
+        # (a cancelled task). The driver's cursor of that statement lives on
+        # until garbage collection, and closing a sqlite3 connection that
+        # still has one only marks it closed: its transaction, and with it
+        # the write lock, would stay and block every writer. Rolling back
+        # first releases the lock now; the driver runs it after the statement.
+        try:
+            dbapi_connection.rollback()
+        except Exception as failure:
+            _log.debug("rollback of an invalidated SQLite connection failed: %r", failure)
+
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # A writer takes the lock up front: two read-then-write transactions
@@ -74,14 +143,41 @@ def _install_sqlite_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _install_postgres_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
+    """Name the server in the error when it cannot be reached at all."""
+    url = config.async_url
+    host = url.host or url.query.get("host") or "the default host"
+    server = f"{host}:{url.port or 5432}"
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        # The driver's own errors for these (refused, unknown host, a server
+        # that never answers) do not say which server, or that the wait ran out.
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except OSError as error:
+            if isinstance(error, TimeoutError):
+                reason = (
+                    f"no answer within {config.timeout_secs:g} s "
+                    "(raise timeout_secs if the server is slow to accept connections)"
+                )
+            else:
+                reason = f"{type(error).__name__}: {error}"
+            raise ConnectionFailedError(
+                f"cannot reach the PostgreSQL server at {server}: {reason}; "
+                "check the host and port of the database URL and that the server is running"
+            ) from error
+
+
 def build_engine(config: DatabaseConfig) -> AsyncEngine:
     """Create the async engine for ``config``, set up for its dialect.
 
     SQLite: ``foreign_keys``, ``busy_timeout``, WAL and ``synchronous=NORMAL``
-    on every connection and ``BEGIN IMMEDIATE`` for writes; an in-memory
-    database keeps a single connection. PostgreSQL: a pool of
-    ``max_connections``, pre-ping, connect and checkout timeouts and our
-    ``application_name``.
+    on every connection, ``BEGIN IMMEDIATE`` for writes, and a rollback before
+    a connection is given up; an in-memory database keeps a single connection
+    to a private named database that lives until the engine is disposed.
+    PostgreSQL: a pool of ``max_connections``, pre-ping, connect and checkout
+    timeouts, our ``application_name``, and connect errors that name the server.
     """
     url = config.async_url
     common: dict[str, Any] = {
@@ -92,6 +188,7 @@ def build_engine(config: DatabaseConfig) -> AsyncEngine:
     }
     if config.dialect == "sqlite":
         if config.is_memory:
+            url = _private_memory_url(url)
             pool: dict[str, Any] = {"poolclass": StaticPool}
         else:
             pool = {
@@ -104,8 +201,11 @@ def build_engine(config: DatabaseConfig) -> AsyncEngine:
             url, connect_args={"timeout": config.timeout_secs}, **pool, **common
         )
         _install_sqlite_setup(engine, config)
+        logging.getLogger("aiosqlite").addFilter(_AIOSQLITE_FILTER)
+        if config.is_memory:
+            _keep_memory_database(engine, url)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=config.max_connections,
         max_overflow=0,
@@ -117,6 +217,8 @@ def build_engine(config: DatabaseConfig) -> AsyncEngine:
         },
         **common,
     )
+    _install_postgres_setup(engine, config)
+    return engine
 
 
 class Database:

@@ -16,7 +16,7 @@ from ecl_persistence import (
     TransactionFailedError,
     ValidationError,
 )
-from ecl_persistence._translate import translate, translating
+from ecl_persistence._translate import DriverError, translate, translating
 
 SECRET_PAYLOAD = "top-secret-payload-value"
 
@@ -166,9 +166,14 @@ def test_ours_cancellation_and_foreign_errors_pass_through_unchanged() -> None:
         assert translate(error, "q") is error
 
 
-def test_translating_chains_the_original_and_reraises_the_untranslatable() -> None:
+def test_translating_chains_a_summary_and_reraises_the_untranslatable() -> None:
     with pytest.raises(QueryFailedError) as caught, translating("q"):
         raise sa_exc.InvalidRequestError("x")
-    assert isinstance(caught.value.__cause__, sa_exc.InvalidRequestError)
+    assert isinstance(caught.value.__cause__, DriverError)
+    assert "InvalidRequestError: x" in str(caught.value.__cause__)
+    assert caught.value.__context__ is None
+    with pytest.raises(ConnectionFailedError) as refused, translating("connect"):
+        raise ConnectionRefusedError("refused")
+    assert isinstance(refused.value.__cause__, ConnectionRefusedError)
     with pytest.raises(KeyError), translating("q"):
         raise KeyError("k")

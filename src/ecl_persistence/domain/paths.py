@@ -4,11 +4,17 @@ An artifact path is later joined to a storage root or handed to an object
 store client, so anything that could escape that root is refused: absolute
 paths, home directories, Windows drives, backslashes, ``.`` and ``..``
 segments (also percent-encoded, once or several times) and ``file://`` URIs.
+So are the forms some systems turn into those: Unicode compatibility forms
+(fullwidth dots and slash, U+FF0E and U+FF0F, become ``../`` under NFKC),
+segments of dots and spaces (Windows drops trailing dots and spaces, so
+``.. `` is ``..``), invisible format characters, and percent-encodings that
+are not UTF-8 (``%c0%ae`` is an overlong ``.``).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from urllib.parse import unquote
 
 from ecl_persistence.errors import ValidationError
@@ -30,24 +36,35 @@ def _fail(reason: str) -> ValidationError:
     return ValidationError(f"path {reason}")
 
 
+def _unquote(text: str) -> str:
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise _fail("must be percent-encoded as UTF-8") from None
+
+
 def _decoded_forms(text: str) -> list[str]:
-    """Return ``text`` and each successive percent-decoding of it, until stable."""
+    """Return ``text``, each successive percent-decoding of it, and their NFKC forms."""
     forms = [text]
     for _ in range(_MAX_DECODE_ROUNDS):
-        decoded = unquote(forms[-1])
+        decoded = _unquote(forms[-1])
         if decoded == forms[-1]:
-            return forms
+            break
         forms.append(decoded)
-    # A reader that decodes once more than we did could still find a "..".
-    if unquote(forms[-1]) != forms[-1]:
-        raise _fail(f"is percent-encoded more than {_MAX_DECODE_ROUNDS} times")
-    return forms
+    else:
+        # A reader that decodes once more than we did could still find a "..".
+        if _unquote(forms[-1]) != forms[-1]:
+            raise _fail(f"is percent-encoded more than {_MAX_DECODE_ROUNDS} times")
+    for form in forms:
+        if any(unicodedata.category(char) == "Cf" for char in form):
+            raise _fail("must not contain invisible format characters")
+    return forms + [unicodedata.normalize("NFKC", form) for form in forms]
 
 
 def _check_segments(text: str, *, allow_empty_segments: bool) -> None:
     for segment in text.split("/"):
-        if segment in (".", ".."):
-            raise _fail("must not contain '.' or '..' segments")
+        if segment and not segment.strip(". "):
+            raise _fail("must not contain segments of only dots and spaces ('.', '..')")
         if not segment and not allow_empty_segments:
             raise _fail("must not contain empty segments")
 

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ecl_persistence.domain import (
-    DEFAULT_MAX_PAYLOAD_BYTES,
     MISSING,
     JsonValue,
     Missing,
@@ -52,14 +51,16 @@ def check_aware(value: object, name: str) -> datetime:
 
 
 def check_payloads(uow: UnitOfWork, *payloads: JsonValue | Missing) -> None:
-    """Hold payloads to the database's ``max_payload_bytes`` when it is stricter than the default.
+    """Check payloads again, against the database's ``max_payload_bytes``, before any SQL.
 
-    Domain objects already refused anything larger than the default limit, or
-    not JSON, when they were built.
+    Domain objects checked their payloads when they were built, but a payload
+    is a plain ``dict`` or ``list`` that the caller can still change in place
+    (``workflow.input["x"] = float("nan")``); without this walk such a value
+    would reach the driver: NaN and oversized documents fail mid-transaction,
+    a NUL or a 65-bit integer is stored and the row can no longer be read, and
+    the driver's error message quotes the value.
     """
     limit = uow.max_payload_bytes
-    if limit >= DEFAULT_MAX_PAYLOAD_BYTES:
-        return
     for payload in payloads:
         if payload is not MISSING:
             check_json(payload, field="payload", max_bytes=limit)
