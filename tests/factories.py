@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import factory
-from sqlalchemy import TextClause, Uuid, bindparam, text
+from sqlalchemy import TextClause, Uuid, bindparam, event, text
 
 from ecl_persistence import (
     Artifact,
@@ -147,3 +147,38 @@ def leased_workflow(owner: str, expires_at: datetime, **fields: Any) -> Workflow
     return WorkflowFactory.build(
         state=WorkflowState.RUNNING, lease_owner=owner, lease_expires_at=expires_at, **fields
     )
+
+
+async def query_plan(db: Database, statement: Any, params: dict[str, Any], *, starts: str) -> str:
+    """The plan of ``statement``, bound as a unit of work binds it, explained instead of run.
+
+    The statement whose SQL begins with ``starts`` gets ``EXPLAIN`` in front.
+    On PostgreSQL sequential scans are disabled: a tiny table is cheapest to
+    scan whole, and the question is whether the planner can use an index at all.
+    """
+    explain = "EXPLAIN QUERY PLAN " if db.dialect == "sqlite" else "EXPLAIN "
+    plan: list[str] = []
+
+    def add_explain(
+        conn: Any, cursor: Any, sql_text: str, parameters: Any, context: Any, many: bool
+    ) -> tuple[str, Any]:
+        return (explain + sql_text if sql_text.startswith(starts) else sql_text), parameters
+
+    def read_plan(
+        conn: Any, cursor: Any, sql_text: str, parameters: Any, context: Any, many: bool
+    ) -> None:
+        if sql_text.startswith(explain):
+            plan.extend(str(row[-1]) for row in cursor.fetchall())
+
+    engine = db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", add_explain, retval=True)
+    event.listen(engine, "after_cursor_execute", read_plan)
+    try:
+        async with db.session() as uow:
+            if db.dialect == "postgresql":
+                await uow.execute(text("SET LOCAL enable_seqscan = off"), action="plan")
+            await uow.execute(statement, params, action="explain a query")
+    finally:
+        event.remove(engine, "before_cursor_execute", add_explain)
+        event.remove(engine, "after_cursor_execute", read_plan)
+    return "\n".join(plan)

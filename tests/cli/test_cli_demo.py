@@ -31,6 +31,8 @@ def test_demo_stores_every_attempt_an_artifact_output_and_final_state(
     assert workflow["state"] == "completed"
     assert workflow["completed_at"] is not None
     assert workflow["output_bytes"] > 0
+    # Claimed once, and completing it ended the lease.
+    assert (workflow["claim_count"], workflow["lease_owner"]) == (1, None)
     assert _history(document) == EXPECTED_HISTORY
     executions = document["step_executions"]
     assert all(e["duration_ms"] is not None and e["tokens_used"] is not None for e in executions)

@@ -15,9 +15,10 @@ from ecl_persistence.cli.runtime import database_url_option
 __all__ = ["cli"]
 
 _EPILOG = """\b
-Exit codes: 0 ok; 1 no (check: behind; unknown id; declined);
-2 bad usage or input; 3 database unreachable; 4 database not migrated;
-5 other database error.
+Exit codes: 0 ok; 1 no (check: behind; unknown id; declined;
+nothing to resume); 2 bad usage or input; 3 database unreachable;
+4 database not migrated; 5 other database error; 6 demo crashed on
+purpose (--crash-after).
 """
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "WorkflowDetails",
     "delete_workflow",
     "get_workflow",
+    "list_stale_workflows",
     "list_workflows",
     "load_details",
     "load_summary",
@@ -82,6 +83,14 @@ async def list_workflows(
         return await uow.workflows.list(
             state=state, definition_id=definition_id, limit=limit, cursor=cursor
         )
+
+
+async def list_stale_workflows(
+    db: Database, *, definition_id: str | None, limit: int
+) -> list[Workflow]:
+    """Running workflows whose lease expired, the longest expired first."""
+    async with db.session(read_only=True) as uow:
+        return await uow.workflows.list_stale(definition_id=definition_id, limit=limit)
 
 
 async def load_summary(db: Database, definition_id: str | None) -> Summary:

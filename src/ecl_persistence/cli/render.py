@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +44,7 @@ __all__ = [
     "page_document",
     "print_details",
     "print_page",
+    "print_stale",
     "print_summary",
     "summary_document",
     "workflow_document",
@@ -123,7 +124,7 @@ def _state(state: WorkflowState | StepExecutionState) -> Text:
 def _workflow_ms(workflow: Workflow) -> int | None:
     if workflow.completed_at is None:
         return None
-    return int((workflow.completed_at - workflow.created_at).total_seconds() * 1000)
+    return _ms_between(workflow.created_at, workflow.completed_at)
 
 
 def _size(payload: JsonValue | Missing | Mapping[str, JsonValue]) -> int | None:
@@ -159,6 +160,9 @@ def workflow_document(workflow: Workflow, *, payloads: bool = False) -> dict[str
         "completed_at": _iso(workflow.completed_at),
         "duration_ms": _workflow_ms(workflow),
         "version": workflow.version,
+        "lease_owner": workflow.lease_owner,
+        "lease_expires_at": _iso(workflow.lease_expires_at),
+        "claim_count": workflow.claim_count,
     }
     _payloads(
         document,
@@ -214,6 +218,12 @@ def details_document(details: WorkflowDetails, *, payloads: bool = False) -> dic
         "artifacts": [_artifact_document(artifact) for artifact in details.artifacts],
         "stats": _stats_document(details.stats),
     }
+
+
+def _lease(workflow: Workflow) -> str:
+    if workflow.lease_owner is None or workflow.lease_expires_at is None:
+        return "-"
+    return f"{workflow.lease_owner} until {_time(workflow.lease_expires_at)}"
 
 
 def page_document(page: Page[Workflow]) -> dict[str, Any]:
@@ -283,6 +293,8 @@ def print_details(details: WorkflowDetails, *, payloads: bool = False) -> None:
             "completed": _time(workflow.completed_at),
             "duration": format_ms(_workflow_ms(workflow)),
             "version": str(workflow.version),
+            "lease": _lease(workflow),
+            "claims": str(workflow.claim_count),
             "error": workflow.error or "-",
             "input": _payload_cell(workflow.input, payloads),
             "output": _payload_cell(workflow.output, payloads),
@@ -352,6 +364,37 @@ def print_page(page: Page[Workflow]) -> None:
     out.print(table)
     if page.next_cursor is not None:
         out.print(f"More: repeat with --cursor {page.next_cursor}", soft_wrap=True)
+
+
+def print_stale(workflows: Sequence[Workflow], now: datetime) -> None:
+    """Print running workflows whose lease expired: who held each, and since when it is free."""
+    out = console()
+    if not workflows:
+        out.print("No stale workflows.")
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("id", no_wrap=True, min_width=36)
+    table.add_column("definition", overflow="fold")
+    table.add_column("lease owner", overflow="fold")
+    table.add_column("lease expired (UTC)", no_wrap=True)
+    table.add_column("ago", justify="right", no_wrap=True)
+    table.add_column("claims", justify="right", no_wrap=True)
+    for workflow in workflows:
+        expired = workflow.lease_expires_at
+        table.add_row(
+            str(workflow.id),
+            workflow.definition_id,
+            workflow.lease_owner or "-",
+            "-" if expired is None else expired.strftime("%Y-%m-%d %H:%M:%S"),
+            "-" if expired is None else format_ms(_ms_between(expired, now)),
+            str(workflow.claim_count),
+        )
+    out.print(table)
+    out.print("A worker's next claim takes them over (a demo workflow: `ecl-db demo --resume ID`).")
+
+
+def _ms_between(start: datetime, end: datetime) -> int:
+    return int((end - start).total_seconds() * 1000)
 
 
 def print_summary(summary: Summary) -> None:

@@ -58,8 +58,8 @@ class ExitCode(enum.IntEnum):
     OK = 0
     """Done."""
     NO = 1
-    """The answer is no: ``check`` found the database behind, an id is unknown, or a
-    confirmation was declined."""
+    """The answer is no: ``check`` found the database behind, an id is unknown, a
+    confirmation was declined, or ``demo --resume`` has nothing it may resume."""
     USAGE = 2
     """A bad option or argument: an unknown command, a malformed URL, id or cursor."""
     UNREACHABLE = 3
@@ -68,6 +68,9 @@ class ExitCode(enum.IntEnum):
     """The database's schema is not at the head revision: run ``ecl-db migrate``."""
     DATABASE_ERROR = 5
     """Any other failure reported by the database (a failed query or migration)."""
+    CRASHED = 6
+    """``demo --crash-after`` stopped the process on purpose, as a crash would: its
+    workflow is left running, leased, for ``demo --resume`` to pick up."""
 
 
 class CliError(click.ClickException):

@@ -29,10 +29,12 @@ from ecl_persistence.repositories._checks import check_aware
 __all__ = [
     "CLAIM",
     "CLAIM_BY_DEFINITION",
+    "CLAIM_BY_ID",
     "DEFAULT_LEASE_SECONDS",
     "HEARTBEAT",
     "MAX_LEASE_SECONDS",
     "RELEASE",
+    "STALE",
     "check_definition_ids",
     "check_worker_id",
     "lease_times",
@@ -86,25 +88,48 @@ def _claim(*, by_definition: bool) -> Any:
     # PostgreSQL, FOR UPDATE re-checks the conditions against the newest
     # version of each row once it holds the row's lock; on SQLite, the
     # statement runs whole under the database's write lock.
-    return (
-        update(WORKFLOWS)
-        .where(_T.id.in_(select(picked.c.id)))
-        .values(
-            state=_RUNNING,
-            lease_owner=bindparam("worker"),
-            lease_expires_at=bindparam("expires", type_=UTCDateTime()),
-            updated_at=now,
-            version=_T.version + 1,
-            claim_count=_T.claim_count + 1,
-        )
-        .returning(*WORKFLOWS.c)
-    )
+    return _claiming(update(WORKFLOWS).where(_T.id.in_(select(picked.c.id))), now)
+
+
+def _claiming(statement: Any, now: ColumnElement[Any]) -> Any:
+    """What a claim writes to each workflow it takes, and returns of it."""
+    return statement.values(
+        state=_RUNNING,
+        lease_owner=bindparam("worker"),
+        lease_expires_at=bindparam("expires", type_=UTCDateTime()),
+        updated_at=now,
+        version=_T.version + 1,
+        claim_count=_T.claim_count + 1,
+    ).returning(*WORKFLOWS.c)
 
 
 CLAIM = _claim(by_definition=False)
 """Claim the oldest claimable workflows of any definition."""
 CLAIM_BY_DEFINITION = _claim(by_definition=True)
 """Claim the oldest claimable workflows of the ``definitions`` given."""
+
+
+def _claim_by_id() -> Any:
+    now = bindparam("now", type_=UTCDateTime())
+    # A plain UPDATE with the conditions in its WHERE is a compare-and-set on
+    # both backends: PostgreSQL re-checks them against the newest version of
+    # the row once it holds the row's lock, so of two racing claims one wins.
+    return _claiming(update(WORKFLOWS).where(_T.id == bindparam("wid"), _claimable(now)), now)
+
+
+CLAIM_BY_ID = _claim_by_id()
+"""Claim the workflow ``wid`` if it is claimable."""
+
+STALE = (
+    select(*WORKFLOWS.c)
+    # The literal lets both planners use an index leading with ``state``.
+    .where(
+        _T.state == _literal(_RUNNING),
+        _T.lease_expires_at < bindparam("now", type_=UTCDateTime()),
+    )
+    .order_by(_T.lease_expires_at, _T.id)
+)
+"""Running workflows whose lease expired before ``now``, the longest expired first."""
 
 _OWNED = and_(_T.id == bindparam("wid"), _T.lease_owner == bindparam("worker"))
 

@@ -525,6 +525,75 @@ class WorkflowRepository:
             counts[state] = int(count)
         return counts
 
+    async def list_stale(
+        self,
+        *,
+        definition_id: str | None = None,
+        now: datetime | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> builtins.list[Workflow]:
+        """Running workflows whose lease expired before ``now``, the longest expired first.
+
+        These are the workflows of workers that stopped heartbeating (most
+        likely dead): the next claim takes them. ``now`` defaults to this
+        process's clock; ``definition_id`` restricts the list to one
+        definition. At most ``limit`` workflows, ordered by
+        ``lease_expires_at`` then ``id``.
+        """
+        params = {"now": utc_now() if now is None else check_aware(now, "now")}
+        statement = _leases.STALE
+        if definition_id is not None:
+            checked = check_text(definition_id, field="definition_id", max_length=MAX_ID_LENGTH)
+            statement = statement.where(_T.definition_id == checked)
+        statement = statement.limit(check_limit(limit, MAX_PAGE_SIZE))
+        result = await self._uow.execute(statement, params, action="list stale workflows")
+        return [workflow_to_domain(row) for row in result]
+
+    async def claim_by_id(
+        self,
+        id: WorkflowId,
+        worker_id: str,
+        *,
+        lease_seconds: float = _leases.DEFAULT_LEASE_SECONDS,
+        now: datetime | None = None,
+    ) -> Workflow:
+        """Claim this one workflow for ``worker_id``, as :meth:`claim` would; return it.
+
+        For a caller that must work on a given workflow (an operator resuming
+        it) rather than on the oldest in the queue. The workflow must be
+        claimable: pending, or running with a lease that expired before
+        ``now``. It then becomes running, leased to the worker until ``now +
+        lease_seconds``, with ``version`` and ``claim_count`` bumped; of two
+        racing claims, one wins. Raises NotFoundError;
+        InvalidStateTransitionError for a completed or failed workflow;
+        ConflictError when another lease still holds it (retryable: it may
+        expire) or when it runs without a lease, outside the claim protocol
+        (not retryable). Nothing changes then.
+        """
+        action = f"claim workflow {id}"
+        worker = self._lease_checks(id, worker_id, action)
+        start, expires = _leases.lease_times(lease_seconds, now)
+        params = {"wid": id, "worker": worker, "now": start, "expires": expires}
+        row = (await self._uow.execute(_leases.CLAIM_BY_ID, params, action=action)).first()
+        if row is not None:
+            return workflow_to_domain(row)
+        current = await self.get(id)
+        if current is None:
+            raise NotFoundError(_ENTITY, id)
+        if current.state.is_finished:
+            raise InvalidStateTransitionError(
+                _ENTITY, id, current.state.value, WorkflowState.RUNNING.value
+            )
+        if current.lease_expires_at is None:
+            raise ConflictError(
+                f"{action}: it is running without a lease, outside the claim protocol",
+                retryable=False,
+            )
+        raise ConflictError(
+            f"{action}: leased to worker {current.lease_owner!r} "
+            f"until {current.lease_expires_at.isoformat()}"
+        )
+
 
 def _state(state: object) -> WorkflowState:
     if isinstance(state, WorkflowState):

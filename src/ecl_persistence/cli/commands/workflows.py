@@ -15,25 +15,27 @@ from ecl_persistence.cli.render import (
     page_document,
     print_details,
     print_page,
+    print_stale,
 )
 from ecl_persistence.cli.runtime import CliError, ExitCode, database_url_option, run_with_database
 from ecl_persistence.database import Database
-from ecl_persistence.domain import WorkflowId, WorkflowState
+from ecl_persistence.domain import Page, WorkflowId, WorkflowState, utc_now
 from ecl_persistence.repositories.workflows import MAX_PAGE_SIZE
 
-__all__ = ["payloads_option", "workflow_id_argument", "workflows"]
+__all__ = ["payloads_option", "workflow_id_argument", "workflow_id_value", "workflows"]
 
 DEFAULT_LIMIT = 20
 
 
-def _workflow_id(ctx: click.Context, param: click.Parameter, value: str) -> WorkflowId:
+def workflow_id_value(ctx: click.Context, param: click.Parameter, value: str) -> WorkflowId:
+    """Click callback: the workflow id ``value`` names, or a usage error if it is not a UUID."""
     try:
         return WorkflowId(uuid.UUID(value))
     except ValueError:
         raise click.BadParameter(f"{value[:60]!r} is not a workflow id (a UUID)") from None
 
 
-workflow_id_argument = click.argument("workflow_id", metavar="ID", callback=_workflow_id)
+workflow_id_argument = click.argument("workflow_id", metavar="ID", callback=workflow_id_value)
 """The ``ID`` argument of a command on one workflow."""
 
 payloads_option = click.option(
@@ -56,6 +58,12 @@ def workflows() -> None:
 )
 @click.option("--definition", "definition_id", metavar="ID", help="Only this definition.")
 @click.option(
+    "--stale",
+    is_flag=True,
+    help="Only running workflows whose lease expired (their worker stopped), "
+    "the longest expired first; not with --state or --cursor.",
+)
+@click.option(
     "--limit",
     type=click.IntRange(1, MAX_PAGE_SIZE),
     default=DEFAULT_LIMIT,
@@ -66,9 +74,17 @@ def workflows() -> None:
 @json_option
 @database_url_option
 def list_command(
-    state: str | None, definition_id: str | None, limit: int, cursor: str | None, as_json: bool
+    state: str | None,
+    definition_id: str | None,
+    stale: bool,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
 ) -> None:
     """List workflows, newest first, one page at a time."""
+    if stale:
+        _list_stale(definition_id, limit, state=state, cursor=cursor, as_json=as_json)
+        return
 
     async def fetch(db: Database) -> Any:
         return await queries.list_workflows(
@@ -84,6 +100,23 @@ def list_command(
         echo_json(page_document(page))
     else:
         print_page(page)
+
+
+def _list_stale(
+    definition_id: str | None, limit: int, *, state: str | None, cursor: str | None, as_json: bool
+) -> None:
+    # Stale workflows are running by definition, and they come as one list:
+    # a worker that stopped leaves few, and --limit goes up to the page maximum.
+    if state is not None or cursor is not None:
+        given = "--state" if state is not None else "--cursor"
+        raise click.UsageError(f"--stale cannot be combined with {given}")
+    found = run_with_database(
+        lambda db: queries.list_stale_workflows(db, definition_id=definition_id, limit=limit)
+    )
+    if as_json:
+        echo_json(page_document(Page(items=tuple(found), next_cursor=None)))
+    else:
+        print_stale(found, utc_now())
 
 
 @workflows.command()
