@@ -27,7 +27,7 @@ from ecl_persistence import (
     WorkflowState,
 )
 from ecl_persistence.domain import new_uuid7
-from ecl_persistence.repositories._leases import CLAIM, MAX_LEASE_SECONDS
+from ecl_persistence.repositories._leases import MAX_LEASE_SECONDS, PICK
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -287,7 +287,7 @@ async def test_the_claim_query_reads_an_index_not_the_whole_table(database_url: 
         def add_explain(
             conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
         ) -> tuple[str, Any]:
-            if statement.startswith("WITH picked"):
+            if statement.startswith("SELECT workflows.id, workflows.state"):
                 statement = explain + statement
             return statement, parameters
 
@@ -306,7 +306,7 @@ async def test_the_claim_query_reads_an_index_not_the_whole_table(database_url: 
                 # A tiny table is cheapest to scan whole; forbid that to learn
                 # whether the planner can use the index at all.
                 await uow.execute(text("SET LOCAL enable_seqscan = off"), action="plan")
-            await uow.execute(CLAIM, params, action="explain the claim")
+            await uow.execute(PICK, params, action="explain the claim")
     text_plan = "\n".join(plan)
     if db.dialect == "postgresql":
         assert "ix_workflows_claimable_created_at_id" in text_plan

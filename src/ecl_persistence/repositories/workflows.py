@@ -21,7 +21,10 @@ from ecl_persistence.domain import (
     Workflow,
     WorkflowId,
     WorkflowState,
+    WorkflowTransition,
+    check_actor,
     check_json,
+    check_reason,
     check_text,
     utc_now,
 )
@@ -33,7 +36,7 @@ from ecl_persistence.errors import (
 )
 from ecl_persistence.orm import WORKFLOWS
 from ecl_persistence.orm.types import UTCDateTime
-from ecl_persistence.repositories import _leases
+from ecl_persistence.repositories import _leases, transitions
 from ecl_persistence.repositories._checks import check_aware, check_id, check_limit, check_payloads
 from ecl_persistence.repositories._cursor import decode_cursor, encode_cursor
 from ecl_persistence.repositories._rows import (
@@ -65,6 +68,9 @@ _SELECT = select(*WORKFLOWS.c)
 _GET = _SELECT.where(_T.id == bindparam("id"))
 _INSERT = insert(WORKFLOWS)
 _GET_STATUS = select(_T.state, _T.version, _T.lease_owner).where(_T.id == bindparam("id"))
+# Held until the transaction ends: the state read is the state changed. NO KEY
+# UPDATE, like the UPDATE itself, lets others insert children of the workflow.
+_LOCK_STATUS = _GET_STATUS.with_for_update(key_share=True)
 _DELETE = delete(WORKFLOWS).where(_T.id == bindparam("id"))
 _GET_BY_KEY = _SELECT.where(
     _T.definition_id == bindparam("definition_id"), _T.idempotency_key == bindparam("key")
@@ -182,18 +188,21 @@ class WorkflowRepository:
     def __init__(self, uow: UnitOfWork) -> None:
         self._uow = uow
 
-    async def create(self, workflow: Workflow) -> Workflow:
+    async def create(self, workflow: Workflow, *, actor: str | None = None) -> Workflow:
         """Insert ``workflow`` and return the stored workflow.
 
         That is ``workflow`` itself, unless it carries an idempotency key
         already stored for its definition: then it is the workflow stored
         first (see :meth:`create_or_get`). A duplicate id raises
-        ConstraintViolationError.
+        ConstraintViolationError. The audit trail records the creation, by
+        ``actor`` if given (see :meth:`history`).
         """
-        stored, _created = await self.create_or_get(workflow)
+        stored, _created = await self.create_or_get(workflow, actor=actor)
         return stored
 
-    async def create_or_get(self, workflow: Workflow) -> tuple[Workflow, bool]:
+    async def create_or_get(
+        self, workflow: Workflow, *, actor: str | None = None
+    ) -> tuple[Workflow, bool]:
         """Insert ``workflow``; return the stored workflow and whether it was created now.
 
         Without an idempotency key this always inserts. With one, the first
@@ -201,18 +210,25 @@ class WorkflowRepository:
         returns it with ``False`` instead of starting a second workflow, even
         when the retries race. The same key with another input raises
         ConflictError (not retryable), and nothing is written.
+
+        A workflow created now gets its first transition (from no state to
+        its state, by ``actor``, for the reason of its ``error`` if it has
+        one) in the same transaction.
         """
         if not isinstance(workflow, Workflow):
             raise ValidationError("create expects a Workflow")
         action = f"create workflow {workflow.id}"
         self._uow.require_writable(action)
         check_payloads(self._uow, workflow.input, workflow.output, workflow.metadata)
+        created = WorkflowTransition.of(workflow, None, actor=actor, reason=workflow.error)
         row = workflow_to_row(workflow)
         if workflow.idempotency_key is None:
             await self._uow.execute(_INSERT, row, action=action)
+            await transitions.record(self._uow, [created], action)
             return workflow, True
         inserted = await self._uow.execute(_INSERT_KEYED[self._uow.dialect], row, action=action)
         if inserted.first() is not None:
+            await transitions.record(self._uow, [created], action)
             return workflow, True
         params = {"definition_id": workflow.definition_id, "key": workflow.idempotency_key}
         found = (await self._uow.execute(_GET_BY_KEY, params, action=action)).first()
@@ -236,6 +252,17 @@ class WorkflowRepository:
         row = result.first()
         return None if row is None else workflow_to_domain(row)
 
+    async def history(self, id: WorkflowId) -> builtins.list[WorkflowTransition]:
+        """Every state change of the workflow, oldest first: its audit trail.
+
+        One :class:`WorkflowTransition` per change made through this
+        repository (creation, :meth:`update_state`, :meth:`claim`,
+        :meth:`release`), ordered by the workflow's version after each. An
+        unknown id, like a deleted or purged workflow, has an empty history.
+        """
+        check_id(id, "workflow id")
+        return await transitions.history(self._uow, id)
+
     async def update_state(
         self,
         id: WorkflowId,
@@ -243,14 +270,18 @@ class WorkflowRepository:
         error: str | None = None,
         *,
         expected_version: int | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
     ) -> Workflow:
         """Move the workflow to ``state`` and return it as it now is.
 
-        The move follows the lifecycle rules (:data:`WORKFLOW_TRANSITIONS`) and is
-        a compare-and-set in SQL, so two racing moves cannot both win. It sets
-        ``updated_at``, sets ``completed_at`` on completed and failed (and clears
-        it otherwise), stores ``error`` (``None`` clears it), bumps ``version``,
-        and ends the lease of a workflow that completes or fails.
+        The move follows the lifecycle rules (:data:`WORKFLOW_TRANSITIONS`) and
+        locks the workflow's row first, so two racing moves cannot both win. It
+        sets ``updated_at``, sets ``completed_at`` on completed and failed (and
+        clears it otherwise), stores ``error`` (``None`` clears it), bumps
+        ``version``, and ends the lease of a workflow that completes or fails.
+        The audit trail records the move in the same transaction, by ``actor``
+        (say who: a worker id, a user), for ``reason`` (default: ``error``).
 
         With ``expected_version`` the move happens only if the stored workflow
         is still at that version. Raises NotFoundError, ConflictError (another
@@ -262,13 +293,21 @@ class WorkflowRepository:
         target = _state(state)
         if error is not None:
             error = check_text(error, field="error", max_length=65536, allow_empty=True)
+        actor, reason = check_actor(actor), check_reason(reason)
         params = {"wid": id, "error": error, "now": utc_now()}
         statement = _UPDATE_STATE[target, _expect(params, expected_version)]
-        row = (await self._uow.execute(statement, params, action=action)).first()
-        if row is None:
-            current, _owner = await self._diagnose(id, expected_version, action)
+        current, _owner = await self._status(id, expected_version, action, lock=True)
+        if not current.can_move_to(target):
             raise InvalidStateTransitionError(_ENTITY, id, current.value, target.value)
-        return workflow_to_domain(row)
+        row = (await self._uow.execute(statement, params, action=action)).first()
+        if row is None:  # pragma: no cover - the row is locked and was just checked
+            raise ConflictError(f"{action}: changed concurrently")
+        workflow = workflow_to_domain(row)
+        moved = WorkflowTransition.of(
+            workflow, current, actor=actor, reason=error if reason is None else reason
+        )
+        await transitions.record(self._uow, [moved], action)
+        return workflow
 
     async def update_output(
         self, id: WorkflowId, output: JsonValue, *, expected_version: int | None = None
@@ -286,7 +325,7 @@ class WorkflowRepository:
         statement = _UPDATE_OUTPUT[_expect(params, expected_version)]
         row = (await self._uow.execute(statement, params, action=action)).first()
         if row is None:
-            await self._diagnose(id, expected_version, action)
+            await self._status(id, expected_version, action)
             raise ConflictError(f"{action}: changed concurrently")  # pragma: no cover
         return workflow_to_domain(row)
 
@@ -307,7 +346,8 @@ class WorkflowRepository:
         worker until ``now + lease_seconds`` (``now`` defaults to this
         process's clock), with ``version`` and ``claim_count`` bumped. No two
         claims ever take the same workflow under the same lease, on either
-        backend; an empty list means there is nothing to do.
+        backend; an empty list means there is nothing to do. The audit trail
+        records each claim, by ``worker_id``, in the same transaction.
         """
         self._uow.require_writable("claim workflows")
         worker = _leases.check_worker_id(worker_id)
@@ -319,14 +359,34 @@ class WorkflowRepository:
             "expires": expires,
             "limit": check_limit(limit, MAX_PAGE_SIZE),
         }
-        statement = _leases.CLAIM
+        statement = _leases.PICK
         if definition_ids is not None:
             params["definitions"] = _leases.check_definition_ids(definition_ids)
             if not params["definitions"]:
                 return []
-            statement = _leases.CLAIM_BY_DEFINITION
-        result = await self._uow.execute(statement, params, action=action)
-        claimed = [workflow_to_domain(row) for row in result]
+            statement = _leases.PICK_BY_DEFINITION
+        picked: dict[WorkflowId, tuple[WorkflowState, str | None]] = {}
+        for row in await self._uow.execute(statement, params, action=action):
+            id, state, owner = tuple(row)
+            picked[id] = (state_column(WorkflowState, state, table=_TABLE, id=id), owner)
+        if not picked:
+            return []
+        params["ids"] = list(picked)
+        taken = await self._uow.execute(_leases.TAKE, params, action=action)
+        claimed = [workflow_to_domain(row) for row in taken]
+        await transitions.record(
+            self._uow,
+            [
+                WorkflowTransition.of(
+                    workflow,
+                    picked[workflow.id][0],
+                    actor=worker,
+                    reason=_lease_expired(picked[workflow.id][1]),
+                )
+                for workflow in claimed
+            ],
+            action,
+        )
         # RETURNING gives rows in no particular order.
         return sorted(claimed, key=lambda workflow: (workflow.created_at, workflow.id))
 
@@ -364,7 +424,11 @@ class WorkflowRepository:
         action = f"release workflow {id}"
         worker = self._lease_checks(id, worker_id, action)
         params = {"wid": id, "worker": worker, "now": utc_now()}
-        return await self._owned(_leases.RELEASE, params, action)
+        workflow = await self._owned(_leases.RELEASE, params, action)
+        # Only a running workflow holds a lease (a CHECK constraint says so).
+        released = WorkflowTransition.of(workflow, WorkflowState.RUNNING, actor=worker)
+        await transitions.record(self._uow, [released], action)
+        return workflow
 
     async def resume_point(self, id: WorkflowId) -> ResumePoint:
         """The workflow and the latest attempt of each of its steps, to resume it.
@@ -471,14 +535,17 @@ class WorkflowRepository:
             next_cursor = encode_cursor(last.created_at, last.id)
         return Page(items=tuple(items), next_cursor=next_cursor)
 
-    async def _diagnose(
-        self, id: WorkflowId, expected_version: int | None, action: str
+    async def _status(
+        self, id: WorkflowId, expected_version: int | None, action: str, *, lock: bool = False
     ) -> tuple[WorkflowState, str | None]:
-        """After a write matched no row: raise NotFoundError or ConflictError, else say why.
+        """The workflow's state and lease owner; NotFoundError, or ConflictError off-version.
 
-        Returns the workflow's state and lease owner for the caller to explain.
+        Called before a write, with ``lock``, to know the state being changed;
+        after a write that matched no row, to explain why. With ``lock`` the
+        row stays locked until the transaction ends.
         """
-        row = (await self._uow.execute(_GET_STATUS, {"id": id}, action=action)).first()
+        statement = _LOCK_STATUS if lock else _GET_STATUS
+        row = (await self._uow.execute(statement, {"id": id}, action=action)).first()
         if row is None:
             raise NotFoundError(_ENTITY, id)
         state, version, owner = tuple(row)
@@ -497,7 +564,7 @@ class WorkflowRepository:
         """Run a write guarded by lease ownership; explain a miss."""
         row = (await self._uow.execute(statement, params, action=action)).first()
         if row is None:
-            _state, owner = await self._diagnose(params["wid"], None, action)
+            _state, owner = await self._status(params["wid"], None, action)
             holder = "no worker" if owner is None else f"worker {owner!r}"
             raise ConflictError(
                 f"{action}: worker {params['worker']!r} does not hold the lease ({holder} does)",
@@ -535,6 +602,13 @@ def _state(state: object) -> WorkflowState:
         except ValueError:
             pass
     raise ValidationError("state is not a workflow state")
+
+
+def _lease_expired(previous_owner: str | None) -> str | None:
+    """Why a claim took a workflow that another worker held: its lease expired."""
+    if previous_owner is None:
+        return None
+    return f"the lease of worker {previous_owner!r} expired"
 
 
 def _rowcount(result: Any) -> int:
