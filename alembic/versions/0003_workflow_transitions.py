@@ -8,8 +8,8 @@ Adds ``workflow_transitions``, one row per state change of a workflow, which
 the repositories write in the same transaction as the change. A trigger
 refuses any UPDATE of it on both backends, so history cannot be rewritten;
 DELETE stays allowed, because deleting or purging a workflow cascades to its
-history. Adds an index on ``workflows (completed_at, state)``, which a purge
-batch reads oldest first.
+history. Adds an index on ``workflows (state, completed_at)``, from which a
+purge batch reads the oldest finished workflows of a state.
 
 Written by hand for SQLite and PostgreSQL, without the live models. Only new
 objects are created: no existing table is altered or rebuilt, on either
@@ -86,7 +86,7 @@ def upgrade() -> None:
         sa.CheckConstraint(f"to_state IN {STATES}", name=op.f("ck_workflow_transitions_to_state")),
         sa.CheckConstraint("version >= 1", name=op.f("ck_workflow_transitions_version_positive")),
     )
-    op.create_index(op.f("ix_workflows_completed_at_state"), "workflows", ["completed_at", "state"])
+    op.create_index(op.f("ix_workflows_state_completed_at"), "workflows", ["state", "completed_at"])
     if _postgresql():
         op.execute(POSTGRESQL_GUARD_FUNCTION)
         op.execute(POSTGRESQL_GUARD)
@@ -98,7 +98,7 @@ def downgrade() -> None:
     op.execute(f"DROP TRIGGER {GUARD}" + (" ON workflow_transitions" if _postgresql() else ""))
     if _postgresql():
         op.execute(f"DROP FUNCTION {GUARD}()")
-    op.drop_index(op.f("ix_workflows_completed_at_state"), table_name="workflows")
+    op.drop_index(op.f("ix_workflows_state_completed_at"), table_name="workflows")
     op.drop_table("workflow_transitions")
 
 

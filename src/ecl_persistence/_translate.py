@@ -41,6 +41,10 @@ _SQLITE_CANTOPEN = sqlite3.SQLITE_CANTOPEN
 
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>.+)$")
 _SQLITE_CHECK = re.compile(r"CHECK constraint failed: (?P<name>\S+)")
+# The trigger that keeps a table append-only raises "<table> is append-only"
+# on both backends; it is named "<table>_append_only" (PostgreSQL reports the
+# name itself, SQLite only the message).
+_APPEND_ONLY = re.compile(r"^(?P<table>\w+) is append-only")
 
 
 def _first_line(error: BaseException) -> str:
@@ -81,6 +85,7 @@ def _constraint(action: str, error: sa_exc.IntegrityError) -> ConstraintViolatio
     driver = _driver_error(error)
     name = getattr(driver, "constraint_name", None)
     message = _first_line(driver)
+    append_only = _APPEND_ONLY.search(message)
     if name is None:
         unique = _SQLITE_UNIQUE.search(message)
         check = _SQLITE_CHECK.search(message)
@@ -88,7 +93,11 @@ def _constraint(action: str, error: sa_exc.IntegrityError) -> ConstraintViolatio
             name = _unique_constraint_for(unique.group("columns"))
         elif check is not None:
             name = check.group("name")
-    if "FOREIGN KEY" in message.upper() or _sqlstate(driver) == "23503":
+        elif append_only is not None:
+            name = f"{append_only.group('table')}_append_only"
+    if append_only is not None:
+        kind = "append-only"
+    elif "FOREIGN KEY" in message.upper() or _sqlstate(driver) == "23503":
         kind = "foreign key"
     elif "UNIQUE" in message.upper() or _sqlstate(driver) == "23505":
         kind = "unique"

@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from tests.factories import (
     WorkflowFactory,
     create_workflows,
     leased_workflow,
     stored_workflow,
 )
+from tests.plans import explaining, forbid_seq_scan
 
 from ecl_persistence import (
     ConflictError,
@@ -280,32 +281,12 @@ async def test_the_database_refuses_an_incomplete_or_misplaced_lease(
 async def test_the_claim_query_reads_an_index_not_the_whole_table(database_url: str) -> None:
     async with Database.from_url(database_url) as db:
         await create_workflows(db, *(pending(n) for n in range(20)))
-        explain = "EXPLAIN QUERY PLAN " if db.dialect == "sqlite" else "EXPLAIN "
-        plan: list[str] = []
-
-        # The real statement, bound as the repository binds it, explained instead of run.
-        def add_explain(
-            conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
-        ) -> tuple[str, Any]:
-            if statement.startswith("SELECT workflows.id, workflows.state"):
-                statement = explain + statement
-            return statement, parameters
-
-        def read_plan(
-            conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
-        ) -> None:
-            if statement.startswith(explain):
-                plan.extend(str(row[-1]) for row in cursor.fetchall())
-
-        engine = db.engine.sync_engine
-        event.listen(engine, "before_cursor_execute", add_explain, retval=True)
-        event.listen(engine, "after_cursor_execute", read_plan)
         params = {"worker": "w1", "now": at(0), "expires": at(30), "limit": 1}
-        async with db.session() as uow:
-            if db.dialect == "postgresql":
-                # A tiny table is cheapest to scan whole; forbid that to learn
-                # whether the planner can use the index at all.
-                await uow.execute(text("SET LOCAL enable_seqscan = off"), action="plan")
+        async with (
+            explaining(db, "SELECT workflows.id, workflows.state") as plan,
+            db.session() as uow,
+        ):
+            await forbid_seq_scan(uow)
             await uow.execute(PICK, params, action="explain the claim")
     text_plan = "\n".join(plan)
     if db.dialect == "postgresql":
@@ -315,4 +296,4 @@ async def test_the_claim_query_reads_an_index_not_the_whole_table(database_url: 
         # Without statistics SQLite may prefer the state index, which serves
         # "state IN (...) ORDER BY created_at LIMIT n" as well; never a full scan.
         assert "workflows USING" in text_plan
-        assert "SCAN workflows" not in plan
+        assert "SCAN workflows" not in text_plan, text_plan

@@ -118,9 +118,9 @@ class WorkflowRecord(Base):
             postgresql_where=text(_CLAIMABLE),
             sqlite_where=text(_CLAIMABLE),
         ),
-        # A purge batch reads the oldest finished workflows first; open
-        # workflows have no completed_at and sort out of its range.
-        Index("ix_workflows_completed_at_state", "completed_at", "state"),
+        # A purge batch reads the workflows of one finished state that
+        # finished before its cutoff, oldest first, straight from this index.
+        Index("ix_workflows_state_completed_at", "state", "completed_at"),
     )
 
 

@@ -20,12 +20,13 @@ from ecl_persistence.repositories._rows import build, state_column
 if TYPE_CHECKING:
     from ecl_persistence.unit_of_work import UnitOfWork
 
-__all__ = ["history", "record", "transition_to_domain", "transition_to_row"]
+__all__ = ["HISTORY", "history", "record", "transition_to_domain", "transition_to_row"]
 
 _T = TRANSITIONS.c
 _TABLE = "workflow_transitions"
 _INSERT = insert(TRANSITIONS)
-_HISTORY = select(*TRANSITIONS.c).where(_T.workflow_id == bindparam("wid")).order_by(_T.version)
+HISTORY = select(*TRANSITIONS.c).where(_T.workflow_id == bindparam("wid")).order_by(_T.version)
+"""The transitions of workflow ``wid`` in version order; its unique index serves it."""
 
 
 def transition_to_domain(row: Sequence[Any]) -> WorkflowTransition:
@@ -77,6 +78,6 @@ async def record(uow: UnitOfWork, transitions: Sequence[WorkflowTransition], act
 async def history(uow: UnitOfWork, workflow_id: WorkflowId) -> list[WorkflowTransition]:
     """The transitions of the workflow, oldest first (by version)."""
     result = await uow.execute(
-        _HISTORY, {"wid": workflow_id}, action=f"read the history of workflow {workflow_id}"
+        HISTORY, {"wid": workflow_id}, action=f"read the history of workflow {workflow_id}"
     )
     return [transition_to_domain(row) for row in result]
