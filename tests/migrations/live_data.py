@@ -57,7 +57,7 @@ SCHEMAS: dict[str, Schema] = {
 }
 """The tables and columns of each revision, parents first (children are inserted after)."""
 
-ADDED: dict[str, dict[str, object]] = {
+ADDED: dict[str, object] = {
     "idempotency_key": None,
     "lease_owner": None,
     "lease_expires_at": None,

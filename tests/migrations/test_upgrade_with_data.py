@@ -19,6 +19,7 @@ from tests.migrations.live_data import (
     WORKFLOWS,
     Dump,
     Rows,
+    Schema,
     added_values,
     dump,
     earlier_revisions,
@@ -52,7 +53,7 @@ async def _filled(db: Database, revision: str) -> tuple[Rows, Dump]:
     return rows, before
 
 
-async def _assert_intact(db: Database, schema: dict[str, tuple[str, ...]], expected: Dump) -> None:
+async def _assert_intact(db: Database, schema: Schema, expected: Dump) -> None:
     assert await dump(db.engine, schema) == expected
     assert await foreign_key_problems(db.engine) == []
 
