@@ -11,22 +11,61 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import ColumnElement, Insert, String, Text, Uuid, bindparam, insert, literal, select
 
 from ecl_persistence.domain import WorkflowId, WorkflowState, WorkflowTransition
-from ecl_persistence.orm import TRANSITIONS
+from ecl_persistence.orm import TRANSITIONS, WORKFLOWS
+from ecl_persistence.orm.types import UTCDateTime
 from ecl_persistence.repositories._rows import build, state_column
 
 if TYPE_CHECKING:
     from ecl_persistence.unit_of_work import UnitOfWork
 
-__all__ = ["HISTORY", "history", "record", "transition_to_domain", "transition_to_row"]
+__all__ = [
+    "HISTORY",
+    "history",
+    "record",
+    "record_change",
+    "transition_to_domain",
+    "transition_to_row",
+]
 
 _T = TRANSITIONS.c
 _TABLE = "workflow_transitions"
 _INSERT = insert(TRANSITIONS)
 HISTORY = select(*TRANSITIONS.c).where(_T.workflow_id == bindparam("wid")).order_by(_T.version)
 """The transitions of workflow ``wid`` in version order; its unique index serves it."""
+
+
+def record_change(to_state: WorkflowState, *conditions: ColumnElement[bool]) -> Insert:
+    """Record the change of the workflow that matches ``conditions`` to ``to_state``; lock it.
+
+    For a change the caller makes next, in the same transaction, with an
+    UPDATE on the same conditions: the transition is read from the row as it
+    is before that UPDATE (its state, its version + 1) by the INSERT itself,
+    which locks the row (``FOR NO KEY UPDATE`` on PostgreSQL; SQLite's
+    writer holds the whole database), so the UPDATE then changes exactly the
+    row recorded. No row matched means nothing was recorded. Parameters:
+    ``transition_id``, ``now`` (the ``updated_at`` the UPDATE sets),
+    ``transition_actor``, ``transition_reason`` and those of ``conditions``.
+    """
+    workflow = WORKFLOWS.c
+    before = (
+        select(
+            bindparam("transition_id", type_=Uuid()),
+            workflow.id,
+            workflow.state,
+            literal(to_state.value, String()),
+            bindparam("now", type_=UTCDateTime()),
+            bindparam("transition_actor", type_=String()),
+            bindparam("transition_reason", type_=Text()),
+            workflow.version + 1,
+        )
+        .where(*conditions)
+        .with_for_update(key_share=True)
+    )
+    columns = ["id", "workflow_id", "from_state", "to_state", "at", "actor", "reason", "version"]
+    return insert(TRANSITIONS).from_select(columns, before)
 
 
 def transition_to_domain(row: Sequence[Any]) -> WorkflowTransition:

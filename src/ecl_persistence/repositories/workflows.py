@@ -26,6 +26,7 @@ from ecl_persistence.domain import (
     check_json,
     check_reason,
     check_text,
+    new_uuid7,
     utc_now,
 )
 from ecl_persistence.errors import (
@@ -68,9 +69,6 @@ _SELECT = select(*WORKFLOWS.c)
 _GET = _SELECT.where(_T.id == bindparam("id"))
 _INSERT = insert(WORKFLOWS)
 _GET_STATUS = select(_T.state, _T.version, _T.lease_owner).where(_T.id == bindparam("id"))
-# Held until the transaction ends: the state read is the state changed. NO KEY
-# UPDATE, like the UPDATE itself, lets others insert children of the workflow.
-_LOCK_STATUS = _GET_STATUS.with_for_update(key_share=True)
 _DELETE = delete(WORKFLOWS).where(_T.id == bindparam("id"))
 _GET_BY_KEY = _SELECT.where(
     _T.definition_id == bindparam("definition_id"), _T.idempotency_key == bindparam("key")
@@ -145,6 +143,14 @@ def _versioned(statement: Any, versioned: bool) -> Any:
     return statement.where(_T.version == bindparam("expected_version")) if versioned else statement
 
 
+def _may_move(target: WorkflowState, versioned: bool) -> list[Any]:
+    """The workflow ``wid``, if it may move to ``target`` (and is at ``expected_version``)."""
+    conditions = [_T.id == bindparam("wid"), _T.state.in_(_sources_of(target))]
+    if versioned:
+        conditions.append(_T.version == bindparam("expected_version"))
+    return conditions
+
+
 def _update_state_statement(target: WorkflowState, versioned: bool) -> Any:
     finished = target.is_finished
     values: dict[str, Any] = {
@@ -157,14 +163,17 @@ def _update_state_statement(target: WorkflowState, versioned: bool) -> Any:
     if finished:
         # A finished workflow is nobody's to work on: its lease ends with it.
         values.update(lease_owner=None, lease_expires_at=None)
-    statement = update(WORKFLOWS).where(
-        _T.id == bindparam("wid"), _T.state.in_(_sources_of(target))
-    )
-    return _versioned(statement, versioned).values(**values).returning(*WORKFLOWS.c)
+    statement = update(WORKFLOWS).where(*_may_move(target, versioned))
+    return statement.values(**values).returning(*WORKFLOWS.c)
 
 
 _UPDATE_STATE = {
     (state, versioned): _update_state_statement(state, versioned)
+    for state in WorkflowState
+    for versioned in (False, True)
+}
+_RECORD_STATE = {
+    (state, versioned): transitions.record_change(state, *_may_move(state, versioned))
     for state in WorkflowState
     for versioned in (False, True)
 }
@@ -275,8 +284,8 @@ class WorkflowRepository:
     ) -> Workflow:
         """Move the workflow to ``state`` and return it as it now is.
 
-        The move follows the lifecycle rules (:data:`WORKFLOW_TRANSITIONS`) and
-        locks the workflow's row first, so two racing moves cannot both win. It
+        The move follows the lifecycle rules (:data:`WORKFLOW_TRANSITIONS`) and is
+        a compare-and-set in SQL, so two racing moves cannot both win. It
         sets ``updated_at``, sets ``completed_at`` on completed and failed (and
         clears it otherwise), stores ``error`` (``None`` clears it), bumps
         ``version``, and ends the lease of a workflow that completes or fails.
@@ -295,19 +304,24 @@ class WorkflowRepository:
             error = check_text(error, field="error", max_length=65536, allow_empty=True)
         actor, reason = check_actor(actor), check_reason(reason)
         params = {"wid": id, "error": error, "now": utc_now()}
-        statement = _UPDATE_STATE[target, _expect(params, expected_version)]
-        current, _owner = await self._status(id, expected_version, action, lock=True)
-        if not current.can_move_to(target):
+        versioned = _expect(params, expected_version)
+        record = {
+            **params,
+            "transition_id": new_uuid7(),
+            "transition_actor": actor,
+            "transition_reason": error if reason is None else reason,
+        }
+        del record["error"]
+        # Recorded first: the INSERT reads the state being left and locks the row.
+        recorded = await self._uow.execute(_RECORD_STATE[target, versioned], record, action=action)
+        if _rowcount(recorded) == 0:
+            current, _owner = await self._diagnose(id, expected_version, action)
             raise InvalidStateTransitionError(_ENTITY, id, current.value, target.value)
+        statement = _UPDATE_STATE[target, versioned]
         row = (await self._uow.execute(statement, params, action=action)).first()
         if row is None:  # pragma: no cover - the row is locked and was just checked
             raise ConflictError(f"{action}: changed concurrently")
-        workflow = workflow_to_domain(row)
-        moved = WorkflowTransition.of(
-            workflow, current, actor=actor, reason=error if reason is None else reason
-        )
-        await transitions.record(self._uow, [moved], action)
-        return workflow
+        return workflow_to_domain(row)
 
     async def update_output(
         self, id: WorkflowId, output: JsonValue, *, expected_version: int | None = None
@@ -325,7 +339,7 @@ class WorkflowRepository:
         statement = _UPDATE_OUTPUT[_expect(params, expected_version)]
         row = (await self._uow.execute(statement, params, action=action)).first()
         if row is None:
-            await self._status(id, expected_version, action)
+            await self._diagnose(id, expected_version, action)
             raise ConflictError(f"{action}: changed concurrently")  # pragma: no cover
         return workflow_to_domain(row)
 
@@ -535,17 +549,14 @@ class WorkflowRepository:
             next_cursor = encode_cursor(last.created_at, last.id)
         return Page(items=tuple(items), next_cursor=next_cursor)
 
-    async def _status(
-        self, id: WorkflowId, expected_version: int | None, action: str, *, lock: bool = False
+    async def _diagnose(
+        self, id: WorkflowId, expected_version: int | None, action: str
     ) -> tuple[WorkflowState, str | None]:
-        """The workflow's state and lease owner; NotFoundError, or ConflictError off-version.
+        """After a write matched no row: raise NotFoundError or ConflictError, else say why.
 
-        Called before a write, with ``lock``, to know the state being changed;
-        after a write that matched no row, to explain why. With ``lock`` the
-        row stays locked until the transaction ends.
+        Returns the workflow's state and lease owner for the caller to explain.
         """
-        statement = _LOCK_STATUS if lock else _GET_STATUS
-        row = (await self._uow.execute(statement, {"id": id}, action=action)).first()
+        row = (await self._uow.execute(_GET_STATUS, {"id": id}, action=action)).first()
         if row is None:
             raise NotFoundError(_ENTITY, id)
         state, version, owner = tuple(row)
@@ -564,7 +575,7 @@ class WorkflowRepository:
         """Run a write guarded by lease ownership; explain a miss."""
         row = (await self._uow.execute(statement, params, action=action)).first()
         if row is None:
-            _state, owner = await self._status(params["wid"], None, action)
+            _state, owner = await self._diagnose(params["wid"], None, action)
             holder = "no worker" if owner is None else f"worker {owner!r}"
             raise ConflictError(
                 f"{action}: worker {params['worker']!r} does not hold the lease ({holder} does)",
