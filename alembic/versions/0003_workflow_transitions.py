@@ -86,7 +86,14 @@ def upgrade() -> None:
         sa.CheckConstraint(f"to_state IN {STATES}", name=op.f("ck_workflow_transitions_to_state")),
         sa.CheckConstraint("version >= 1", name=op.f("ck_workflow_transitions_version_positive")),
     )
-    op.create_index(op.f("ix_workflows_state_completed_at"), "workflows", ["state", "completed_at"])
+    # IF NOT EXISTS: on a big PostgreSQL table, build it beforehand with
+    # CREATE INDEX CONCURRENTLY (docs/history.md), and this step is instant.
+    op.create_index(
+        op.f("ix_workflows_state_completed_at"),
+        "workflows",
+        ["state", "completed_at"],
+        if_not_exists=True,
+    )
     if _postgresql():
         op.execute(POSTGRESQL_GUARD_FUNCTION)
         op.execute(POSTGRESQL_GUARD)

@@ -219,7 +219,7 @@ def test_alembic_offline_mode_renders_sql_for_both_dialects() -> None:
         assert "ix_workflows_claimable_created_at_id" in result.stdout
         assert "CREATE TABLE workflow_transitions" in result.stdout
         assert "CREATE TRIGGER workflow_transitions_append_only" in result.stdout
-        assert "CREATE INDEX ix_workflows_state_completed_at" in result.stdout
+        assert "CREATE INDEX IF NOT EXISTS ix_workflows_state_completed_at" in result.stdout
 
 
 def test_alembic_offline_mode_renders_the_workers_downgrade_for_both_dialects() -> None:
@@ -274,3 +274,26 @@ async def test_the_append_only_guard_goes_with_its_revision_and_comes_back(
                 )
         async with db.session(read_only=True) as uow:
             assert [t.actor for t in await uow.workflows.history(workflow.id)] == [None]
+
+
+async def test_the_purge_index_built_by_hand_beforehand_is_kept_by_the_upgrade(
+    empty_database_url: str,
+) -> None:
+    # docs/history.md: on a big PostgreSQL table, build it concurrently first.
+    concurrently = (
+        "CONCURRENTLY " if make_url(empty_database_url).get_backend_name() != "sqlite" else ""
+    )
+    async with Database.from_url(empty_database_url) as db:
+        await db.migrate("0002")
+        async with db.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.execute(
+                text(
+                    f"CREATE INDEX {concurrently}ix_workflows_state_completed_at "
+                    "ON workflows (state, completed_at)"
+                )
+            )
+        await db.migrate()
+        assert await current_revision(db.engine) == head_revision()
+        indexes = [name for name in (await _inspect(db))["indexes"] if "completed_at" in name]
+        assert indexes == ["ix_workflows_state_completed_at"]
