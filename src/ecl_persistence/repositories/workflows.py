@@ -303,17 +303,17 @@ class WorkflowRepository:
         if error is not None:
             error = check_text(error, field="error", max_length=65536, allow_empty=True)
         actor, reason = check_actor(actor), check_reason(reason)
-        params = {"wid": id, "error": error, "now": utc_now()}
-        versioned = _expect(params, expected_version)
-        record = {
-            **params,
+        params = {
+            "wid": id,
+            "error": error,
+            "now": utc_now(),
             "transition_id": new_uuid7(),
             "transition_actor": actor,
             "transition_reason": error if reason is None else reason,
         }
-        del record["error"]
+        versioned = _expect(params, expected_version)
         # Recorded first: the INSERT reads the state being left and locks the row.
-        recorded = await self._uow.execute(_RECORD_STATE[target, versioned], record, action=action)
+        recorded = await self._uow.execute(_RECORD_STATE[target, versioned], params, action=action)
         if _rowcount(recorded) == 0:
             current, _owner = await self._diagnose(id, expected_version, action)
             raise InvalidStateTransitionError(_ENTITY, id, current.value, target.value)
