@@ -231,26 +231,65 @@ def _summary(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+class BatchClock:
+    """Timestamps of each purge batch, from the engine's events.
+
+    ``lock``: from the moment ``BEGIN`` returned (``BEGIN IMMEDIATE`` on
+    SQLite: the write lock is held from there) to the moment the batch's unit
+    of work had committed and closed. Within it, ``delete``: the batch's one
+    DELETE statement (with its cascades); ``commit``: the COMMIT (on SQLite
+    in WAL mode, the commit that fills the WAL past its limit also copies it
+    back into the database file, a checkpoint).
+    """
+
+    def __init__(self) -> None:
+        self.lock: list[float] = []
+        self.delete: list[float] = []
+        self.commit: list[float] = []
+        self._marks: dict[str, float] = {}
+        # One object per handler, so that listen(on=False) removes the same.
+        self._handlers: dict[str, Any] = {
+            "begin": lambda *args: self._set("begin"),
+            "commit": lambda *args: self._set("commit"),
+            "before_cursor_execute": self._on_statement("delete_started"),
+            "after_cursor_execute": self._on_statement("delete_ended"),
+        }
+
+    def listen(self, db: Database, *, on: bool = True) -> None:
+        """Start (or, with ``on=False``, stop) listening to ``db``'s engine.
+
+        Registered after the package's own "begin" hook, so the mark is set
+        once BEGIN has returned.
+        """
+        toggle = event.listen if on else event.remove
+        for name, handler in self._handlers.items():
+            toggle(db.engine.sync_engine, name, handler)
+
+    def _on_statement(self, name: str) -> Any:
+        def handler(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+            if statement.startswith("DELETE FROM workflows"):
+                self._set(name)
+
+        return handler
+
+    def _set(self, name: str) -> None:
+        self._marks[name] = time.perf_counter()
+
+    def batch_done(self, count: int) -> None:
+        """The ``on_batch`` callback: called once the batch committed."""
+        now, marks = time.perf_counter(), self._marks
+        self.lock.append(now - marks["begin"])
+        self.delete.append(marks["delete_ended"] - marks["delete_started"])
+        self.commit.append(now - marks["commit"])
+
+
 async def measure_purge(db: Database, batch_size: int) -> dict[str, Any]:
     """Purge everything past the cutoff; time each batch and a concurrent writer.
 
     The writer has a ``Database`` (an engine) of its own, as another process
     would, so that every transaction begun on ``db``'s engine is a batch.
     """
-    began: list[float] = []
-    locks: list[float] = []
-    deleted: list[int] = []
-
-    # Registered after the package's own "begin" hook, so this runs once the
-    # batch's BEGIN (IMMEDIATE on SQLite) has returned: the lock is held.
-    def on_begin(connection: Any) -> None:
-        began.append(time.perf_counter())
-
-    def on_batch(count: int) -> None:
-        # Called after the batch's unit of work committed and closed.
-        locks.append(time.perf_counter() - began[-1])
-        deleted.append(count)
-
+    clock = BatchClock()
     writes: list[float] = []
     done = asyncio.Event()
 
@@ -269,23 +308,27 @@ async def measure_purge(db: Database, batch_size: int) -> dict[str, Any]:
     due = await db.purge(finished_before=cutoff, dry_run=True)
     background = asyncio.create_task(writer())
     await asyncio.sleep(0.05)
-    event.listen(db.engine.sync_engine, "begin", on_begin)
+    clock.listen(db)
     started = time.perf_counter()
     try:
-        total = await db.purge(finished_before=cutoff, batch_size=batch_size, on_batch=on_batch)
+        total = await db.purge(
+            finished_before=cutoff, batch_size=batch_size, on_batch=clock.batch_done
+        )
     finally:
         elapsed = time.perf_counter() - started
-        event.remove(db.engine.sync_engine, "begin", on_begin)
+        clock.listen(db, on=False)
         done.set()
         await background
     return {
         "due": due,
         "purged": total,
         "batch_size": batch_size,
-        "batches": len(deleted),
+        "batches": len(clock.lock),
         "total_s": round(elapsed, 2),
         "rows_per_s": round(total / elapsed) if elapsed else None,
-        "batch_lock": _summary(locks),
+        "batch_lock": _summary(clock.lock),
+        "batch_delete": _summary(clock.delete),
+        "batch_commit": _summary(clock.commit),
         "concurrent_writer": _summary(writes),
     }
 
@@ -323,6 +366,7 @@ async def run(
 
 def _print(result: dict[str, Any]) -> None:
     lock, writer = result["batch_lock"], result["concurrent_writer"]
+    delete, commit = result["batch_delete"], result["batch_commit"]
     print(
         f"{result['backend']}: purged {result['purged']:,} workflows "
         f"({result['rows']['step_executions']:,} step executions, "
@@ -331,6 +375,8 @@ def _print(result: dict[str, Any]) -> None:
         f"{result['total_s']} s ({result['rows_per_s']:,} workflows/s)\n"
         f"  batch lock time: max {lock['max_ms']} ms, p50 {lock['p50_ms']} ms, "
         f"p99 {lock['p99_ms']} ms\n"
+        f"    of which DELETE: max {delete['max_ms']} ms, p50 {delete['p50_ms']} ms; "
+        f"COMMIT: max {commit['max_ms']} ms, p50 {commit['p50_ms']} ms\n"
         f"  concurrent writer ({writer['count']} creates): max {writer['max_ms']} ms, "
         f"p50 {writer['p50_ms']} ms, p99 {writer['p99_ms']} ms"
     )
