@@ -106,12 +106,9 @@ def transition_to_row(transition: WorkflowTransition) -> dict[str, Any]:
 
 
 async def record(uow: UnitOfWork, transitions: Sequence[WorkflowTransition], action: str) -> None:
-    """Insert ``transitions`` in ``uow``'s transaction: one statement, however many."""
+    """Insert one or more ``transitions`` in ``uow``'s transaction, in one statement."""
     rows = [transition_to_row(transition) for transition in transitions]
-    if len(rows) == 1:
-        await uow.execute(_INSERT, rows[0], action=action)
-    elif rows:
-        await uow.execute(_INSERT, rows, action=action)
+    await uow.execute(_INSERT, rows[0] if len(rows) == 1 else rows, action=action)
 
 
 async def history(uow: UnitOfWork, workflow_id: WorkflowId) -> list[WorkflowTransition]:
