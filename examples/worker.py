@@ -56,6 +56,7 @@ async def work_on(
                 WorkflowState.FAILED,
                 f"given up after {workflow.claim_count - 1} workers stopped during it",
                 expected_version=workflow.version,
+                actor=worker_id,
             )
         return
     async with db.session(read_only=True) as uow:
@@ -85,6 +86,7 @@ async def work_on(
                     WorkflowState.FAILED,
                     describe_exception(error),
                     expected_version=workflow.version,
+                    actor=worker_id,
                 )
             return
         outputs[step] = result
@@ -98,7 +100,7 @@ async def work_on(
             workflow.id, dict(outputs), expected_version=workflow.version
         )
         await uow.workflows.update_state(
-            workflow.id, WorkflowState.COMPLETED, expected_version=stored.version
+            workflow.id, WorkflowState.COMPLETED, expected_version=stored.version, actor=worker_id
         )
 
 

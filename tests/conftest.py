@@ -24,7 +24,7 @@ from ecl_persistence.config import mask_url
 
 POSTGRES_URL_VARIABLE = "ECL_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-TABLES = ("artifacts", "step_executions", "workflows")
+TABLES = ("artifacts", "step_executions", "workflow_transitions", "workflows")
 
 
 def admin_postgres_url() -> str:

@@ -27,6 +27,7 @@ from ecl_persistence.domain import (
     Workflow,
     WorkflowId,
     WorkflowState,
+    WorkflowTransition,
 )
 from ecl_persistence.errors import (
     ConflictError,
@@ -89,5 +90,6 @@ __all__ = [
     "WorkflowId",
     "WorkflowRepository",
     "WorkflowState",
+    "WorkflowTransition",
     "__version__",
 ]

@@ -57,6 +57,10 @@ _MAX_STATEMENT_CHARS = 2000
 
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>.+)$")
 _SQLITE_CHECK = re.compile(r"CHECK constraint failed: (?P<name>\S+)")
+# The trigger that keeps a table append-only raises "<table> is append-only"
+# on both backends; it is named "<table>_append_only" (PostgreSQL reports the
+# name itself, SQLite only the message).
+_APPEND_ONLY = re.compile(r"^(?P<table>\w+) is append-only")
 
 
 class DriverError(Exception):
@@ -129,6 +133,7 @@ def _constraint(action: str, error: sa_exc.IntegrityError) -> ConstraintViolatio
     name = getattr(driver, "constraint_name", None)
     # Parsed, never shown: the message below names the kind and constraint only.
     message = _raw_first_line(driver)
+    append_only = _APPEND_ONLY.search(message)
     if name is None:
         unique = _SQLITE_UNIQUE.search(message)
         check = _SQLITE_CHECK.search(message)
@@ -136,7 +141,11 @@ def _constraint(action: str, error: sa_exc.IntegrityError) -> ConstraintViolatio
             name = _unique_constraint_for(unique.group("columns"))
         elif check is not None:
             name = check.group("name")
-    if "FOREIGN KEY" in message.upper() or _sqlstate(driver) == "23503":
+        elif append_only is not None:
+            name = f"{append_only.group('table')}_append_only"
+    if append_only is not None:
+        kind = "append-only"
+    elif "FOREIGN KEY" in message.upper() or _sqlstate(driver) == "23503":
         kind = "foreign key"
     elif "UNIQUE" in message.upper() or _sqlstate(driver) == "23505":
         kind = "unique"

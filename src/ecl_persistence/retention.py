@@ -2,7 +2,10 @@
 
 History tables grow with every step attempt. Purging runs in batches, each
 its own unit of work, so no single transaction grows with the backlog and
-the SQLite write lock is held for one batch at a time. The database deletes
+the SQLite write lock is held for one batch at a time. A batch takes the
+oldest workflows of one state straight from the ``(state, completed_at)``
+index, so its cost does not grow with the backlog either: the completed
+workflows go first, then the failed ones. The database deletes
 each workflow's step executions, artifacts and transitions with it
 (``ON DELETE CASCADE``). On PostgreSQL a batch skips rows other transactions
 hold locked (``FOR UPDATE SKIP LOCKED``), so writers of other workflows never
@@ -15,7 +18,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, Delete, bindparam, delete, func, select
+from sqlalchemy import Delete, bindparam, delete, func, select
 
 from ecl_persistence.domain import WorkflowState
 from ecl_persistence.errors import ValidationError
@@ -25,7 +28,7 @@ from ecl_persistence.repositories._checks import check_aware
 if TYPE_CHECKING:
     from ecl_persistence.database import Database
 
-__all__ = ["DEFAULT_PURGE_BATCH", "FINISHED_STATES", "MAX_PURGE_BATCH", "purge"]
+__all__ = ["BATCH", "DEFAULT_PURGE_BATCH", "FINISHED_STATES", "MAX_PURGE_BATCH", "purge"]
 
 FINISHED_STATES = (WorkflowState.COMPLETED, WorkflowState.FAILED)
 """The only states a purge may delete: pending and running workflows are never touched."""
@@ -37,19 +40,26 @@ MAX_PURGE_BATCH = 10_000
 _T = WORKFLOWS.c
 
 
-def _purgeable(states: tuple[str, ...]) -> list[ColumnElement[bool]]:
-    return [_T.state.in_(states), _T.completed_at < bindparam("cutoff", type_=_T.completed_at.type)]
+_BEFORE_CUTOFF = _T.completed_at < bindparam("cutoff", type_=_T.completed_at.type)
 
 
-def _batch_statement(states: tuple[str, ...]) -> Delete:
+def _batch_statement() -> Delete:
+    # One state per statement: "state = ?" and the range on completed_at both
+    # use the index, which then hands rows over in completed_at order, so
+    # LIMIT stops the scan after one batch. With "state IN (...)" both
+    # planners would read and sort every purgeable row for each batch.
     oldest = (
         select(_T.id)
-        .where(*_purgeable(states))
+        .where(_T.state == bindparam("state"), _BEFORE_CUTOFF)
         .order_by(_T.completed_at)
         .limit(bindparam("batch"))
         .with_for_update(skip_locked=True)
     )
     return delete(WORKFLOWS).where(_T.id.in_(oldest.scalar_subquery()))
+
+
+BATCH = _batch_statement()
+"""Delete the ``batch`` oldest workflows in ``state`` that finished before ``cutoff``."""
 
 
 def _check_states(states: Iterable[WorkflowState]) -> tuple[str, ...]:
@@ -77,29 +87,27 @@ async def purge(
     With ``dry_run`` nothing is deleted and the return value is how many
     would be. ``on_batch`` is called with the count of each committed batch
     (for a progress bar). A batch that fails rolls back alone; the batches
-    before it stay deleted.
+    before it stay deleted. Each state is purged in turn, oldest first.
     """
     cutoff = check_aware(finished_before, "finished_before")
     chosen = _check_states(states)
     if type(batch_size) is not int or not 1 <= batch_size <= MAX_PURGE_BATCH:
         raise ValidationError(f"batch_size must be an integer from 1 to {MAX_PURGE_BATCH}")
     if dry_run:
-        count = select(func.count()).select_from(WORKFLOWS).where(*_purgeable(chosen))
+        count = select(func.count()).select_from(WORKFLOWS)
+        count = count.where(_T.state.in_(chosen), _BEFORE_CUTOFF)
         async with database.session(read_only=True) as uow:
             result = await uow.execute(count, {"cutoff": cutoff}, action="count purgeable")
             return int(result.scalar_one())
-    statement = _batch_statement(chosen)
     total = 0
-    while True:
-        async with database.session() as uow:
-            result = await uow.execute(
-                statement,
-                {"cutoff": cutoff, "batch": batch_size},
-                action="purge finished workflows",
-            )
-            deleted = int(getattr(result, "rowcount", 0))
-        total += deleted
-        if deleted and on_batch is not None:
-            on_batch(deleted)
-        if deleted < batch_size:
-            return total
+    for state in chosen:
+        params = {"state": state, "cutoff": cutoff, "batch": batch_size}
+        deleted = batch_size
+        while deleted == batch_size:
+            async with database.session() as uow:
+                result = await uow.execute(BATCH, params, action="purge finished workflows")
+                deleted = int(getattr(result, "rowcount", 0))
+            total += deleted
+            if deleted and on_batch is not None:
+                on_batch(deleted)
+    return total

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import attrs
 import pytest
 from tests.cli.helpers import Invoke, json_of, on_database
-from tests.factories import ArtifactFactory, StepExecutionFactory, WorkflowFactory
+from tests.factories import ArtifactFactory, StepExecutionFactory, WorkflowFactory, sql
 
 from ecl_persistence import Database, StepExecutionState, Workflow, WorkflowState
 from ecl_persistence.cli.runtime import ExitCode
@@ -300,3 +300,58 @@ def test_stats_table(ecl_db: Invoke, seeded: Seeded) -> None:
     assert re.search(r"^ *failed +1 *$", executions, re.MULTILINE)
     assert re.search(r"^ *duration +5 ms *$", executions, re.MULTILINE)
     assert re.search(r"^ *tokens +1 *$", executions, re.MULTILINE)
+
+
+def test_show_prints_the_history_of_state_changes_with_actor_and_reason(
+    ecl_db: Invoke, database_url: str
+) -> None:
+    workflow = WorkflowFactory.build(created_at=T0)
+
+    async def run(db: Database) -> None:
+        async with db.session() as uow:
+            await uow.workflows.create(workflow, actor="api:alice")
+            await uow.workflows.update_state(workflow.id, WorkflowState.RUNNING, actor="w-7")
+            await uow.workflows.update_state(
+                workflow.id, WorkflowState.FAILED, "search backend timed out", actor="w-7"
+            )
+
+    on_database(database_url, run)
+    document = json_of(ecl_db("workflows", "show", str(workflow.id), "--json"))
+    changes = [
+        (t["from_state"], t["to_state"], t["version"], t["actor"], t["reason"])
+        for t in document["transitions"]
+    ]
+    assert changes == [
+        (None, "pending", 1, "api:alice", None),
+        ("pending", "running", 2, "w-7", None),
+        ("running", "failed", 3, "w-7", "search backend timed out"),
+    ]
+    assert document["transitions"][0]["at"] == T0.isoformat()
+
+    table = ecl_db("workflows", "show", str(workflow.id)).stdout
+    history = table.split("History")[1].split("Step executions")[0]
+    rows = [line.split() for line in history.splitlines() if line.startswith(" 20")]
+    assert [row[2:] for row in rows][:2] == [
+        ["created", "pending", "1", "api:alice"],
+        ["pending", "→", "running", "2", "w-7"],
+    ]
+    assert rows[0][:2] == ["2024-05-01", "12:00:00.000"]
+    assert "running → failed" in history
+    assert "search backend timed out" in history
+
+
+def test_show_says_when_no_state_change_was_recorded(ecl_db: Invoke, database_url: str) -> None:
+    workflow = WorkflowFactory.build()
+
+    async def run(db: Database) -> None:
+        async with db.session() as uow:
+            await uow.workflows.create(workflow)
+            # As a workflow stored before the audit trail existed would be.
+            await uow.execute(
+                sql("DELETE FROM workflow_transitions WHERE workflow_id = :id", id=workflow.id),
+                action="forget history",
+            )
+
+    on_database(database_url, run)
+    assert "No recorded state changes." in ecl_db("workflows", "show", str(workflow.id)).stdout
+    assert json_of(ecl_db("workflows", "show", str(workflow.id), "--json"))["transitions"] == []

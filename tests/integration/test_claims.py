@@ -13,9 +13,9 @@ from tests.factories import (
     WorkflowFactory,
     create_workflows,
     leased_workflow,
-    query_plan,
     stored_workflow,
 )
+from tests.plans import explaining, forbid_seq_scan
 
 from ecl_persistence import (
     ConflictError,
@@ -28,7 +28,7 @@ from ecl_persistence import (
     WorkflowState,
 )
 from ecl_persistence.domain import new_uuid7
-from ecl_persistence.repositories._leases import CLAIM, MAX_LEASE_SECONDS
+from ecl_persistence.repositories._leases import MAX_LEASE_SECONDS, PICK
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -282,7 +282,13 @@ async def test_the_claim_query_reads_an_index_not_the_whole_table(database_url: 
     async with Database.from_url(database_url) as db:
         await create_workflows(db, *(pending(n) for n in range(20)))
         params = {"worker": "w1", "now": at(0), "expires": at(30), "limit": 1}
-        text_plan = await query_plan(db, CLAIM, params, starts="WITH picked")
+        async with (
+            explaining(db, "SELECT workflows.id, workflows.state") as plan,
+            db.session() as uow,
+        ):
+            await forbid_seq_scan(uow)
+            await uow.execute(PICK, params, action="explain the claim")
+    text_plan = "\n".join(plan)
     if db.dialect == "postgresql":
         assert "ix_workflows_claimable_created_at_id" in text_plan
         assert "Seq Scan" not in text_plan
@@ -290,4 +296,4 @@ async def test_the_claim_query_reads_an_index_not_the_whole_table(database_url: 
         # Without statistics SQLite may prefer the state index, which serves
         # "state IN (...) ORDER BY created_at LIMIT n" as well; never a full scan.
         assert "workflows USING" in text_plan
-        assert "SCAN workflows" not in text_plan.splitlines()
+        assert "SCAN workflows" not in text_plan, text_plan

@@ -9,6 +9,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from tests.factories import WorkflowFactory
+
+from ecl_persistence import Database, WorkflowState
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 BLOCK = re.compile(r"^```python\n(.*?)^```$", re.DOTALL | re.MULTILINE)
@@ -67,3 +70,35 @@ def test_testing_page_bad_input_examples_raise_what_they_say() -> None:
         "Workflow": Workflow,
     }
     exec(compile(snippet, "docs/testing.md", "exec"), namespace)
+
+
+async def _run_block(code: str, namespace: dict[str, object]) -> None:
+    """Run a snippet that awaits at its top level, as the body of a coroutine."""
+    source = "async def snippet():\n" + textwrap.indent(code, "    ")
+    exec(compile(source, "docs/history.md", "exec"), namespace)
+    await namespace["snippet"]()  # type: ignore[operator]
+
+
+async def test_history_page_snippets_record_and_read_the_audit_trail(
+    db: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    change, read, purge = python_blocks("history.md")
+    wf = WorkflowFactory.build(state=WorkflowState.RUNNING)
+    async with db.session() as uow:
+        await uow.workflows.create(wf)
+        await _run_block(change, {"uow": uow, "wf": wf, "worker_id": "worker-7",
+                                  "WorkflowState": WorkflowState})  # fmt: skip
+    await _run_block(read, {"db": db, "workflow_id": wf.id})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:4] for line in lines] == [
+        ["1", "None", "->", "running"],
+        ["2", "running", "->", "failed"],
+        ["3", "failed", "->", "running"],
+    ]
+    assert lines[1].endswith("worker-7 model timed out")
+    assert lines[2].endswith("ops:bob resumed after the outage")
+
+    # Nothing finished 30 days ago: the purge deletes nothing, and says so.
+    namespace: dict[str, object] = {"db": db}
+    await _run_block(purge + "\nprint(deleted)", namespace)
+    assert capsys.readouterr().out == "0\n"

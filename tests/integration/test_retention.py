@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 from tests.factories import WorkflowFactory, persist_artifact, persist_step, raw_scalar
+from tests.plans import explaining, forbid_seq_scan
 
 from ecl_persistence import Database, ValidationError, Workflow, WorkflowState
+from ecl_persistence.retention import BATCH
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CUTOFF = NOW - timedelta(days=30)
@@ -42,11 +44,13 @@ async def _remaining(db: Database) -> set[object]:
     return {workflow.id for workflow in page.items}
 
 
-async def _counts(db: Database) -> tuple[int, int, int]:
+async def _counts(db: Database) -> tuple[int, int, int, int]:
+    """Rows of workflows, step executions, artifacts and transitions."""
     return (
         int(await raw_scalar(db, "SELECT count(*) FROM workflows")),
         int(await raw_scalar(db, "SELECT count(*) FROM step_executions")),
         int(await raw_scalar(db, "SELECT count(*) FROM artifacts")),
+        int(await raw_scalar(db, "SELECT count(*) FROM workflow_transitions")),
     )
 
 
@@ -54,11 +58,12 @@ async def test_purge_deletes_old_finished_workflows_with_their_children(db: Data
     old = [_finished(WorkflowState.COMPLETED, 40), _finished(WorkflowState.FAILED, 90)]
     recent = _finished(WorkflowState.COMPLETED, 10)
     await _create(db, *old, recent)
+    assert await _counts(db) == (3, 3, 3, 3)
 
     assert await db.purge(finished_before=CUTOFF) == 2
 
     assert await _remaining(db) == {recent.id}
-    assert await _counts(db) == (1, 1, 1)
+    assert await _counts(db) == (1, 1, 1, 1)
 
 
 async def test_purge_never_touches_pending_or_running_workflows(db: Database) -> None:
@@ -68,7 +73,7 @@ async def test_purge_never_touches_pending_or_running_workflows(db: Database) ->
     assert await db.purge(finished_before=NOW) == 0
 
     assert await _remaining(db) == {workflow.id for workflow in untouchable}
-    assert await _counts(db) == (2, 2, 2)
+    assert await _counts(db) == (2, 2, 2, 2)
 
 
 async def test_purge_runs_in_batches_and_reports_each(db: Database) -> None:
@@ -79,7 +84,7 @@ async def test_purge_runs_in_batches_and_reports_each(db: Database) -> None:
 
     assert deleted == 10
     assert batches == [3, 3, 3, 1]
-    assert await _counts(db) == (0, 0, 0)
+    assert await _counts(db) == (0, 0, 0, 0)
 
 
 async def test_purge_deletes_the_oldest_first(db: Database) -> None:
@@ -114,7 +119,7 @@ async def test_dry_run_counts_without_deleting(db: Database) -> None:
 
     assert await db.purge(finished_before=CUTOFF, dry_run=True) == 1
 
-    assert await _counts(db) == (2, 2, 2)
+    assert await _counts(db) == (2, 2, 2, 2)
 
 
 @pytest.mark.parametrize(
@@ -136,7 +141,7 @@ async def test_bad_purge_arguments_are_refused_and_nothing_is_deleted(
     await _create(db, _finished(WorkflowState.COMPLETED, 40))
     with pytest.raises(ValidationError):
         await db.purge(**arguments)  # type: ignore[arg-type]
-    assert await _counts(db) == (1, 1, 1)
+    assert await _counts(db) == (1, 1, 1, 1)
 
 
 @pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgresql)])
@@ -167,3 +172,17 @@ async def test_postgres_purge_skips_rows_another_transaction_holds(database_url:
             await holder
         assert deleted == 1
         assert await _remaining(db) == {held.id}
+
+
+async def test_the_purge_batch_reads_the_oldest_finished_through_the_index(db: Database) -> None:
+    await _create(db, *(_finished(WorkflowState.COMPLETED, 31 + n) for n in range(20)))
+    params = {"state": "completed", "cutoff": CUTOFF, "batch": 5}
+    async with explaining(db, "DELETE FROM workflows") as plan, db.session() as uow:
+        await forbid_seq_scan(uow)
+        await uow.execute(BATCH, params, action="plan")
+    text_plan = "\n".join(plan)
+    assert "ix_workflows_state_completed_at" in text_plan
+    # Read in completed_at order from the index: no sort of every purgeable row.
+    assert "Sort" not in text_plan
+    assert "TEMP B-TREE" not in text_plan
+    assert await _counts(db) == (20, 20, 20, 20)

@@ -110,13 +110,11 @@ async def test_the_stale_query_reads_an_index_not_the_whole_table(database_url: 
         plan = await query_plan(db, STALE.limit(5), {"now": at(100)}, starts="SELECT")
     if db.dialect == "postgresql":
         # Either index holding the running workflows serves; the sort is of those only.
-        assert re.search(
-            r"Index Scan (using|on) ix_workflows_(state|claimable)_created_at_id", plan
-        )
+        assert re.search(r"Index Scan (using|on) ix_workflows_(state|claimable)_\w+", plan)
         assert "Seq Scan" not in plan
     else:
-        # The running workflows are found through the state index, then sorted.
-        assert "SEARCH workflows USING INDEX ix_workflows_state_created_at_id" in plan
+        # The running workflows are found through an index leading with state, then sorted.
+        assert re.search(r"SEARCH workflows USING INDEX ix_workflows_state_\w+ \(state=\?", plan)
         assert "SCAN workflows" not in plan.splitlines()
 
 

@@ -33,6 +33,13 @@ async def history(db: Database, workflow: Workflow) -> list[tuple[str, int, S]]:
     return sorted((e.step_id, e.attempt, e.state) for e in executions)
 
 
+async def moves(db: Database, workflow: Workflow) -> list[tuple[object, ...]]:
+    """The audit trail: each state change and who made it."""
+    async with db.session(read_only=True) as uow:
+        transitions = await uow.workflows.history(workflow.id)
+    return [(t.from_state, t.to_state, t.actor) for t in transitions]
+
+
 def expired(**fields: object) -> Workflow:
     """A workflow whose worker died: running, its lease over."""
     return leased_workflow("dead", utc_now() - timedelta(seconds=1), **fields)
@@ -53,6 +60,10 @@ async def test_two_example_workers_complete_every_workflow_once(db: Database) ->
         assert isinstance(done.output, dict)
         assert sorted(done.output) == sorted(worker.STEPS)
         assert await history(db, workflow) == [(s, 1, S.SUCCEEDED) for s in sorted(worker.STEPS)]
+        # Claimed and completed by the same worker, which the audit trail names.
+        (_created, claimed, completed) = await moves(db, workflow)
+        assert claimed[2] == completed[2] in {"a", "b"}
+        assert completed[:2] == (WorkflowState.RUNNING, WorkflowState.COMPLETED)
 
 
 async def test_the_example_worker_resumes_after_the_last_succeeded_step(db: Database) -> None:
@@ -124,6 +135,7 @@ async def test_a_failing_step_fails_the_example_workflow(
         "TimeoutError: model did not answer",
     )
     assert await history(db, workflow) == [("search", 1, S.FAILED)]
+    assert (await moves(db, workflow))[-1] == (WorkflowState.RUNNING, WorkflowState.FAILED, "a")
 
 
 async def test_the_example_worker_gives_up_a_workflow_that_stopped_too_many_workers(

@@ -17,7 +17,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, make_url
 from tests.factories import persist_artifact, persist_step, persist_workflow
 
-from ecl_persistence import Database, MigrationFailedError
+from ecl_persistence import ConstraintViolationError, Database, MigrationFailedError
 from ecl_persistence.migrations import (
     alembic_config,
     alembic_ini_path,
@@ -29,7 +29,7 @@ from ecl_persistence.migrations import (
 )
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-TABLES = {"workflows", "step_executions", "artifacts"}
+TABLES = {"workflows", "step_executions", "artifacts", "workflow_transitions"}
 SECRET = "Migr4tion-Secret"
 
 
@@ -69,12 +69,14 @@ async def test_upgrade_from_empty_creates_tables_keys_and_indexes(empty_database
     assert {(t, r, c, (d or "").upper()) for t, r, c, d in schema["foreign_keys"]} == {
         ("step_executions", "workflows", ("workflow_id",), "CASCADE"),
         ("artifacts", "workflows", ("workflow_id",), "CASCADE"),
+        ("workflow_transitions", "workflows", ("workflow_id",), "CASCADE"),
     }
     assert {
         "ix_workflows_state_created_at_id",
         "ix_workflows_definition_id_created_at_id",
         "ix_workflows_created_at_id",
         "ix_workflows_claimable_created_at_id",
+        "ix_workflows_state_completed_at",
         "ix_step_executions_workflow_id_started_at",
         "ix_artifacts_workflow_id_created_at",
     } <= schema["indexes"]
@@ -82,6 +84,7 @@ async def test_upgrade_from_empty_creates_tables_keys_and_indexes(empty_database
         "uq_step_executions_workflow_id_step_id_attempt",
         "uq_artifacts_workflow_id_step_id_name",
         "uq_workflows_definition_id_idempotency_key",
+        "uq_workflow_transitions_workflow_id_version",
     } <= schema["unique"]
 
 
@@ -214,6 +217,9 @@ def test_alembic_offline_mode_renders_sql_for_both_dialects() -> None:
         assert result.returncode == 0, result.stderr
         assert "CREATE TABLE workflows" in result.stdout
         assert "ix_workflows_claimable_created_at_id" in result.stdout
+        assert "CREATE TABLE workflow_transitions" in result.stdout
+        assert "CREATE TRIGGER workflow_transitions_append_only" in result.stdout
+        assert "CREATE INDEX IF NOT EXISTS ix_workflows_state_completed_at" in result.stdout
 
 
 def test_alembic_offline_mode_renders_the_workers_downgrade_for_both_dialects() -> None:
@@ -222,3 +228,72 @@ def test_alembic_offline_mode_renders_the_workers_downgrade_for_both_dialects() 
         assert result.returncode == 0, result.stderr
         assert "DROP INDEX ix_workflows_claimable_created_at_id" in result.stdout
         assert "version_num='0001'" in result.stdout
+
+
+def test_alembic_offline_mode_renders_the_audit_trail_downgrade_for_both_dialects() -> None:
+    for url in ("sqlite:///offline.db", "postgresql://u@h/db"):
+        result = _run_alembic("downgrade", "0003:0002", "--sql", env={"ECL_DATABASE_URL": url})
+        assert result.returncode == 0, result.stderr
+        assert "DROP TRIGGER workflow_transitions_append_only" in result.stdout
+        assert "DROP TABLE workflow_transitions" in result.stdout
+        assert "version_num='0002'" in result.stdout
+
+
+async def _guards(db: Database) -> set[str]:
+    """The append-only triggers (and, on PostgreSQL, their functions) in the database."""
+    if db.dialect == "sqlite":
+        query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    else:
+        query = (
+            "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal "
+            "UNION ALL SELECT proname || '()' FROM pg_proc WHERE proname LIKE 'workflow%'"
+        )
+    async with db.engine.connect() as connection:
+        return {str(name) for (name,) in await connection.execute(text(query))}
+
+
+async def test_the_append_only_guard_goes_with_its_revision_and_comes_back(
+    empty_database_url: str,
+) -> None:
+    guard = "workflow_transitions_append_only"
+    async with Database.from_url(empty_database_url) as db:
+        await db.migrate()
+        expected = {guard} if db.dialect == "sqlite" else {guard, f"{guard}()"}
+        assert await _guards(db) == expected
+        await downgrade(db.engine, "0002")
+        assert await _guards(db) == set()
+        await db.migrate()
+        assert await _guards(db) == expected
+        async with db.session() as uow:
+            workflow = await persist_workflow(uow)
+        with pytest.raises(ConstraintViolationError):
+            async with db.session() as uow:
+                await uow.execute(
+                    text("UPDATE workflow_transitions SET actor = 'someone else'"),
+                    action="rewrite history",
+                )
+        async with db.session(read_only=True) as uow:
+            assert [t.actor for t in await uow.workflows.history(workflow.id)] == [None]
+
+
+async def test_the_purge_index_built_by_hand_beforehand_is_kept_by_the_upgrade(
+    empty_database_url: str,
+) -> None:
+    # docs/history.md: on a big PostgreSQL table, build it concurrently first.
+    concurrently = (
+        "CONCURRENTLY " if make_url(empty_database_url).get_backend_name() != "sqlite" else ""
+    )
+    async with Database.from_url(empty_database_url) as db:
+        await db.migrate("0002")
+        async with db.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.execute(
+                text(
+                    f"CREATE INDEX {concurrently}ix_workflows_state_completed_at "
+                    "ON workflows (state, completed_at)"
+                )
+            )
+        await db.migrate()
+        assert await current_revision(db.engine) == head_revision()
+        indexes = [name for name in (await _inspect(db))["indexes"] if "completed_at" in name]
+        assert indexes == ["ix_workflows_state_completed_at"]

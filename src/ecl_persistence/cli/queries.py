@@ -13,6 +13,7 @@ from ecl_persistence.domain import (
     Workflow,
     WorkflowId,
     WorkflowState,
+    WorkflowTransition,
 )
 from ecl_persistence.errors import NotFoundError
 
@@ -37,6 +38,8 @@ class WorkflowDetails:
     """Every attempt of every step, in the order they started."""
     artifacts: tuple[Artifact, ...]
     stats: ExecutionStats
+    transitions: tuple[WorkflowTransition, ...] = ()
+    """Its audit trail: every change of its state, oldest first."""
 
 
 @attrs.frozen
@@ -59,7 +62,7 @@ async def get_workflow(db: Database, workflow_id: WorkflowId) -> Workflow:
 
 
 async def load_details(db: Database, workflow_id: WorkflowId) -> WorkflowDetails:
-    """The workflow and its executions, artifacts and stats; :class:`NotFoundError` if absent."""
+    """The workflow, its executions, artifacts, stats and history; NotFoundError if absent."""
     async with db.session(read_only=True) as uow:
         workflow = await uow.workflows.get(workflow_id)
         if workflow is None:
@@ -67,7 +70,8 @@ async def load_details(db: Database, workflow_id: WorkflowId) -> WorkflowDetails
         executions = await uow.step_executions.get_for_workflow(workflow_id)
         artifacts = await uow.artifacts.list_for_workflow(workflow_id)
         stats = await uow.step_executions.get_stats(workflow_id)
-    return WorkflowDetails(workflow, tuple(executions), tuple(artifacts), stats)
+        transitions = await uow.workflows.history(workflow_id)
+    return WorkflowDetails(workflow, tuple(executions), tuple(artifacts), stats, tuple(transitions))
 
 
 async def list_workflows(

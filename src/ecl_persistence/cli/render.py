@@ -32,6 +32,7 @@ from ecl_persistence.domain import (
     StepExecutionState,
     Workflow,
     WorkflowState,
+    WorkflowTransition,
     encode_json,
 )
 
@@ -103,6 +104,11 @@ def format_ms(milliseconds: int | None) -> str:
 
 def _time(value: datetime | None) -> str:
     return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _instant(value: datetime) -> str:
+    # Milliseconds: the changes of one workflow are often within a second.
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def _clock(value: datetime) -> str:
@@ -204,14 +210,26 @@ def _artifact_document(artifact: Artifact) -> dict[str, Any]:
     }
 
 
+def _transition_document(transition: WorkflowTransition) -> dict[str, Any]:
+    return {
+        "from_state": None if transition.from_state is None else transition.from_state.value,
+        "to_state": transition.to_state.value,
+        "at": _iso(transition.at),
+        "version": transition.version,
+        "actor": transition.actor,
+        "reason": transition.reason,
+    }
+
+
 def _stats_document(stats: ExecutionStats) -> dict[str, int]:
     return attrs.asdict(stats)
 
 
 def details_document(details: WorkflowDetails, *, payloads: bool = False) -> dict[str, Any]:
-    """A workflow with every attempt of every step, its artifacts and stats, as JSON."""
+    """A workflow with its history, every attempt of every step, its artifacts and stats."""
     return {
         "workflow": workflow_document(details.workflow, payloads=payloads),
+        "transitions": [_transition_document(t) for t in details.transitions],
         "step_executions": [
             _execution_document(execution, payloads=payloads) for execution in details.executions
         ],
@@ -280,7 +298,7 @@ def _stats_line(stats: ExecutionStats) -> str:
 
 
 def print_details(details: WorkflowDetails, *, payloads: bool = False) -> None:
-    """Print a workflow, the table of its step executions, its artifacts and its stats."""
+    """Print a workflow, its history, its step executions, its artifacts and its stats."""
     out = console()
     workflow = details.workflow
     _print_fields(
@@ -300,6 +318,7 @@ def print_details(details: WorkflowDetails, *, payloads: bool = False) -> None:
             "output": _payload_cell(workflow.output, payloads),
         },
     )
+    _print_transitions(out, details.transitions)
     _heading(out, "\nStep executions")
     history = Table(box=box.SIMPLE_HEAD, show_edge=False)
     history.add_column("step", overflow="fold")
@@ -339,6 +358,33 @@ def print_details(details: WorkflowDetails, *, payloads: bool = False) -> None:
     else:
         out.print("\nNo artifacts.")
     out.print("\n" + _stats_line(details.stats), soft_wrap=True)
+
+
+def _print_transitions(out: Console, transitions: tuple[WorkflowTransition, ...]) -> None:
+    """The audit trail: when, from which state to which, by whom and why."""
+    _heading(out, "\nHistory")
+    if not transitions:
+        out.print("No recorded state changes.")
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("at (UTC)", no_wrap=True)
+    table.add_column("change", no_wrap=True)
+    table.add_column("version", justify="right", no_wrap=True)
+    table.add_column("actor", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    for transition in transitions:
+        change = Text("created " if transition.from_state is None else "")
+        if transition.from_state is not None:
+            change.append_text(_state(transition.from_state)).append(" → ")
+        change.append_text(_state(transition.to_state))
+        table.add_row(
+            _instant(transition.at),
+            change,
+            str(transition.version),
+            transition.actor or "-",
+            transition.reason or "",
+        )
+    out.print(table)
 
 
 def print_page(page: Page[Workflow]) -> None:

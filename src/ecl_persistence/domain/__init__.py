@@ -39,6 +39,7 @@ from ecl_persistence.domain.payload import (
 )
 from ecl_persistence.domain.resume import ResumePoint
 from ecl_persistence.domain.states import WORKFLOW_TRANSITIONS, StepExecutionState, WorkflowState
+from ecl_persistence.domain.transitions import WorkflowTransition, check_actor, check_reason
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
@@ -65,8 +66,11 @@ __all__ = [
     "Workflow",
     "WorkflowId",
     "WorkflowState",
+    "WorkflowTransition",
+    "check_actor",
     "check_artifact_path",
     "check_json",
+    "check_reason",
     "check_text",
     "decode_json",
     "encode_json",

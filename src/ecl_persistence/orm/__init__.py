@@ -8,10 +8,12 @@ from ecl_persistence.orm.base import NAMING_CONVENTION, Base
 from ecl_persistence.orm.models import (
     ARTIFACTS,
     STEP_EXECUTIONS,
+    TRANSITIONS,
     WORKFLOWS,
     ArtifactRecord,
     StepExecutionRecord,
     WorkflowRecord,
+    WorkflowTransitionRecord,
 )
 from ecl_persistence.orm.types import JsonPayload, UTCDateTime
 
@@ -19,6 +21,7 @@ __all__ = [
     "ARTIFACTS",
     "NAMING_CONVENTION",
     "STEP_EXECUTIONS",
+    "TRANSITIONS",
     "WORKFLOWS",
     "ArtifactRecord",
     "Base",
@@ -26,4 +29,5 @@ __all__ = [
     "StepExecutionRecord",
     "UTCDateTime",
     "WorkflowRecord",
+    "WorkflowTransitionRecord",
 ]

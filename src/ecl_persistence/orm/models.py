@@ -1,4 +1,4 @@
-"""The three tables of ECL's state: workflows, their step executions, their artifacts."""
+"""The tables of ECL's state: workflows, their step executions, artifacts and transitions."""
 
 from __future__ import annotations
 
@@ -27,21 +27,25 @@ from ecl_persistence.orm.types import JsonPayload, UTCDateTime
 __all__ = [
     "ARTIFACTS",
     "STEP_EXECUTIONS",
+    "TRANSITIONS",
     "WORKFLOWS",
     "ArtifactRecord",
     "StepExecutionRecord",
     "WorkflowRecord",
+    "WorkflowTransitionRecord",
 ]
 
 ID_LENGTH = 255
 STATE_LENGTH = 16
 
 
-def _state_check(*states: str) -> str:
+def _state_check(*states: str, column: str = "state") -> str:
     quoted = ", ".join(f"'{state}'" for state in states)
-    return f"state IN ({quoted})"
+    return f"{column} IN ({quoted})"
 
 
+WORKFLOW_STATES = ("pending", "running", "completed", "failed")
+"""The values of a workflow's ``state`` column."""
 CLAIMABLE_STATES = ("pending", "running")
 """The states a claim looks at: the partial claim index covers exactly these."""
 _CLAIMABLE = _state_check(*CLAIMABLE_STATES)
@@ -82,9 +86,16 @@ class WorkflowRecord(Base):
         lazy="raise",
         order_by="ArtifactRecord.created_at",
     )
+    transitions: Mapped[list[WorkflowTransitionRecord]] = relationship(
+        back_populates="workflow",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        lazy="raise",
+        order_by="WorkflowTransitionRecord.version",
+    )
 
     __table_args__ = (
-        CheckConstraint(_state_check("pending", "running", "completed", "failed"), name="state"),
+        CheckConstraint(_state_check(*WORKFLOW_STATES), name="state"),
         CheckConstraint("version >= 1", name="version_positive"),
         CheckConstraint("claim_count >= 0", name="claim_count_non_negative"),
         # A lease is an owner and an expiry together, and only a running
@@ -107,6 +118,9 @@ class WorkflowRecord(Base):
             postgresql_where=text(_CLAIMABLE),
             sqlite_where=text(_CLAIMABLE),
         ),
+        # A purge batch reads the workflows of one finished state that
+        # finished before its cutoff, oldest first, straight from this index.
+        Index("ix_workflows_state_completed_at", "state", "completed_at"),
     )
 
 
@@ -171,9 +185,47 @@ class ArtifactRecord(Base):
     )
 
 
+class WorkflowTransitionRecord(Base):
+    """A row of ``workflow_transitions``: one state change of a workflow, never updated.
+
+    A database trigger refuses every UPDATE of this table; rows go only with
+    their workflow (delete, purge).
+    """
+
+    __tablename__ = "workflow_transitions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    workflow_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("workflows.id", ondelete="CASCADE")
+    )
+    from_state: Mapped[str | None] = mapped_column(String(STATE_LENGTH))
+    to_state: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    reason: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+
+    workflow: Mapped[WorkflowRecord] = relationship(back_populates="transitions", lazy="raise")
+
+    __table_args__ = (
+        # NULL only on the row that records the workflow's creation.
+        CheckConstraint(
+            "from_state IS NULL OR " + _state_check(*WORKFLOW_STATES, column="from_state"),
+            name="from_state",
+        ),
+        CheckConstraint(_state_check(*WORKFLOW_STATES, column="to_state"), name="to_state"),
+        CheckConstraint("version >= 1", name="version_positive"),
+        # One transition per version of a workflow. Leads with workflow_id, so
+        # it is also the foreign key's index and the one history() reads.
+        UniqueConstraint("workflow_id", "version"),
+    )
+
+
 WORKFLOWS = cast("Table", WorkflowRecord.__table__)
 """The ``workflows`` table, for Core statements on the hot paths."""
 STEP_EXECUTIONS = cast("Table", StepExecutionRecord.__table__)
 """The ``step_executions`` table, for Core statements on the hot paths."""
 ARTIFACTS = cast("Table", ArtifactRecord.__table__)
 """The ``artifacts`` table, for Core statements on the hot paths."""
+TRANSITIONS = cast("Table", WorkflowTransitionRecord.__table__)
+"""The ``workflow_transitions`` table, for Core statements on the hot paths."""

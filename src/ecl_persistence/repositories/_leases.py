@@ -1,13 +1,15 @@
 """The SQL of claims and leases, and the checks of their arguments.
 
-One statement per operation serves both backends. A claim is a single
-``WITH picked AS (SELECT ... ORDER BY created_at, id LIMIT n FOR UPDATE
-SKIP LOCKED) UPDATE ... WHERE id IN picked RETURNING``: on PostgreSQL,
-concurrent claimers skip the rows another claimer has locked instead of
-queueing behind it; SQLite has no ``FOR UPDATE`` (SQLAlchemy leaves it out
-there) and needs none, because a writing unit of work starts with ``BEGIN
-IMMEDIATE`` and so holds the database's single write lock from its first
-statement.
+One set of statements serves both backends. A claim is two statements in
+one transaction: ``SELECT ... ORDER BY created_at, id LIMIT n FOR NO KEY
+UPDATE SKIP LOCKED`` picks and locks the oldest claimable workflows, with the
+state each was in (the audit trail records it), then one ``UPDATE ... WHERE
+id IN (...) RETURNING`` takes exactly those. On PostgreSQL, concurrent
+claimers skip the rows another claimer has locked instead of queueing behind
+it, and the lock holds until the claim commits. SQLite has no ``FOR UPDATE``
+(SQLAlchemy leaves it out there) and needs none, because a writing unit of
+work starts with ``BEGIN IMMEDIATE`` and so holds the database's single write
+lock from its first statement.
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ from ecl_persistence.orm.types import UTCDateTime
 from ecl_persistence.repositories._checks import check_aware
 
 __all__ = [
-    "CLAIM",
-    "CLAIM_BY_DEFINITION",
-    "CLAIM_BY_ID",
     "DEFAULT_LEASE_SECONDS",
     "HEARTBEAT",
     "MAX_LEASE_SECONDS",
+    "PICK",
+    "PICK_BY_DEFINITION",
+    "PICK_BY_ID",
     "RELEASE",
     "STALE",
+    "TAKE",
     "check_definition_ids",
     "check_worker_id",
     "lease_times",
@@ -69,56 +72,53 @@ def _claimable(now: ColumnElement[Any]) -> ColumnElement[bool]:
     )
 
 
-def _claim(*, by_definition: bool) -> Any:
+def _pick(*, by_definition: bool) -> Any:
     now = bindparam("now", type_=UTCDateTime())
-    queue = select(_T.id).where(_claimable(now))
+    queue = select(_T.id, _T.state, _T.lease_owner).where(_claimable(now))
     if by_definition:
         queue = queue.where(_T.definition_id.in_(bindparam("definitions", expanding=True)))
-    picked = (
+    # NO KEY UPDATE, the lock an UPDATE of non-key columns takes anyway: it
+    # does not block other transactions inserting step executions of these
+    # workflows (their foreign key checks take KEY SHARE locks).
+    return (
         queue.order_by(_T.created_at, _T.id)
         .limit(bindparam("limit"))
-        .with_for_update(skip_locked=True)
-        .cte("picked")
-        # Run once: as a plain subquery PostgreSQL may scan it again for each
-        # row it updates, and each rescan, skipping the rows this statement has
-        # just updated, would lock and hand out more than ``limit`` workflows.
-        .prefix_with("MATERIALIZED", dialect="postgresql")
+        .with_for_update(skip_locked=True, key_share=True)
     )
-    # The UPDATE needs no condition of its own to be a compare-and-set: on
-    # PostgreSQL, FOR UPDATE re-checks the conditions against the newest
-    # version of each row once it holds the row's lock; on SQLite, the
-    # statement runs whole under the database's write lock.
-    return _claiming(update(WORKFLOWS).where(_T.id.in_(select(picked.c.id))), now)
 
 
-def _claiming(statement: Any, now: ColumnElement[Any]) -> Any:
-    """What a claim writes to each workflow it takes, and returns of it."""
-    return statement.values(
+PICK = _pick(by_definition=False)
+"""Lock the oldest claimable workflows of any definition; their id, state and lease owner."""
+PICK_BY_DEFINITION = _pick(by_definition=True)
+"""Lock the oldest claimable workflows of the ``definitions`` given."""
+
+# No condition beyond the ids: the rows were picked, and are locked, by PICK
+# in the same transaction, so nothing can have changed them since.
+TAKE = (
+    update(WORKFLOWS)
+    .where(_T.id.in_(bindparam("ids", expanding=True)))
+    .values(
         state=_RUNNING,
         lease_owner=bindparam("worker"),
         lease_expires_at=bindparam("expires", type_=UTCDateTime()),
-        updated_at=now,
+        updated_at=bindparam("now", type_=UTCDateTime()),
         version=_T.version + 1,
         claim_count=_T.claim_count + 1,
-    ).returning(*WORKFLOWS.c)
+    )
+    .returning(*WORKFLOWS.c)
+)
+"""Claim the picked workflows for ``worker``: running, leased until ``expires``."""
 
 
-CLAIM = _claim(by_definition=False)
-"""Claim the oldest claimable workflows of any definition."""
-CLAIM_BY_DEFINITION = _claim(by_definition=True)
-"""Claim the oldest claimable workflows of the ``definitions`` given."""
-
-
-def _claim_by_id() -> Any:
-    now = bindparam("now", type_=UTCDateTime())
-    # A plain UPDATE with the conditions in its WHERE is a compare-and-set on
-    # both backends: PostgreSQL re-checks them against the newest version of
-    # the row once it holds the row's lock, so of two racing claims one wins.
-    return _claiming(update(WORKFLOWS).where(_T.id == bindparam("wid"), _claimable(now)), now)
-
-
-CLAIM_BY_ID = _claim_by_id()
-"""Claim the workflow ``wid`` if it is claimable."""
+# Waits for, rather than skips, a lock another claim holds: once it commits,
+# PostgreSQL re-checks the conditions against the row it left, so of two
+# racing claims of one workflow exactly one picks it.
+PICK_BY_ID = (
+    select(_T.id, _T.state, _T.lease_owner)
+    .where(_T.id == bindparam("wid"), _claimable(bindparam("now", type_=UTCDateTime())))
+    .with_for_update(key_share=True)
+)
+"""Lock workflow ``wid`` if it is claimable; its id, state and lease owner."""
 
 STALE = (
     select(*WORKFLOWS.c)

@@ -21,8 +21,12 @@ from ecl_persistence.domain import (
     Workflow,
     WorkflowId,
     WorkflowState,
+    WorkflowTransition,
+    check_actor,
     check_json,
+    check_reason,
     check_text,
+    new_uuid7,
     utc_now,
 )
 from ecl_persistence.errors import (
@@ -33,7 +37,7 @@ from ecl_persistence.errors import (
 )
 from ecl_persistence.orm import WORKFLOWS
 from ecl_persistence.orm.types import UTCDateTime
-from ecl_persistence.repositories import _leases
+from ecl_persistence.repositories import _leases, transitions
 from ecl_persistence.repositories._checks import check_aware, check_id, check_limit, check_payloads
 from ecl_persistence.repositories._cursor import decode_cursor, encode_cursor
 from ecl_persistence.repositories._rows import (
@@ -139,6 +143,14 @@ def _versioned(statement: Any, versioned: bool) -> Any:
     return statement.where(_T.version == bindparam("expected_version")) if versioned else statement
 
 
+def _may_move(target: WorkflowState, versioned: bool) -> list[Any]:
+    """The workflow ``wid``, if it may move to ``target`` (and is at ``expected_version``)."""
+    conditions = [_T.id == bindparam("wid"), _T.state.in_(_sources_of(target))]
+    if versioned:
+        conditions.append(_T.version == bindparam("expected_version"))
+    return conditions
+
+
 def _update_state_statement(target: WorkflowState, versioned: bool) -> Any:
     finished = target.is_finished
     values: dict[str, Any] = {
@@ -151,14 +163,17 @@ def _update_state_statement(target: WorkflowState, versioned: bool) -> Any:
     if finished:
         # A finished workflow is nobody's to work on: its lease ends with it.
         values.update(lease_owner=None, lease_expires_at=None)
-    statement = update(WORKFLOWS).where(
-        _T.id == bindparam("wid"), _T.state.in_(_sources_of(target))
-    )
-    return _versioned(statement, versioned).values(**values).returning(*WORKFLOWS.c)
+    statement = update(WORKFLOWS).where(*_may_move(target, versioned))
+    return statement.values(**values).returning(*WORKFLOWS.c)
 
 
 _UPDATE_STATE = {
     (state, versioned): _update_state_statement(state, versioned)
+    for state in WorkflowState
+    for versioned in (False, True)
+}
+_RECORD_STATE = {
+    (state, versioned): transitions.record_change(state, *_may_move(state, versioned))
     for state in WorkflowState
     for versioned in (False, True)
 }
@@ -182,18 +197,21 @@ class WorkflowRepository:
     def __init__(self, uow: UnitOfWork) -> None:
         self._uow = uow
 
-    async def create(self, workflow: Workflow) -> Workflow:
+    async def create(self, workflow: Workflow, *, actor: str | None = None) -> Workflow:
         """Insert ``workflow`` and return the stored workflow.
 
         That is ``workflow`` itself, unless it carries an idempotency key
         already stored for its definition: then it is the workflow stored
         first (see :meth:`create_or_get`). A duplicate id raises
-        ConstraintViolationError.
+        ConstraintViolationError. The audit trail records the creation, by
+        ``actor`` if given (see :meth:`history`).
         """
-        stored, _created = await self.create_or_get(workflow)
+        stored, _created = await self.create_or_get(workflow, actor=actor)
         return stored
 
-    async def create_or_get(self, workflow: Workflow) -> tuple[Workflow, bool]:
+    async def create_or_get(
+        self, workflow: Workflow, *, actor: str | None = None
+    ) -> tuple[Workflow, bool]:
         """Insert ``workflow``; return the stored workflow and whether it was created now.
 
         Without an idempotency key this always inserts. With one, the first
@@ -201,18 +219,25 @@ class WorkflowRepository:
         returns it with ``False`` instead of starting a second workflow, even
         when the retries race. The same key with another input raises
         ConflictError (not retryable), and nothing is written.
+
+        A workflow created now gets its first transition (from no state to
+        its state, by ``actor``, for the reason of its ``error`` if it has
+        one) in the same transaction.
         """
         if not isinstance(workflow, Workflow):
             raise ValidationError("create expects a Workflow")
         action = f"create workflow {workflow.id}"
         self._uow.require_writable(action)
         check_payloads(self._uow, workflow.input, workflow.output, workflow.metadata)
+        created = WorkflowTransition.of(workflow, None, actor=actor, reason=workflow.error)
         row = workflow_to_row(workflow)
         if workflow.idempotency_key is None:
             await self._uow.execute(_INSERT, row, action=action)
+            await transitions.record(self._uow, [created], action)
             return workflow, True
         inserted = await self._uow.execute(_INSERT_KEYED[self._uow.dialect], row, action=action)
         if inserted.first() is not None:
+            await transitions.record(self._uow, [created], action)
             return workflow, True
         params = {"definition_id": workflow.definition_id, "key": workflow.idempotency_key}
         found = (await self._uow.execute(_GET_BY_KEY, params, action=action)).first()
@@ -236,6 +261,17 @@ class WorkflowRepository:
         row = result.first()
         return None if row is None else workflow_to_domain(row)
 
+    async def history(self, id: WorkflowId) -> builtins.list[WorkflowTransition]:
+        """Every state change of the workflow, oldest first: its audit trail.
+
+        One :class:`WorkflowTransition` per change made through this
+        repository (creation, :meth:`update_state`, :meth:`claim`,
+        :meth:`release`), ordered by the workflow's version after each. An
+        unknown id, like a deleted or purged workflow, has an empty history.
+        """
+        check_id(id, "workflow id")
+        return await transitions.history(self._uow, id)
+
     async def update_state(
         self,
         id: WorkflowId,
@@ -243,14 +279,18 @@ class WorkflowRepository:
         error: str | None = None,
         *,
         expected_version: int | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
     ) -> Workflow:
         """Move the workflow to ``state`` and return it as it now is.
 
         The move follows the lifecycle rules (:data:`WORKFLOW_TRANSITIONS`) and is
-        a compare-and-set in SQL, so two racing moves cannot both win. It sets
-        ``updated_at``, sets ``completed_at`` on completed and failed (and clears
-        it otherwise), stores ``error`` (``None`` clears it), bumps ``version``,
-        and ends the lease of a workflow that completes or fails.
+        a compare-and-set in SQL, so two racing moves cannot both win. It
+        sets ``updated_at``, sets ``completed_at`` on completed and failed (and
+        clears it otherwise), stores ``error`` (``None`` clears it), bumps
+        ``version``, and ends the lease of a workflow that completes or fails.
+        The audit trail records the move in the same transaction, by ``actor``
+        (say who: a worker id, a user), for ``reason`` (default: ``error``).
 
         With ``expected_version`` the move happens only if the stored workflow
         is still at that version. Raises NotFoundError, ConflictError (another
@@ -262,12 +302,25 @@ class WorkflowRepository:
         target = _state(state)
         if error is not None:
             error = check_text(error, field="error", max_length=65536, allow_empty=True)
-        params = {"wid": id, "error": error, "now": utc_now()}
-        statement = _UPDATE_STATE[target, _expect(params, expected_version)]
-        row = (await self._uow.execute(statement, params, action=action)).first()
-        if row is None:
+        actor, reason = check_actor(actor), check_reason(reason)
+        params = {
+            "wid": id,
+            "error": error,
+            "now": utc_now(),
+            "transition_id": new_uuid7(),
+            "transition_actor": actor,
+            "transition_reason": error if reason is None else reason,
+        }
+        versioned = _expect(params, expected_version)
+        # Recorded first: the INSERT reads the state being left and locks the row.
+        recorded = await self._uow.execute(_RECORD_STATE[target, versioned], params, action=action)
+        if _rowcount(recorded) == 0:
             current, _owner = await self._diagnose(id, expected_version, action)
             raise InvalidStateTransitionError(_ENTITY, id, current.value, target.value)
+        statement = _UPDATE_STATE[target, versioned]
+        row = (await self._uow.execute(statement, params, action=action)).first()
+        if row is None:  # pragma: no cover - the row is locked and was just checked
+            raise ConflictError(f"{action}: changed concurrently")
         return workflow_to_domain(row)
 
     async def update_output(
@@ -307,7 +360,8 @@ class WorkflowRepository:
         worker until ``now + lease_seconds`` (``now`` defaults to this
         process's clock), with ``version`` and ``claim_count`` bumped. No two
         claims ever take the same workflow under the same lease, on either
-        backend; an empty list means there is nothing to do.
+        backend; an empty list means there is nothing to do. The audit trail
+        records each claim, by ``worker_id``, in the same transaction.
         """
         self._uow.require_writable("claim workflows")
         worker = _leases.check_worker_id(worker_id)
@@ -319,14 +373,34 @@ class WorkflowRepository:
             "expires": expires,
             "limit": check_limit(limit, MAX_PAGE_SIZE),
         }
-        statement = _leases.CLAIM
+        statement = _leases.PICK
         if definition_ids is not None:
             params["definitions"] = _leases.check_definition_ids(definition_ids)
             if not params["definitions"]:
                 return []
-            statement = _leases.CLAIM_BY_DEFINITION
-        result = await self._uow.execute(statement, params, action=action)
-        claimed = [workflow_to_domain(row) for row in result]
+            statement = _leases.PICK_BY_DEFINITION
+        picked: dict[WorkflowId, tuple[WorkflowState, str | None]] = {}
+        for row in await self._uow.execute(statement, params, action=action):
+            id, state, owner = tuple(row)
+            picked[id] = (state_column(WorkflowState, state, table=_TABLE, id=id), owner)
+        if not picked:
+            return []
+        params["ids"] = list(picked)
+        taken = await self._uow.execute(_leases.TAKE, params, action=action)
+        claimed = [workflow_to_domain(row) for row in taken]
+        await transitions.record(
+            self._uow,
+            [
+                WorkflowTransition.of(
+                    workflow,
+                    picked[workflow.id][0],
+                    actor=worker,
+                    reason=_lease_expired(picked[workflow.id][1]),
+                )
+                for workflow in claimed
+            ],
+            action,
+        )
         # RETURNING gives rows in no particular order.
         return sorted(claimed, key=lambda workflow: (workflow.created_at, workflow.id))
 
@@ -364,7 +438,11 @@ class WorkflowRepository:
         action = f"release workflow {id}"
         worker = self._lease_checks(id, worker_id, action)
         params = {"wid": id, "worker": worker, "now": utc_now()}
-        return await self._owned(_leases.RELEASE, params, action)
+        workflow = await self._owned(_leases.RELEASE, params, action)
+        # Only a running workflow holds a lease (a CHECK constraint says so).
+        released = WorkflowTransition.of(workflow, WorkflowState.RUNNING, actor=worker)
+        await transitions.record(self._uow, [released], action)
+        return workflow
 
     async def resume_point(self, id: WorkflowId) -> ResumePoint:
         """The workflow and the latest attempt of each of its steps, to resume it.
@@ -574,9 +652,18 @@ class WorkflowRepository:
         worker = self._lease_checks(id, worker_id, action)
         start, expires = _leases.lease_times(lease_seconds, now)
         params = {"wid": id, "worker": worker, "now": start, "expires": expires}
-        row = (await self._uow.execute(_leases.CLAIM_BY_ID, params, action=action)).first()
+        row = (await self._uow.execute(_leases.PICK_BY_ID, params, action=action)).first()
         if row is not None:
-            return workflow_to_domain(row)
+            _id, state, owner = tuple(row)
+            params["ids"] = [id]
+            taken = await self._uow.execute(_leases.TAKE, params, action=action)
+            workflow = workflow_to_domain(taken.one())
+            before = state_column(WorkflowState, state, table=_TABLE, id=id)
+            claimed = WorkflowTransition.of(
+                workflow, before, actor=worker, reason=_lease_expired(owner)
+            )
+            await transitions.record(self._uow, [claimed], action)
+            return workflow
         current = await self.get(id)
         if current is None:
             raise NotFoundError(_ENTITY, id)
@@ -604,6 +691,13 @@ def _state(state: object) -> WorkflowState:
         except ValueError:
             pass
     raise ValidationError("state is not a workflow state")
+
+
+def _lease_expired(previous_owner: str | None) -> str | None:
+    """Why a claim took a workflow that another worker held: its lease expired."""
+    if previous_owner is None:
+        return None
+    return f"the lease of worker {previous_owner!r} expired"
 
 
 def _rowcount(result: Any) -> int:
