@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", type=Path, help="write every measurement to this file")
     parser.add_argument("--markdown", action="store_true", help="also print Markdown tables")
+    parser.add_argument(
+        "--cpu", action="store_true", help="also print this process's CPU time per operation"
+    )
     return parser
 
 
@@ -212,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         display = _Display(progress)
         for dialect in _BACKENDS[args.backend]:
             results.append(asyncio.run(_run_backend(dialect, args, display)))
-    print_report(results, console)
+    print_report(results, console, cpu=args.cpu)
     if args.markdown:
         sys.stdout.write(to_markdown(results) + "\n")
     if args.json is not None:

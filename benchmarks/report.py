@@ -65,8 +65,22 @@ def _rate(value: float) -> str:
     return f"{value:,.0f}/s" if value >= 10 else f"{value:,.2f}/s"
 
 
-def print_report(results: Sequence[BackendResult], console: Console) -> None:
-    """Print one table per backend, and the scaling table when there is one."""
+def _cpu_table(result: BackendResult) -> Table:
+    table = Table(title=f"{result.backend}: CPU time of this process per operation (median)")
+    table.add_column("workload")
+    for contender in result.contenders():
+        table.add_column(contender, justify="right")
+    for key in result.workloads():
+        cells = [
+            f"{result.cell(key, contender).cpu_per_operation:,.0f} us"
+            for contender in result.contenders()
+        ]
+        table.add_row(_NAMES[key], *cells)
+    return table
+
+
+def print_report(results: Sequence[BackendResult], console: Console, *, cpu: bool = False) -> None:
+    """Print one table per backend (and its CPU table), and the scaling table if any."""
     for result in results:
         table = Table(
             title=(
@@ -85,6 +99,8 @@ def print_report(results: Sequence[BackendResult], console: Console) -> None:
                 cells.append(_rate(measurement.rate) + ratio)
             table.add_row(_NAMES[key], *cells)
         console.print(table)
+        if cpu:
+            console.print(_cpu_table(result))
         if result.scaled:
             scaling = Table(
                 title=(
@@ -145,6 +161,8 @@ def _measurements(measurements: Sequence[Measurement]) -> list[dict[str, Any]]:
             "ratios": list(m.ratios),
             "median_rate": m.rate,
             "median_ratio": m.ratio,
+            "cpu_us_per_operation": list(m.cpu),
+            "median_cpu_us_per_operation": m.cpu_per_operation,
         }
         for m in measurements
     ]

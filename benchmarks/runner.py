@@ -42,6 +42,12 @@ class Measurement:
     rates: tuple[float, ...]
     ratios: tuple[float, ...]
     """Each round's rate divided by the raw driver's rate in the same round."""
+    cpu: tuple[float, ...] = ()
+    """Each round's CPU time of this process per operation, in microseconds.
+
+    It leaves out waiting (for the database server, or for a thread to be
+    scheduled), so it varies less with the machine's load than the rates do.
+    """
 
     @property
     def rate(self) -> float:
@@ -52,6 +58,11 @@ class Measurement:
     def ratio(self) -> float:
         """The median over rounds of the ratio to the raw driver."""
         return statistics.median(self.ratios)
+
+    @property
+    def cpu_per_operation(self) -> float:
+        """The median over rounds of this process's CPU time per operation, in microseconds."""
+        return statistics.median(self.cpu)
 
 
 @attrs.define
@@ -69,11 +80,14 @@ class Runner:
         await self._verify(workload)
         batch = workload.fixed_batch or await self._calibrate(workload)
         rates: dict[str, list[float]] = {contender.name: [] for contender in self.contenders}
+        cpu: dict[str, list[float]] = {contender.name: [] for contender in self.contenders}
         for number in range(self.rounds):
             shift = number % len(self.contenders)
             for contender in [*self.contenders[shift:], *self.contenders[:shift]]:
                 self.advance(f"{workload.key}: {contender.name}")
-                rates[contender.name].append(await self._time(workload, contender, batch))
+                rate, cpu_time = await self._time(workload, contender, batch)
+                rates[contender.name].append(rate)
+                cpu[contender.name].append(cpu_time)
         raw = rates[RAW]
         return [
             Measurement(
@@ -82,24 +96,29 @@ class Runner:
                 batch=batch,
                 rates=tuple(values),
                 ratios=tuple(value / base for value, base in zip(values, raw, strict=True)),
+                cpu=tuple(cpu[name]),
             )
             for name, values in rates.items()
         ]
 
-    async def _time(self, workload: Workload, contender: Contender, batch: int) -> float:
+    async def _time(
+        self, workload: Workload, contender: Contender, batch: int
+    ) -> tuple[float, float]:
+        """Operations per second, and CPU microseconds per operation, of one batch."""
         arguments = workload.arguments(self.fixture, batch)
         operation = workload.operation
         gc.collect()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for argument in arguments:
             await operation(contender, argument)
-        return batch / (time.perf_counter() - start)
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        return batch / elapsed, cpu / batch * 1e6
 
     async def _calibrate(self, workload: Workload) -> int:
         """Warm every contender up, then size batches to last about ``seconds`` for the raw driver."""
         raw_rate = 0.0
         for contender in self.contenders:
-            rate = await self._time(workload, contender, _CALIBRATION_OPS)
+            rate, _ = await self._time(workload, contender, _CALIBRATION_OPS)
             if contender.name == RAW:
                 raw_rate = rate
         return max(_MIN_BATCH, min(_MAX_BATCH, int(self.seconds * raw_rate)))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -12,9 +11,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, StaticPool
 
+from ecl_persistence._sqlite_driver import OneTripConnection
+from ecl_persistence._sqlite_driver import connect as sqlite_connect
 from ecl_persistence.config import DatabaseConfig
 from ecl_persistence.domain import encode_json
-from ecl_persistence.errors import ConnectionFailedError
 from ecl_persistence.unit_of_work import UnitOfWork
 
 __all__ = ["APPLICATION_NAME", "Database", "build_engine"]
@@ -30,27 +30,33 @@ def _raw_json(text: str) -> str:
     return text
 
 
+class _SqliteConnector:
+    """Opens the engine's connections as :class:`OneTripConnection` (see ``_sqlite_driver``)."""
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self._timeout = config.timeout_secs
+        self._arguments: tuple[list[Any], dict[str, Any]] = ([], {})
+
+    def bind(self, engine: AsyncEngine) -> None:
+        """Take the file name and options from the engine's URL, as its dialect reads them."""
+        self._arguments = engine.dialect.create_connect_args(engine.url)
+
+    async def __call__(self) -> OneTripConnection:
+        args, kwargs = self._arguments
+        # isolation_level=None: the "begin" hook below decides how every
+        # transaction starts, not sqlite3.
+        return await sqlite_connect(
+            *args, **kwargs, timeout=self._timeout, isolation_level=None
+        )
+
+
 def _install_sqlite_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
     """Pragmas on every connection, and a BEGIN we choose for every transaction."""
     busy_ms = int(config.timeout_secs * 1000)
     is_file = not config.is_memory
-    database = config.async_url.database
-
-    @event.listens_for(engine.sync_engine, "do_connect")
-    def _before_connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
-        # Refused here rather than by the driver: aiosqlite leaves its worker
-        # thread behind after a failed open, to fail later on a closed loop.
-        if is_file and database and not Path(database).expanduser().parent.is_dir():
-            raise ConnectionFailedError(
-                "cannot open the SQLite database file: its directory does not exist",
-                retryable=False,
-            )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        # pysqlite's own transaction handling is switched off so that the
-        # "begin" hook below decides how every transaction starts.
-        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA foreign_keys=ON")
@@ -63,12 +69,14 @@ def _install_sqlite_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
+        # A read-only unit reads in autocommit, as on PostgreSQL: each
+        # statement is atomic on its own, and no BEGIN or COMMIT is sent.
+        if connection.get_execution_options().get(_READ_ONLY):
+            return
         # A writer takes the lock up front: two read-then-write transactions
         # then queue on busy_timeout instead of failing with "database is locked".
-        if connection.get_execution_options().get(_READ_ONLY):
-            connection.exec_driver_sql("BEGIN")
-        else:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # The BEGIN travels with the transaction's first statement.
+        connection.connection.driver_connection.defer_begin("BEGIN IMMEDIATE")
 
 
 def build_engine(config: DatabaseConfig) -> AsyncEngine:
@@ -97,9 +105,9 @@ def build_engine(config: DatabaseConfig) -> AsyncEngine:
                 "max_overflow": 0,
                 "pool_timeout": config.timeout_secs,
             }
-        engine = create_async_engine(
-            url, connect_args={"timeout": config.timeout_secs}, **pool, **common
-        )
+        connector = _SqliteConnector(config)
+        engine = create_async_engine(url, async_creator=connector, **pool, **common)
+        connector.bind(engine)
         _install_sqlite_setup(engine, config)
         return engine
     return create_async_engine(

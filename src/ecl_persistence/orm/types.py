@@ -37,30 +37,38 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Return an aware UTC datetime whatever the backend gave back."""
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return _as_utc(value)
 
     def result_processor(self, dialect: Dialect, coltype: object) -> Any:
-        """On SQLite, hand back text that is not a timestamp as it is.
+        """Read timestamps back as aware UTC datetimes, in one step per value.
 
-        SQLite stores timestamps as text, so a row edited by hand can hold
-        anything; the repositories then refuse it with an error naming the
-        table, column and row, instead of a bare ``ValueError`` from parsing.
+        SQLite keeps the text SQLAlchemy wrote (``2025-01-01 12:00:00.000000``),
+        parsed here by ``datetime.fromisoformat``. Text that is not a timestamp
+        (SQLite stores whatever a hand-made ``UPDATE`` wrote) comes back as it
+        is: the repositories then refuse it with an error naming the table,
+        column and row, instead of a bare ``ValueError`` from parsing.
+        PostgreSQL's driver hands back aware datetimes already.
         """
-        process = super().result_processor(dialect, coltype)
-        if process is None or dialect.name != "sqlite":
-            return process
+        if dialect.name != "sqlite":
+            return _as_utc
+        return _parse_sqlite
 
-        def tolerant(value: Any) -> Any:
-            try:
-                return process(value)
-            except (ValueError, TypeError):
-                return value
 
-        return tolerant
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is UTC:
+        return value
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _parse_sqlite(value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        return _as_utc(datetime.fromisoformat(value))
+    except (ValueError, TypeError):
+        return value
 
 
 class JsonPayload(TypeDecorator[Any]):

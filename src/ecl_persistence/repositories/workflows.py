@@ -27,10 +27,10 @@ from ecl_persistence.orm.types import UTCDateTime
 from ecl_persistence.repositories._checks import check_aware, check_id, check_limit, check_payloads
 from ecl_persistence.repositories._cursor import decode_cursor, encode_cursor
 from ecl_persistence.repositories._rows import (
-    build,
     json_column,
     optional_json_column,
     state_column,
+    workflow_from_values,
 )
 
 if TYPE_CHECKING:
@@ -61,23 +61,20 @@ def workflow_to_domain(row: Sequence[Any]) -> Workflow:
     """Build a :class:`Workflow` from a ``workflows`` row (columns in table order)."""
     (id, definition_id, state, input, output, error, created_at, updated_at, completed_at,
      metadata, version) = row  # fmt: skip
-    return build(
-        lambda: Workflow(
-            id=id,
-            definition_id=definition_id,
-            state=state_column(WorkflowState, state, table=_TABLE, id=id),
-            input=json_column(input, table=_TABLE, column="input", id=id),
-            output=optional_json_column(output, table=_TABLE, column="output", id=id),
-            error=error,
-            created_at=created_at,
-            updated_at=updated_at,
-            completed_at=completed_at,
-            metadata=json_column(metadata, table=_TABLE, column="metadata", id=id),  # type: ignore[arg-type]
-            version=version,
-        ),
-        table=_TABLE,
-        id=id,
+    values = (
+        id,
+        definition_id,
+        state_column(WorkflowState, state, table=_TABLE, id=id),
+        json_column(input, table=_TABLE, column="input", id=id),
+        optional_json_column(output, table=_TABLE, column="output", id=id),
+        error,
+        created_at,
+        updated_at,
+        completed_at,
+        json_column(metadata, table=_TABLE, column="metadata", id=id),
+        version,
     )
+    return workflow_from_values(values, table=_TABLE, id=id)
 
 
 def workflow_to_row(workflow: Workflow) -> dict[str, Any]:
