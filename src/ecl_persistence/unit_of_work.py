@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import Executable, Result
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -166,10 +167,24 @@ class UnitOfWork:
 
         This is the repositories' single door to the database; ``action`` names
         what is being done for error messages (entity and id, never a payload).
+
+        The first statement of a transaction that finds its pooled connection
+        dead (a restarted server, a dropped socket) runs again, once, on a new
+        connection: nothing of the transaction can have happened yet. This is
+        the guarantee ``pool_pre_ping`` gives, without its round trips on
+        every checkout.
         """
         session = self._require_session()
+        fresh = not session.in_transaction()
         try:
             with translating(action):
+                try:
+                    return await session.execute(statement, params)
+                except DBAPIError as error:
+                    if not (fresh and error.connection_invalidated):
+                        raise
+                    _log.info("reconnecting: a pooled database connection was closed")
+                await session.rollback()
                 return await session.execute(statement, params)
         except DbError:
             # Both backends then behave alike: PostgreSQL aborts the whole

@@ -190,7 +190,7 @@ def encode_json(value: JsonValue) -> str:
 
     """
     try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = _ENCODER.encode(value)
         if "e+" in text and _has_large_float(value):
             return "".join(_encode_exact(value, []))
         return text
@@ -198,6 +198,8 @@ def encode_json(value: JsonValue) -> str:
         # "from None": the original message may quote the value.
         raise SerializationError(f"cannot encode payload as JSON ({type(exc).__name__})") from None
 
+
+_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
 
 # From this magnitude ``repr`` writes a float with an exponent (``1e+16``), and
 # PostgreSQL's jsonb, which keeps numbers as ``numeric``, gives it back without

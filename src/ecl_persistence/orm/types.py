@@ -35,6 +35,12 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value.replace(tzinfo=None)
         return value
 
+    def bind_processor(self, dialect: Dialect) -> Any:
+        """Bind in one step per value: UTC for PostgreSQL, SQLAlchemy's text format for SQLite."""
+        if dialect.name == "sqlite":
+            return _sqlite_text
+        return _aware_utc
+
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Return an aware UTC datetime whatever the backend gave back."""
         return _as_utc(value)
@@ -52,6 +58,23 @@ class UTCDateTime(TypeDecorator[datetime]):
         if dialect.name != "sqlite":
             return _as_utc
         return _parse_sqlite
+
+
+def _aware_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is UTC:
+        return value
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("naive datetime: ecl-persistence stores aware UTC timestamps only")
+    return value.astimezone(UTC)
+
+
+def _sqlite_text(value: datetime | None) -> str | None:
+    # What SQLAlchemy's SQLite DateTime writes: naive UTC, always with microseconds,
+    # so that text order is time order.
+    value = _aware_utc(value)
+    return None if value is None else value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _as_utc(value: datetime | None) -> datetime | None:
@@ -103,3 +126,15 @@ class JsonPayload(TypeDecorator[Any]):
         if value is None:
             return JSON.NULL
         return value
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        """Encode in one step per value: JSON text for both backends, NULL for MISSING.
+
+        PostgreSQL receives the text for its ``jsonb`` parameter as it would
+        from the JSONB type's own processor, which calls the same encoder.
+        """
+        return _json_text
+
+
+def _json_text(value: JsonValue | Missing) -> str | None:
+    return None if value is MISSING else encode_json(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -118,6 +119,33 @@ def _update_state_statement(target: WorkflowState) -> Any:
 
 
 _UPDATE_STATE = {state: _update_state_statement(state) for state in WorkflowState}
+
+
+@functools.cache
+def _list_statement(filters: frozenset[str]) -> Any:
+    """The query of ``list`` for one set of filters (parameter names), built once.
+
+    Every call with the same filters then runs the same statement object,
+    whose compiled form SQLAlchemy finds in its cache without rebuilding it.
+    """
+    statement = _SELECT
+    if "state" in filters:
+        statement = statement.where(_T.state == bindparam("state"))
+    if "definition_id" in filters:
+        statement = statement.where(_T.definition_id == bindparam("definition_id"))
+    if "created_after" in filters:
+        statement = statement.where(_T.created_at > bindparam("created_after"))
+    if "created_before" in filters:
+        statement = statement.where(_T.created_at < bindparam("created_before"))
+    if "cursor_at" in filters:
+        statement = statement.where(
+            tuple_(_T.created_at, _T.id)
+            < tuple_(
+                bindparam("cursor_at", type_=_T.created_at.type),
+                bindparam("cursor_id", type_=_T.id.type),
+            )
+        )
+    return statement.order_by(_T.created_at.desc(), _T.id.desc()).limit(bindparam("limit"))
 _UPDATE_OUTPUT = (
     update(WORKFLOWS)
     .where(_T.id == bindparam("wid"))
@@ -244,29 +272,21 @@ class WorkflowRepository:
         cursor this package did not issue raises ValidationError.
         """
         limit = check_limit(limit, MAX_PAGE_SIZE)
-        statement = _SELECT
+        params: dict[str, Any] = {"limit": limit + 1}
         if state is not None:
-            statement = statement.where(_T.state == _state(state).value)
+            params["state"] = _state(state).value
         if definition_id is not None:
-            checked = check_text(definition_id, field="definition_id", max_length=MAX_ID_LENGTH)
-            statement = statement.where(_T.definition_id == checked)
+            params["definition_id"] = check_text(
+                definition_id, field="definition_id", max_length=MAX_ID_LENGTH
+            )
         if created_after is not None:
-            statement = statement.where(_T.created_at > check_aware(created_after, "created_after"))
+            params["created_after"] = check_aware(created_after, "created_after")
         if created_before is not None:
-            statement = statement.where(
-                _T.created_at < check_aware(created_before, "created_before")
-            )
+            params["created_before"] = check_aware(created_before, "created_before")
         if cursor is not None:
-            at, last_id = decode_cursor(cursor)
-            statement = statement.where(
-                tuple_(_T.created_at, _T.id)
-                < tuple_(
-                    bindparam("cursor_at", at, type_=_T.created_at.type),
-                    bindparam("cursor_id", last_id, type_=_T.id.type),
-                )
-            )
-        statement = statement.order_by(_T.created_at.desc(), _T.id.desc()).limit(limit + 1)
-        result = await self._uow.execute(statement, action="list workflows")
+            params["cursor_at"], params["cursor_id"] = decode_cursor(cursor)
+        statement = _list_statement(frozenset(params))
+        result = await self._uow.execute(statement, params, action="list workflows")
         items = [workflow_to_domain(row) for row in result]
         next_cursor = None
         if len(items) > limit:
