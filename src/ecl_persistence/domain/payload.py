@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 from ecl_persistence.errors import SerializationError, ValidationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
@@ -190,7 +190,7 @@ def encode_json(value: JsonValue) -> str:
 
     """
     try:
-        text = _ENCODER.encode(value)
+        text = _encode(value)
         if "e+" in text and _has_large_float(value):
             return "".join(_encode_exact(value, []))
         return text
@@ -200,6 +200,24 @@ def encode_json(value: JsonValue) -> str:
 
 
 _ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
+def _fast_encoder() -> Callable[[object], str]:
+    """``_ENCODER.encode`` without building a new C encoder on every call, as ``encode`` does.
+
+    Without cycle detection: a cyclic value recurses until RecursionError,
+    which encode_json reports like any other value it cannot encode.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C accelerator
+        return _ENCODER.encode
+    chunks = make(
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    return lambda value: "".join(chunks(value, 0))
+
+
+_encode = _fast_encoder()
 
 # From this magnitude ``repr`` writes a float with an exponent (``1e+16``), and
 # PostgreSQL's jsonb, which keeps numbers as ``numeric``, gives it back without
