@@ -11,7 +11,7 @@ its public read path, which also refuses corrupt rows.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 
@@ -25,7 +25,7 @@ _T = TypeVar("_T")
 
 def _filler(cls: type[_T]) -> Callable[..., _T]:
     """A function taking ``cls``'s fields positionally and returning an instance of it."""
-    names = tuple(field.name for field in attrs.fields(cls))  # type: ignore[misc]
+    names = tuple(field.name for field in attrs.fields(cast("Any", cls)))
     setter = object.__setattr__
     new = object.__new__
 

@@ -135,18 +135,14 @@ async def _analyze(db: Database) -> None:
 async def _run_all(
     runner: Runner, workloads: Sequence[Workload], display: _Display, label: str
 ) -> list[Measurement]:
-    runner.advance = display.timing(
-        label, len(workloads) * runner.rounds * len(runner.contenders)
-    )
+    runner.advance = display.timing(label, len(workloads) * runner.rounds * len(runner.contenders))
     measurements: list[Measurement] = []
     for workload in workloads:
         measurements += await runner.run(workload)
     return measurements
 
 
-async def _run_backend(
-    dialect: str, args: argparse.Namespace, display: _Display
-) -> BackendResult:
+async def _run_backend(dialect: str, args: argparse.Namespace, display: _Display) -> BackendResult:
     workloads = by_key(args.workloads)
     reads = [workload for workload in workloads if not workload.writes]
     writes = [workload for workload in workloads if workload.writes]

@@ -115,7 +115,6 @@ class Fixture:
         )
 
 
-
 def _chunks(items: Iterator[StepExecution], size: int) -> Iterator[list[StepExecution]]:
     while chunk := list(itertools.islice(items, size)):
         yield chunk

@@ -110,8 +110,8 @@ def print_report(results: Sequence[BackendResult], console: Console, *, cpu: boo
             )
             for column in ("workload", "contender", "at base", "scaled", "cost ratio"):
                 scaling.add_column(column, justify="left" if column != "cost ratio" else "right")
-            for key, contender, base, scaled, ratio in result.scaling():
-                scaling.add_row(_NAMES[key], contender, _rate(base), _rate(scaled), f"{ratio:.2f}")
+            for key, contender, base, scaled, cost in result.scaling():
+                scaling.add_row(_NAMES[key], contender, _rate(base), _rate(scaled), f"{cost:.2f}")
             console.print(scaling)
 
 
@@ -143,10 +143,9 @@ def to_markdown(results: Sequence[BackendResult]) -> str:
                 "| workload | contender | at base | scaled | cost ratio |",
                 "| --- | --- | ---: | ---: | ---: |",
             ]
-            for key, contender, base, scaled, ratio in result.scaling():
-                lines.append(
-                    f"| {_NAMES[key]} | {contender} | {_rate(base)} | {_rate(scaled)} | {ratio:.2f} |"
-                )
+            for key, contender, base, scaled, cost in result.scaling():
+                row = (_NAMES[key], contender, _rate(base), _rate(scaled), f"{cost:.2f}")
+                lines.append("| " + " | ".join(row) + " |")
             lines.append("")
     return "\n".join(lines)
 

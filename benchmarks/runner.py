@@ -115,7 +115,7 @@ class Runner:
         return batch / elapsed, cpu / batch * 1e6
 
     async def _calibrate(self, workload: Workload) -> int:
-        """Warm every contender up, then size batches to last about ``seconds`` for the raw driver."""
+        """Warm every contender up; size batches to last about ``seconds`` for the raw driver."""
         raw_rate = 0.0
         for contender in self.contenders:
             rate, _ = await self._time(workload, contender, _CALIBRATION_OPS)

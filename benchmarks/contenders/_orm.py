@@ -14,7 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from benchmarks import build
 from ecl_persistence import StepExecution, StepExecutionState, Workflow, WorkflowState

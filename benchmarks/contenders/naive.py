@@ -39,7 +39,9 @@ def stats_statement(workflow_id: WorkflowId) -> object:
     """The aggregate query of ``get_stats``, as an ORM user writes it."""
     return select(
         func.count(),
-        func.coalesce(func.sum(case((_S.state == StepExecutionState.SUCCEEDED.value, 1), else_=0)), 0),
+        func.coalesce(
+            func.sum(case((_S.state == StepExecutionState.SUCCEEDED.value, 1), else_=0)), 0
+        ),
         func.coalesce(func.sum(case((_S.state == StepExecutionState.FAILED.value, 1), else_=0)), 0),
         func.coalesce(func.sum(_S.duration_ms), 0),
         func.coalesce(func.sum(_S.tokens_used), 0),
@@ -114,7 +116,9 @@ class NaiveOrm(Contender):
     @override
     async def get_history(self, workflow_id: WorkflowId) -> list[StepExecution]:
         statement = (
-            select(_S).where(_S.workflow_id == workflow_id).order_by(_S.started_at, _S.attempt, _S.id)
+            select(_S)
+            .where(_S.workflow_id == workflow_id)
+            .order_by(_S.started_at, _S.attempt, _S.id)
         )
         async with self._sessions() as session:
             records = (await session.scalars(statement)).all()

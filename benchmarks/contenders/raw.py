@@ -66,11 +66,11 @@ def _dumps(value: JsonValue) -> str:
 
 
 def _dumps_or_null(value: JsonValue | Missing) -> str | None:
-    return None if value is MISSING else _dumps(value)  # type: ignore[arg-type]
+    return None if value is MISSING else _dumps(value)
 
 
 def _loads_or_missing(text: str | None) -> JsonValue | Missing:
-    return MISSING if text is None else json.loads(text)  # type: ignore[no-any-return]
+    return MISSING if text is None else json.loads(text)
 
 
 def _page(items: list[Workflow]) -> Page[Workflow]:

@@ -75,7 +75,8 @@ class OneTripConnection(aiosqlite.Connection):
                 connection.execute(begin)
             return function(connection)
 
-        return await self._execute(call)  # type: ignore[no-any-return]
+        result: _T = await self._execute(call)  # type: ignore[no-untyped-call]
+        return result
 
 
 class _Cursor:

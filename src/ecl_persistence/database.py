@@ -35,7 +35,7 @@ class _SqliteConnector:
 
     def __init__(self, config: DatabaseConfig) -> None:
         self._timeout = config.timeout_secs
-        self._arguments: tuple[list[Any], dict[str, Any]] = ([], {})
+        self._arguments: tuple[Any, Any] = ((), {})
 
     def bind(self, engine: AsyncEngine) -> None:
         """Take the file name and options from the engine's URL, as its dialect reads them."""
@@ -45,9 +45,9 @@ class _SqliteConnector:
         args, kwargs = self._arguments
         # isolation_level=None: the "begin" hook below decides how every
         # transaction starts, not sqlite3.
-        return await sqlite_connect(
-            *args, **kwargs, timeout=self._timeout, isolation_level=None
-        )
+        connection = sqlite_connect(*args, **kwargs, timeout=self._timeout, isolation_level=None)
+        await connection
+        return connection
 
 
 def _install_sqlite_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
@@ -76,7 +76,8 @@ def _install_sqlite_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
         # A writer takes the lock up front: two read-then-write transactions
         # then queue on busy_timeout instead of failing with "database is locked".
         # The BEGIN travels with the transaction's first statement.
-        connection.connection.driver_connection.defer_begin("BEGIN IMMEDIATE")
+        driver: Any = connection.connection.driver_connection
+        driver.defer_begin("BEGIN IMMEDIATE")
 
 
 def build_engine(config: DatabaseConfig) -> AsyncEngine:

@@ -7,7 +7,7 @@ worker thread (see ``ecl_persistence._sqlite_driver``); they count calls, never 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +31,17 @@ from ecl_persistence import (
 
 
 @pytest.fixture
-def trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The calls made on aiosqlite's worker thread, by name, from now on."""
     calls: list[str] = []
-    original = aiosqlite.Connection._execute
+    original: Any = aiosqlite.Connection._execute
 
     async def counting(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(getattr(fn, "__name__", type(fn).__name__))
         return await original(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
-    yield calls
+    return calls
 
 
 @pytest.fixture
@@ -124,7 +124,8 @@ async def _terminate(url: str, pid: int | None = None) -> int:
     try:
         query = (
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = $1 AND pid <> pg_backend_pid() AND datname = current_database()"
+            "WHERE application_name = $1 AND pid <> pg_backend_pid() "
+            "AND datname = current_database()"
         )
         if pid is None:
             count = await admin.fetchval(query, APPLICATION_NAME)

@@ -5,9 +5,10 @@ against a populated database while ``before_cursor_execute`` records its SQL
 and parameters, which are then explained on the same backend. SQLite's
 ``EXPLAIN QUERY PLAN`` must show only searches or index scans (no
 ``SCAN <table>`` without an index, no sort of the whole result in a temporary
-B-tree, though ties of the index order may be sorted); PostgreSQL's plan, after ``ANALYZE`` of tables holding thousands of
-rows, must hold no ``Seq Scan``, both as planned for the values given and as
-the generic plan a prepared statement settles on.
+B-tree, though ties of the index order may be sorted); PostgreSQL's plan,
+after ``ANALYZE`` of tables holding thousands of rows, must hold no
+``Seq Scan``, both as planned for the values given and as the generic plan a
+prepared statement settles on.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import re
 import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,7 +77,9 @@ async def _populate(url: str) -> dict[str, Any]:
             )
             for workflow in workflows[::3]:
                 await uow.artifacts.create(
-                    Artifact.new(workflow.id, "search", "hits.json", path="a/hits.json", size_bytes=1)
+                    Artifact.new(
+                        workflow.id, "search", "hits.json", path="a/hits.json", size_bytes=1
+                    )
                 )
         if db.dialect == "postgresql":
             async with db.engine.connect() as connection:
@@ -149,9 +151,7 @@ READS: dict[str, Read] = {
     "workflows.list_by_state-limit": lambda uow, s: uow.workflows.list_by_state(
         WorkflowState.FAILED, limit=20
     ),
-    "workflows.list_by_definition": lambda uow, s: uow.workflows.list_by_definition(
-        "definition-7"
-    ),
+    "workflows.list_by_definition": lambda uow, s: uow.workflows.list_by_definition("definition-7"),
     "step_executions.get_for_workflow": lambda uow, s: uow.step_executions.get_for_workflow(
         s["workflow"].id
     ),
@@ -159,9 +159,7 @@ READS: dict[str, Read] = {
         s["workflow"].id, "search"
     ),
     "step_executions.get_stats": lambda uow, s: uow.step_executions.get_stats(s["workflow"].id),
-    "artifacts.list_for_workflow": lambda uow, s: uow.artifacts.list_for_workflow(
-        s["workflow"].id
-    ),
+    "artifacts.list_for_workflow": lambda uow, s: uow.artifacts.list_for_workflow(s["workflow"].id),
     "artifacts.list_for_step": lambda uow, s: uow.artifacts.list_for_step(
         s["workflow"].id, "search"
     ),
@@ -261,7 +259,8 @@ async def test_the_sample_reads_find_rows(populated: tuple[str, dict[str, Any]])
         assert len(await uow.step_executions.get_for_workflow(workflow.id)) == 2
         assert (await uow.step_executions.get_stats(workflow.id)).total_executions == 2
         running = await uow.workflows.list(state=WorkflowState.RUNNING)
-        assert running.items and all(w.state is WorkflowState.RUNNING for w in running.items)
+        assert running.items
+        assert all(w.state is WorkflowState.RUNNING for w in running.items)
         assert await uow.workflows.list_by_definition("definition-7")
         assert StepExecutionState.RUNNING in {
             e.state for e in await uow.step_executions.get_for_step(workflow.id, "search")

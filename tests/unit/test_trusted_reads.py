@@ -87,7 +87,7 @@ def test_load_json_accepts_the_64_bit_limits_and_the_deepest_nesting() -> None:
 
 def test_load_json_walks_a_long_document_in_full() -> None:
     # Longer than the shortcut trusts: the full check runs, and still accepts it.
-    value = {"text": "x" * (_TRUSTED_LENGTH + 1)}
+    value: JsonValue = {"text": "x" * (_TRUSTED_LENGTH + 1)}
     assert load_json(encode_json(value)) == value
 
 

@@ -326,11 +326,11 @@ def decode_json(text: str | bytes) -> JsonValue:
 
 
 def load_json(text: str) -> JsonValue:
-    """Decode JSON text into a value that :func:`check_json` accepts (with the default limit).
+    r"""Decode JSON text into a value that :func:`check_json` accepts (with the default limit).
 
     This is how stored payloads are read back: numbers are checked as they
     are decoded, and the full walk of :func:`check_json` runs only when the
-    text could hold something else it refuses (a ``\\u`` escape, which
+    text could hold something else it refuses (a ``\u`` escape, which
     may be a NUL or a lone surrogate; deep nesting; a very long document).
 
     Raises:

@@ -77,7 +77,7 @@ def _members(enum_type: type[E]) -> dict[object, E]:
 
 def state_column(enum_type: type[E], value: object, *, table: str, id: object) -> E:
     """Parse a state column, refusing a value that is not one of the enum's."""
-    member = _members(enum_type).get(value)
+    member: E | None = _members(enum_type).get(value)
     if member is None:
         raise QueryFailedError(f"{table}.state of {id} holds an unknown state")
     return member
@@ -132,7 +132,7 @@ def _optional_count(value: object) -> bool:
 
 def workflow_from_values(values: tuple[Any, ...], *, table: str, id: object) -> Workflow:
     """Build a :class:`Workflow` from a row whose state and JSON columns are decoded."""
-    (id_, definition_id, state, input, output, error, created_at, updated_at, completed_at,
+    (id_, definition_id, _state, _input, _output, error, created_at, updated_at, completed_at,
      metadata, version) = values  # fmt: skip
     if (
         isinstance(id_, uuid.UUID)
@@ -148,11 +148,9 @@ def workflow_from_values(values: tuple[Any, ...], *, table: str, id: object) -> 
     return build(lambda: Workflow(*values), table=table, id=id)
 
 
-def step_execution_from_values(
-    values: tuple[Any, ...], *, table: str, id: object
-) -> StepExecution:
+def step_execution_from_values(values: tuple[Any, ...], *, table: str, id: object) -> StepExecution:
     """Build a :class:`StepExecution` from a row whose state and JSON columns are decoded."""
-    (id_, workflow_id, step_id, attempt, state, input, output, error, started_at, completed_at,
+    (id_, workflow_id, step_id, attempt, _state, _input, _output, error, started_at, completed_at,
      duration_ms, tokens_used, metadata) = values  # fmt: skip
     if (
         isinstance(id_, uuid.UUID)

@@ -146,6 +146,8 @@ def _list_statement(filters: frozenset[str]) -> Any:
             )
         )
     return statement.order_by(_T.created_at.desc(), _T.id.desc()).limit(bindparam("limit"))
+
+
 _UPDATE_OUTPUT = (
     update(WORKFLOWS)
     .where(_T.id == bindparam("wid"))
