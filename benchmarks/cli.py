@@ -199,7 +199,8 @@ def _meta(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmarks; return the exit status."""
     args = _parser().parse_args(argv)
-    console = Console()
+    # Wide enough for five columns when the output is not a terminal (a log, a pipe).
+    console = Console(width=None if sys.stdout.isatty() else 132)
     results: list[BackendResult] = []
     columns = (
         TextColumn("{task.description}"),
