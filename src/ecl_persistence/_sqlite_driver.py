@@ -80,7 +80,10 @@ class OneTripConnection(aiosqlite.Connection):
 
 
 class _Cursor:
-    """The cursor SQLAlchemy's adapter drives: the results are fetched during ``execute``."""
+    """The cursor SQLAlchemy's adapter drives: the results are fetched during ``execute``.
+
+    SQLAlchemy's adapter buffers rows itself and only ever calls ``fetchall``.
+    """
 
     arraysize = 1
 
@@ -123,16 +126,6 @@ class _Cursor:
             self.lastrowid = cursor.lastrowid
         finally:
             cursor.close()
-
-    async def fetchone(self) -> _Row | None:
-        """The next row, or None."""
-        return self._rows.pop(0) if self._rows else None
-
-    async def fetchmany(self, size: int | None = None) -> list[_Row]:
-        """Up to ``size`` more rows."""
-        count = self.arraysize if size is None else size
-        rows, self._rows = self._rows[:count], self._rows[count:]
-        return rows
 
     async def fetchall(self) -> list[_Row]:
         """Every remaining row."""

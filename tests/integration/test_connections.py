@@ -84,6 +84,25 @@ async def test_a_write_unit_takes_one_trip_per_statement_and_one_to_commit(
     assert len(trips) == 3, trips
 
 
+async def test_the_driver_cursor_serves_both_sqlalchemy_adapter_protocols(
+    sqlite_db: Database,
+) -> None:
+    """SQLAlchemy 2.0 awaits ``connection.cursor()``; 2.1 enters it with ``async with``."""
+    async with sqlite_db.engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        awaited = await driver.cursor()
+        await awaited.execute("SELECT 1, 2")
+        assert await awaited.fetchall() == [(1, 2)]
+        async with driver.cursor() as entered:
+            await entered.execute("CREATE TEMP TABLE t (n INTEGER)")
+            await entered.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
+            assert entered.description is None
+            assert await entered.fetchall() == []
+            await entered.execute("SELECT n FROM t ORDER BY n")
+        assert await entered.fetchall() == [], "leaving the block drops unread rows"
+
+
 async def test_a_unit_that_runs_no_statement_makes_no_trip(
     sqlite_db: Database, trips: list[str]
 ) -> None:

@@ -24,26 +24,11 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        """Convert an aware datetime to UTC; refuse a naive one."""
-        if value is None:
-            return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("naive datetime: ecl-persistence stores aware UTC timestamps only")
-        value = value.astimezone(UTC)
-        if dialect.name == "sqlite":
-            return value.replace(tzinfo=None)
-        return value
-
     def bind_processor(self, dialect: Dialect) -> Any:
         """Bind in one step per value: UTC for PostgreSQL, SQLAlchemy's text format for SQLite."""
         if dialect.name == "sqlite":
             return _sqlite_text
         return _aware_utc
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        """Return an aware UTC datetime whatever the backend gave back."""
-        return _as_utc(value)
 
     def result_processor(self, dialect: Dialect, coltype: object) -> Any:
         """Read timestamps back as aware UTC datetimes, in one step per value.
@@ -116,16 +101,6 @@ class JsonPayload(TypeDecorator[Any]):
         if dialect.name == "postgresql":
             return dialect.type_descriptor(postgresql.JSONB(none_as_null=True))
         return dialect.type_descriptor(Text())
-
-    def process_bind_param(self, value: JsonValue | Missing, dialect: Dialect) -> Any:
-        """Map MISSING to SQL NULL and ``None`` to JSON ``null``."""
-        if value is MISSING:
-            return None
-        if dialect.name != "postgresql":
-            return encode_json(value)
-        if value is None:
-            return JSON.NULL
-        return value
 
     def bind_processor(self, dialect: Dialect) -> Any:
         """Encode in one step per value: JSON text for both backends, NULL for MISSING.
