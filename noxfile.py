@@ -80,6 +80,17 @@ def soak(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks side by side with the raw drivers and peer layers (not in the default run).
+
+    Arguments after ``--`` go to ``python -m benchmarks``, for example
+    ``nox -s bench -- --backend sqlite --rounds 9 --json bench.json``.
+    """
+    install(session, "bench")
+    session.run("python", "-m", "benchmarks", *(session.posargs or ["--backend", "both"]))
+
+
+@nox.session
 def coverage(session: nox.Session) -> None:
     """Branch coverage combined over every test session; fails under the threshold."""
     session.install("coverage[toml]")

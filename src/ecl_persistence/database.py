@@ -9,7 +9,6 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -18,6 +17,8 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, StaticPool
 
+from ecl_persistence._sqlite_driver import OneTripConnection
+from ecl_persistence._sqlite_driver import connect as sqlite_connect
 from ecl_persistence.config import DatabaseConfig
 from ecl_persistence.domain import WorkflowState, encode_json
 from ecl_persistence.errors import ConnectionFailedError
@@ -89,27 +90,33 @@ def _keep_memory_database(engine: AsyncEngine, url: URL) -> None:
             keeper.pop().close()
 
 
+class _SqliteConnector:
+    """Opens the engine's connections as :class:`OneTripConnection` (see ``_sqlite_driver``)."""
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self._timeout = config.timeout_secs
+        self._arguments: tuple[Any, Any] = ((), {})
+
+    def bind(self, engine: AsyncEngine) -> None:
+        """Take the file name and options from the engine's URL, as its dialect reads them."""
+        self._arguments = engine.dialect.create_connect_args(engine.url)
+
+    async def __call__(self) -> OneTripConnection:
+        args, kwargs = self._arguments
+        # isolation_level=None: the "begin" hook below decides how every
+        # transaction starts, not sqlite3.
+        connection = sqlite_connect(*args, **kwargs, timeout=self._timeout, isolation_level=None)
+        await connection
+        return connection
+
+
 def _install_sqlite_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
     """Pragmas on every connection, and a BEGIN we choose for every transaction."""
     busy_ms = int(config.timeout_secs * 1000)
     is_file = not config.is_memory
-    database = config.async_url.database
-
-    @event.listens_for(engine.sync_engine, "do_connect")
-    def _before_connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
-        # Refused here rather than by the driver: aiosqlite leaves its worker
-        # thread behind after a failed open, to fail later on a closed loop.
-        if is_file and database and not Path(database).expanduser().parent.is_dir():
-            raise ConnectionFailedError(
-                "cannot open the SQLite database file: its directory does not exist",
-                retryable=False,
-            )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        # pysqlite's own transaction handling is switched off so that the
-        # "begin" hook below decides how every transaction starts.
-        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA foreign_keys=ON")
@@ -135,12 +142,15 @@ def _install_sqlite_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
+        # A read-only unit reads in autocommit, as on PostgreSQL: each
+        # statement is atomic on its own, and no BEGIN or COMMIT is sent.
+        if connection.get_execution_options().get(_READ_ONLY):
+            return
         # A writer takes the lock up front: two read-then-write transactions
         # then queue on busy_timeout instead of failing with "database is locked".
-        if connection.get_execution_options().get(_READ_ONLY):
-            connection.exec_driver_sql("BEGIN")
-        else:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # The BEGIN travels with the transaction's first statement.
+        driver: Any = connection.connection.driver_connection
+        driver.defer_begin("BEGIN IMMEDIATE")
 
 
 def _install_postgres_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
@@ -197,9 +207,9 @@ def build_engine(config: DatabaseConfig) -> AsyncEngine:
                 "max_overflow": 0,
                 "pool_timeout": config.timeout_secs,
             }
-        engine = create_async_engine(
-            url, connect_args={"timeout": config.timeout_secs}, **pool, **common
-        )
+        connector = _SqliteConnector(config)
+        engine = create_async_engine(url, async_creator=connector, **pool, **common)
+        connector.bind(engine)
         _install_sqlite_setup(engine, config)
         logging.getLogger("aiosqlite").addFilter(_AIOSQLITE_FILTER)
         if config.is_memory:
@@ -210,7 +220,11 @@ def build_engine(config: DatabaseConfig) -> AsyncEngine:
         pool_size=config.max_connections,
         max_overflow=0,
         pool_timeout=config.timeout_secs,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip on every checkout (three with
+        # asyncpg, which wraps it in a transaction). A unit of work instead
+        # retries the first statement of a transaction once on a connection
+        # found dead, which keeps the same guarantee (see UnitOfWork.execute).
+        pool_pre_ping=False,
         connect_args={
             "timeout": config.timeout_secs,
             "server_settings": {"application_name": APPLICATION_NAME},

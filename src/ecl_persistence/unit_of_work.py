@@ -9,7 +9,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import Executable, Result
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from ecl_persistence._translate import translating
 from ecl_persistence.errors import DbError, TransactionFailedError
@@ -42,6 +44,7 @@ class UnitOfWork:
     """
 
     __slots__ = (
+        "_active",
         "_config",
         "_factory",
         "_failed",
@@ -64,6 +67,8 @@ class UnitOfWork:
         self._factory = factory
         self._config = config
         self._lock = lock
+        self._active = False
+        # Made at the first statement: a unit that runs none costs no session.
         self._session: AsyncSession | None = None
         self._failed = False
         self.read_only = read_only
@@ -76,11 +81,11 @@ class UnitOfWork:
         """Artifacts: files and objects that steps produced."""
 
     async def __aenter__(self) -> Self:
-        if self._session is not None:
+        if self._active:
             raise TransactionFailedError("this unit of work is already in use")
         if self._lock is not None:
             await self._lock.acquire()
-        self._session = self._factory()
+        self._active = True
         self._failed = False
         return self
 
@@ -90,29 +95,32 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        session = self._session
+        session, failed = self._session, self._failed
         self._session = None
-        if session is None:
-            return
+        self._active = False
         try:
-            if exc_type is None and self._failed:
-                await asyncio.shield(_discard(session))
-                raise TransactionFailedError(
-                    "the unit of work was rolled back after a failed statement; "
-                    "nothing was committed"
-                )
-            if exc_type is None:
-                try:
-                    with translating("commit"):
-                        await session.commit()
-                except BaseException:
-                    await asyncio.shield(_discard(session))
-                    raise
-                await asyncio.shield(_discard(session))
-            else:
+            if session is None:
+                return
+            if exc_type is not None or failed:
                 # Shielded so that a second cancellation cannot leave the
                 # connection checked out with its transaction open.
                 await asyncio.shield(_discard(session))
+                if exc_type is None:
+                    raise TransactionFailedError(
+                        "the unit of work was rolled back after a failed statement; "
+                        "nothing was committed"
+                    )
+                return
+            try:
+                with translating("commit"):
+                    # One trip into SQLAlchemy for both. A read-only unit has
+                    # nothing to commit: it read in autocommit.
+                    await session.run_sync(_close if self.read_only else _commit_and_close)
+            except BaseException:
+                # A failed commit, or a cancellation while it waited: make sure
+                # the connection goes back rolled back, or is dropped.
+                await asyncio.shield(_discard(session))
+                raise
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -130,10 +138,10 @@ class UnitOfWork:
     @property
     def active(self) -> bool:
         """Whether this unit of work is inside its ``async with`` block."""
-        return self._session is not None
+        return self._active
 
     def _require_session(self, *, allow_failed: bool = False) -> AsyncSession:
-        if self._session is None:
+        if not self._active:
             raise TransactionFailedError(
                 "the unit of work is not active: use it inside `async with db.session() as uow:`"
             )
@@ -142,7 +150,10 @@ class UnitOfWork:
                 "an earlier statement of this unit of work failed and its transaction was "
                 "rolled back; call rollback() before using it again"
             )
-        return self._session
+        session = self._session
+        if session is None:
+            session = self._session = self._factory()
+        return session
 
     def require_writable(self, action: str) -> None:
         """Raise :class:`TransactionFailedError` if ``action`` would write in a read-only unit."""
@@ -161,10 +172,24 @@ class UnitOfWork:
 
         This is the repositories' single door to the database; ``action`` names
         what is being done for error messages (entity and id, never a payload).
+
+        The first statement of a transaction that finds its pooled connection
+        dead (a restarted server, a dropped socket) runs again, once, on a new
+        connection: nothing of the transaction can have happened yet. This is
+        the guarantee ``pool_pre_ping`` gives, without its round trips on
+        every checkout.
         """
         session = self._require_session()
+        fresh = not session.in_transaction()
         try:
             with translating(action):
+                try:
+                    return await session.execute(statement, params)
+                except DBAPIError as error:
+                    if not (fresh and error.connection_invalidated):
+                        raise
+                    _log.info("reconnecting: a pooled database connection was closed")
+                await session.rollback()
                 return await session.execute(statement, params)
         except DbError:
             # Both backends then behave alike: PostgreSQL aborts the whole
@@ -186,6 +211,15 @@ class UnitOfWork:
         with translating("rollback"):
             await session.rollback()
         self._failed = False
+
+
+def _close(session: Session) -> None:
+    session.close()
+
+
+def _commit_and_close(session: Session) -> None:
+    session.commit()
+    session.close()
 
 
 async def _rollback(session: AsyncSession) -> None:

@@ -152,4 +152,4 @@ def test_a_corrupt_row_is_a_database_error_exit_5(tmp_path: Path) -> None:
     result = invoke(["workflows", "show", workflow_id], url=url)
     assert result.exit_code == ExitCode.DATABASE_ERROR
     assert "workflows.input" in _one_line_error(result.stderr)
-    assert "malformed JSON" in result.stderr
+    assert "JSON that cannot be read back" in result.stderr

@@ -36,6 +36,7 @@ from ecl_persistence.domain.payload import (
     check_text,
     decode_json,
     encode_json,
+    load_json,
 )
 from ecl_persistence.domain.resume import ResumePoint
 from ecl_persistence.domain.states import WORKFLOW_TRANSITIONS, StepExecutionState, WorkflowState
@@ -74,6 +75,7 @@ __all__ = [
     "check_text",
     "decode_json",
     "encode_json",
+    "load_json",
     "new_uuid7",
     "utc_now",
 ]

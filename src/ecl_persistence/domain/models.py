@@ -51,6 +51,11 @@ MAX_ATTEMPT = 1_000_000
 
 _T = TypeVar("_T")
 
+# The frozen classes refuse attribute assignment; their trusted constructors
+# fill the slots the way attrs' own __init__ does.
+_NEW = object.__new__
+_SET = object.__setattr__
+
 _CONTENT_TYPE = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
     # Parameters may not hold control characters: content types end up in
@@ -198,6 +203,48 @@ class Workflow:
             idempotency_key=idempotency_key,
         )
 
+    @classmethod
+    def _from_row(
+        cls,
+        id: WorkflowId,
+        definition_id: str,
+        state: WorkflowState,
+        input: JsonValue,
+        output: JsonValue | Missing,
+        error: str | None,
+        created_at: datetime,
+        updated_at: datetime,
+        completed_at: datetime | None,
+        metadata: dict[str, JsonValue],
+        version: int,
+        idempotency_key: str | None,
+        lease_owner: str | None,
+        lease_expires_at: datetime | None,
+        claim_count: int,
+    ) -> Workflow:
+        """Rebuild a stored workflow without running the validators again.
+
+        Only for the repositories, with values they read back and checked
+        (see ``repositories._rows``): a caller's values go through ``__init__``.
+        """
+        self = _NEW(cls)
+        _SET(self, "id", id)
+        _SET(self, "definition_id", definition_id)
+        _SET(self, "state", state)
+        _SET(self, "input", input)
+        _SET(self, "output", output)
+        _SET(self, "error", error)
+        _SET(self, "created_at", created_at)
+        _SET(self, "updated_at", updated_at)
+        _SET(self, "completed_at", completed_at)
+        _SET(self, "metadata", metadata)
+        _SET(self, "version", version)
+        _SET(self, "idempotency_key", idempotency_key)
+        _SET(self, "lease_owner", lease_owner)
+        _SET(self, "lease_expires_at", lease_expires_at)
+        _SET(self, "claim_count", claim_count)
+        return self
+
 
 @attrs.frozen
 class StepExecution:
@@ -260,6 +307,44 @@ class StepExecution:
             tokens_used=None,
             metadata=_fields.copy_metadata(metadata),
         )
+
+    @classmethod
+    def _from_row(
+        cls,
+        id: StepExecutionId,
+        workflow_id: WorkflowId,
+        step_id: StepId,
+        attempt: int,
+        state: StepExecutionState,
+        input: JsonValue,
+        output: JsonValue | Missing,
+        error: str | None,
+        started_at: datetime,
+        completed_at: datetime | None,
+        duration_ms: int | None,
+        tokens_used: int | None,
+        metadata: dict[str, JsonValue],
+    ) -> StepExecution:
+        """Rebuild a stored step execution without running the validators again.
+
+        Only for the repositories, with values they read back and checked
+        (see ``repositories._rows``): a caller's values go through ``__init__``.
+        """
+        self = _NEW(cls)
+        _SET(self, "id", id)
+        _SET(self, "workflow_id", workflow_id)
+        _SET(self, "step_id", step_id)
+        _SET(self, "attempt", attempt)
+        _SET(self, "state", state)
+        _SET(self, "input", input)
+        _SET(self, "output", output)
+        _SET(self, "error", error)
+        _SET(self, "started_at", started_at)
+        _SET(self, "completed_at", completed_at)
+        _SET(self, "duration_ms", duration_ms)
+        _SET(self, "tokens_used", tokens_used)
+        _SET(self, "metadata", metadata)
+        return self
 
 
 @attrs.frozen

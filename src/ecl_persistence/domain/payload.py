@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 from ecl_persistence.errors import SerializationError, ValidationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
@@ -34,6 +34,7 @@ __all__ = [
     "check_text",
     "decode_json",
     "encode_json",
+    "load_json",
 ]
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
@@ -190,7 +191,7 @@ def encode_json(value: JsonValue) -> str:
 
     """
     try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = _encode(value)
         if "e+" in text and _has_large_float(value):
             return "".join(_encode_exact(value, []))
         return text
@@ -198,6 +199,26 @@ def encode_json(value: JsonValue) -> str:
         # "from None": the original message may quote the value.
         raise SerializationError(f"cannot encode payload as JSON ({type(exc).__name__})") from None
 
+
+_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
+def _fast_encoder() -> Callable[[object], str]:
+    """``_ENCODER.encode`` without building a new C encoder on every call, as ``encode`` does.
+
+    Without cycle detection: a cyclic value recurses until RecursionError,
+    which encode_json reports like any other value it cannot encode.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C accelerator
+        return _ENCODER.encode
+    chunks = make(
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    return lambda value: "".join(chunks(value, 0))
+
+
+_encode = _fast_encoder()
 
 # From this magnitude ``repr`` writes a float with an exponent (``1e+16``), and
 # PostgreSQL's jsonb, which keeps numbers as ``numeric``, gives it back without
@@ -250,16 +271,38 @@ def _reject_constant(name: str) -> JsonValue:
     raise SerializationError("cannot decode JSON: NaN and Infinity are not allowed")
 
 
-def decode_json(text: str | bytes) -> JsonValue:
-    """Decode JSON text, refusing the ``NaN`` and ``Infinity`` literals.
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        # A literal such as 1e999 overflows to infinity.
+        raise _fail("payload", "holds NaN or an infinite float")
+    return value
 
-    Raises:
-        SerializationError: ``text`` is not valid JSON. The message holds no
-            part of the text.
 
-    """
+def _int64(text: str) -> int:
+    value = int(text)
+    if not MIN_JSON_INT <= value <= MAX_JSON_INT:
+        raise _fail("payload", "holds an integer outside the signed 64-bit range")
+    return value
+
+
+# Made once: json.loads with any keyword builds a new decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_CHECKING_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_int64
+)
+# Up to this length, the text of a document that decoded with _CHECKING_DECODER
+# and holds no \u escape re-encodes within DEFAULT_MAX_PAYLOAD_BYTES: a number
+# grows at most about a hundredfold (``1e300`` is written out in full), and
+# every other token keeps its length.
+_TRUSTED_LENGTH = DEFAULT_MAX_PAYLOAD_BYTES // 128
+
+
+def _decode(text: str | bytes, decoder: json.JSONDecoder) -> JsonValue:
     try:
-        result: JsonValue = json.loads(text, parse_constant=_reject_constant)
+        if not isinstance(text, str):
+            text = text.decode(json.detect_encoding(text), "surrogatepass")
+        result: JsonValue = decoder.decode(text)
     except SerializationError:
         raise
     except json.JSONDecodeError as exc:
@@ -270,6 +313,40 @@ def decode_json(text: str | bytes) -> JsonValue:
     except (ValueError, TypeError, RecursionError) as exc:
         raise SerializationError(f"cannot decode JSON ({type(exc).__name__})") from None
     return result
+
+
+def decode_json(text: str | bytes) -> JsonValue:
+    """Decode JSON text, refusing the ``NaN`` and ``Infinity`` literals.
+
+    Raises:
+        SerializationError: ``text`` is not valid JSON. The message holds no
+            part of the text.
+
+    """
+    return _decode(text, _DECODER)
+
+
+def load_json(text: str) -> JsonValue:
+    r"""Decode JSON text into a value that :func:`check_json` accepts (with the default limit).
+
+    This is how stored payloads are read back: numbers are checked as they
+    are decoded, and the full walk of :func:`check_json` runs only when the
+    text could hold something else it refuses (a ``\u`` escape, which
+    may be a NUL or a lone surrogate; deep nesting; a very long document).
+
+    Raises:
+        SerializationError: ``text`` is not valid JSON, or holds a value
+            :func:`check_json` refuses. The message holds no part of the text.
+
+    """
+    value = _decode(text, _CHECKING_DECODER)
+    if (
+        len(text) > _TRUSTED_LENGTH
+        or "\\u" in text
+        or (len(text) > 2 * MAX_JSON_DEPTH and text.count("[") + text.count("{") > MAX_JSON_DEPTH)
+    ):
+        check_json(value, field="payload")
+    return value
 
 
 def check_text(value: object, *, field: str, max_length: int, allow_empty: bool = False) -> str:

@@ -24,43 +24,59 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        """Convert an aware datetime to UTC; refuse a naive one."""
-        if value is None:
-            return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("naive datetime: ecl-persistence stores aware UTC timestamps only")
-        value = value.astimezone(UTC)
+    def bind_processor(self, dialect: Dialect) -> Any:
+        """Bind in one step per value: UTC for PostgreSQL, SQLAlchemy's text format for SQLite."""
         if dialect.name == "sqlite":
-            return value.replace(tzinfo=None)
-        return value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        """Return an aware UTC datetime whatever the backend gave back."""
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+            return _sqlite_text
+        return _aware_utc
 
     def result_processor(self, dialect: Dialect, coltype: object) -> Any:
-        """On SQLite, hand back text that is not a timestamp as it is.
+        """Read timestamps back as aware UTC datetimes, in one step per value.
 
-        SQLite stores timestamps as text, so a row edited by hand can hold
-        anything; the repositories then refuse it with an error naming the
-        table, column and row, instead of a bare ``ValueError`` from parsing.
+        SQLite keeps the text SQLAlchemy wrote (``2025-01-01 12:00:00.000000``),
+        parsed here by ``datetime.fromisoformat``. Text that is not a timestamp
+        (SQLite stores whatever a hand-made ``UPDATE`` wrote) comes back as it
+        is: the repositories then refuse it with an error naming the table,
+        column and row, instead of a bare ``ValueError`` from parsing.
+        PostgreSQL's driver hands back aware datetimes already.
         """
-        process = super().result_processor(dialect, coltype)
-        if process is None or dialect.name != "sqlite":
-            return process
+        if dialect.name != "sqlite":
+            return _as_utc
+        return _parse_sqlite
 
-        def tolerant(value: Any) -> Any:
-            try:
-                return process(value)
-            except (ValueError, TypeError):
-                return value
 
-        return tolerant
+def _aware_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is UTC:
+        return value
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("naive datetime: ecl-persistence stores aware UTC timestamps only")
+    return value.astimezone(UTC)
+
+
+def _sqlite_text(value: datetime | None) -> str | None:
+    # What SQLAlchemy's SQLite DateTime writes: naive UTC, always with microseconds,
+    # so that text order is time order.
+    value = _aware_utc(value)
+    return None if value is None else value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is UTC:
+        return value
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _parse_sqlite(value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        return _as_utc(datetime.fromisoformat(value))
+    except (ValueError, TypeError):
+        return value
 
 
 class JsonPayload(TypeDecorator[Any]):
@@ -86,12 +102,14 @@ class JsonPayload(TypeDecorator[Any]):
             return dialect.type_descriptor(postgresql.JSONB(none_as_null=True))
         return dialect.type_descriptor(Text())
 
-    def process_bind_param(self, value: JsonValue | Missing, dialect: Dialect) -> Any:
-        """Map MISSING to SQL NULL and ``None`` to JSON ``null``."""
-        if value is MISSING:
-            return None
-        if dialect.name != "postgresql":
-            return encode_json(value)
-        if value is None:
-            return JSON.NULL
-        return value
+    def bind_processor(self, dialect: Dialect) -> Any:
+        """Encode in one step per value: JSON text for both backends, NULL for MISSING.
+
+        PostgreSQL receives the text for its ``jsonb`` parameter as it would
+        from the JSONB type's own processor, which calls the same encoder.
+        """
+        return _json_text
+
+
+def _json_text(value: JsonValue | Missing) -> str | None:
+    return None if value is MISSING else encode_json(value)

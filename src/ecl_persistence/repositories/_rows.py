@@ -1,18 +1,50 @@
-"""Reading rows back: decode, check, and blame the right table, column and id."""
+"""Reading rows back: decode, check, and blame the right table, column and id.
+
+A row read back goes through the same rules as a caller's values, but not
+through the same code: the checks a database can fail (a text column holding
+NUL, a JSON document holding a 65-bit integer, a timestamp that is not one)
+run here, cheaply and in one pass, and the domain object is then built
+without running its validators again. A row that fails any of them is built
+through the validating constructor instead, whose error names the field.
+"""
 
 from __future__ import annotations
 
 import enum
+import functools
+import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
-from ecl_persistence.domain import MISSING, JsonValue, Missing, decode_json
+from ecl_persistence.domain import (
+    MAX_ATTEMPT,
+    MAX_ERROR_LENGTH,
+    MAX_ID_LENGTH,
+    MISSING,
+    JsonValue,
+    Missing,
+    StepExecution,
+    Workflow,
+    WorkflowState,
+    load_json,
+)
 from ecl_persistence.errors import QueryFailedError, SerializationError, ValidationError
 
-__all__ = ["build", "json_column", "optional_json_column", "same_json", "state_column"]
+__all__ = [
+    "build",
+    "json_column",
+    "optional_json_column",
+    "same_json",
+    "state_column",
+    "step_execution_from_values",
+    "workflow_from_values",
+]
 
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
+
+_INT64_MAX = 2**63 - 1
 
 
 def json_column(text: str | None, *, table: str, column: str, id: object) -> JsonValue:
@@ -33,17 +65,24 @@ def optional_json_column(
 
 def _decode(text: str, *, table: str, column: str, id: object) -> JsonValue:
     try:
-        return decode_json(text)
-    except SerializationError:
-        raise QueryFailedError(f"{table}.{column} of {id} holds malformed JSON") from None
+        return load_json(text)
+    except SerializationError as error:
+        raise QueryFailedError(
+            f"{table}.{column} of {id} holds JSON that cannot be read back: {error}"
+        ) from None
+
+
+@functools.cache
+def _members(enum_type: type[E]) -> dict[object, E]:
+    return {member.value: member for member in enum_type}
 
 
 def state_column(enum_type: type[E], value: object, *, table: str, id: object) -> E:
     """Parse a state column, refusing a value that is not one of the enum's."""
-    try:
-        return enum_type(value)
-    except ValueError:
-        raise QueryFailedError(f"{table}.state of {id} holds an unknown state") from None
+    member: E | None = _members(enum_type).get(value)
+    if member is None:
+        raise QueryFailedError(f"{table}.state of {id} holds an unknown state")
+    return member
 
 
 def build(factory: Callable[[], T], *, table: str, id: object) -> T:
@@ -69,3 +108,89 @@ def same_json(left: object, right: object) -> bool:
     if isinstance(left, list) and isinstance(right, list):
         return len(left) == len(right) and all(map(same_json, left, right))
     return left == right
+
+
+# --- the cheap checks of values read back ---------------------------------------------
+# Each says True only when the domain's validator would surely accept the value;
+# anything else (including what the validator would accept after all, such as
+# non-ASCII text) goes to the validating constructor.
+
+
+def _text(value: object, max_length: int) -> bool:
+    # ASCII cannot hold a lone surrogate; other text is checked in full.
+    return (
+        type(value) is str
+        and 0 < len(value) <= max_length
+        and "\x00" not in value
+        and value.isascii()
+    )
+
+
+def _error(value: object) -> bool:
+    return value is None or (
+        type(value) is str
+        and len(value) <= MAX_ERROR_LENGTH
+        and "\x00" not in value
+        and value.isascii()
+    )
+
+
+def _utc(value: object) -> bool:
+    return type(value) is datetime and value.tzinfo is UTC
+
+
+def _int(value: object, minimum: int, maximum: int = _INT64_MAX) -> bool:
+    return type(value) is int and minimum <= value <= maximum
+
+
+def _optional_count(value: object) -> bool:
+    return value is None or _int(value, 0)
+
+
+def workflow_from_values(values: tuple[Any, ...], *, table: str, id: object) -> Workflow:
+    """Build a :class:`Workflow` from a row whose state and JSON columns are decoded."""
+    (id_, definition_id, state, _input, _output, error, created_at, updated_at, completed_at,
+     metadata, version, idempotency_key, lease_owner, lease_expires_at,
+     claim_count) = values  # fmt: skip
+    if (
+        isinstance(id_, uuid.UUID)
+        and _text(definition_id, MAX_ID_LENGTH)
+        and _error(error)
+        and _utc(created_at)
+        and _utc(updated_at)
+        and (completed_at is None or _utc(completed_at))
+        and type(metadata) is dict
+        and _int(version, 1)
+        and (idempotency_key is None or _text(idempotency_key, MAX_ID_LENGTH))
+        and (
+            (lease_owner is None and lease_expires_at is None)
+            or (
+                _text(lease_owner, MAX_ID_LENGTH)
+                and _utc(lease_expires_at)
+                and state is WorkflowState.RUNNING
+            )
+        )
+        and _int(claim_count, 0)
+    ):
+        return Workflow._from_row(*values)
+    return build(lambda: Workflow(*values), table=table, id=id)
+
+
+def step_execution_from_values(values: tuple[Any, ...], *, table: str, id: object) -> StepExecution:
+    """Build a :class:`StepExecution` from a row whose state and JSON columns are decoded."""
+    (id_, workflow_id, step_id, attempt, _state, _input, _output, error, started_at, completed_at,
+     duration_ms, tokens_used, metadata) = values  # fmt: skip
+    if (
+        isinstance(id_, uuid.UUID)
+        and isinstance(workflow_id, uuid.UUID)
+        and _text(step_id, MAX_ID_LENGTH)
+        and _int(attempt, 1, MAX_ATTEMPT)
+        and _error(error)
+        and _utc(started_at)
+        and (completed_at is None or _utc(completed_at))
+        and _optional_count(duration_ms)
+        and _optional_count(tokens_used)
+        and type(metadata) is dict
+    ):
+        return StepExecution._from_row(*values)
+    return build(lambda: StepExecution(*values), table=table, id=id)

@@ -26,10 +26,10 @@ from ecl_persistence.errors import InvalidStateTransitionError, NotFoundError, V
 from ecl_persistence.orm import STEP_EXECUTIONS, WORKFLOWS
 from ecl_persistence.repositories._checks import check_count, check_id, check_payloads
 from ecl_persistence.repositories._rows import (
-    build,
     json_column,
     optional_json_column,
     state_column,
+    step_execution_from_values,
 )
 
 if TYPE_CHECKING:
@@ -118,25 +118,22 @@ def step_execution_to_domain(row: Sequence[Any]) -> StepExecution:
     """Build a :class:`StepExecution` from a ``step_executions`` row (table order)."""
     (id, workflow_id, step_id, attempt, state, input, output, error, started_at, completed_at,
      duration_ms, tokens_used, metadata) = row  # fmt: skip
-    return build(
-        lambda: StepExecution(
-            id=id,
-            workflow_id=workflow_id,
-            step_id=step_id,
-            attempt=attempt,
-            state=state_column(StepExecutionState, state, table=_TABLE, id=id),
-            input=json_column(input, table=_TABLE, column="input", id=id),
-            output=optional_json_column(output, table=_TABLE, column="output", id=id),
-            error=error,
-            started_at=started_at,
-            completed_at=completed_at,
-            duration_ms=duration_ms,
-            tokens_used=tokens_used,
-            metadata=json_column(metadata, table=_TABLE, column="metadata", id=id),  # type: ignore[arg-type]
-        ),
-        table=_TABLE,
-        id=id,
+    values = (
+        id,
+        workflow_id,
+        step_id,
+        attempt,
+        state_column(StepExecutionState, state, table=_TABLE, id=id),
+        json_column(input, table=_TABLE, column="input", id=id),
+        optional_json_column(output, table=_TABLE, column="output", id=id),
+        error,
+        started_at,
+        completed_at,
+        duration_ms,
+        tokens_used,
+        json_column(metadata, table=_TABLE, column="metadata", id=id),
     )
+    return step_execution_from_values(values, table=_TABLE, id=id)
 
 
 def step_execution_to_row(execution: StepExecution) -> dict[str, Any]:

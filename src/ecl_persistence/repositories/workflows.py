@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -41,11 +42,11 @@ from ecl_persistence.repositories import _leases, transitions
 from ecl_persistence.repositories._checks import check_aware, check_id, check_limit, check_payloads
 from ecl_persistence.repositories._cursor import decode_cursor, encode_cursor
 from ecl_persistence.repositories._rows import (
-    build,
     json_column,
     optional_json_column,
     same_json,
     state_column,
+    workflow_from_values,
 )
 
 if TYPE_CHECKING:
@@ -88,27 +89,24 @@ def workflow_to_domain(row: Sequence[Any]) -> Workflow:
     (id, definition_id, state, input, output, error, created_at, updated_at, completed_at,
      metadata, version, idempotency_key, lease_owner, lease_expires_at,
      claim_count) = row  # fmt: skip
-    return build(
-        lambda: Workflow(
-            id=id,
-            definition_id=definition_id,
-            state=state_column(WorkflowState, state, table=_TABLE, id=id),
-            input=json_column(input, table=_TABLE, column="input", id=id),
-            output=optional_json_column(output, table=_TABLE, column="output", id=id),
-            error=error,
-            created_at=created_at,
-            updated_at=updated_at,
-            completed_at=completed_at,
-            metadata=json_column(metadata, table=_TABLE, column="metadata", id=id),  # type: ignore[arg-type]
-            version=version,
-            idempotency_key=idempotency_key,
-            lease_owner=lease_owner,
-            lease_expires_at=lease_expires_at,
-            claim_count=claim_count,
-        ),
-        table=_TABLE,
-        id=id,
+    values = (
+        id,
+        definition_id,
+        state_column(WorkflowState, state, table=_TABLE, id=id),
+        json_column(input, table=_TABLE, column="input", id=id),
+        optional_json_column(output, table=_TABLE, column="output", id=id),
+        error,
+        created_at,
+        updated_at,
+        completed_at,
+        json_column(metadata, table=_TABLE, column="metadata", id=id),
+        version,
+        idempotency_key,
+        lease_owner,
+        lease_expires_at,
+        claim_count,
     )
+    return workflow_from_values(values, table=_TABLE, id=id)
 
 
 def workflow_to_row(workflow: Workflow) -> dict[str, Any]:
@@ -165,6 +163,33 @@ def _update_state_statement(target: WorkflowState, versioned: bool) -> Any:
         values.update(lease_owner=None, lease_expires_at=None)
     statement = update(WORKFLOWS).where(*_may_move(target, versioned))
     return statement.values(**values).returning(*WORKFLOWS.c)
+
+
+@functools.cache
+def _list_statement(filters: frozenset[str]) -> Any:
+    """The query of ``list`` for one set of filters (parameter names), built once.
+
+    Every call with the same filters then runs the same statement object,
+    whose compiled form SQLAlchemy finds in its cache without rebuilding it.
+    """
+    statement = _SELECT
+    if "state" in filters:
+        statement = statement.where(_T.state == bindparam("state"))
+    if "definition_id" in filters:
+        statement = statement.where(_T.definition_id == bindparam("definition_id"))
+    if "created_after" in filters:
+        statement = statement.where(_T.created_at > bindparam("created_after"))
+    if "created_before" in filters:
+        statement = statement.where(_T.created_at < bindparam("created_before"))
+    if "cursor_at" in filters:
+        statement = statement.where(
+            tuple_(_T.created_at, _T.id)
+            < tuple_(
+                bindparam("cursor_at", type_=_T.created_at.type),
+                bindparam("cursor_id", type_=_T.id.type),
+            )
+        )
+    return statement.order_by(_T.created_at.desc(), _T.id.desc()).limit(bindparam("limit"))
 
 
 _UPDATE_STATE = {
@@ -518,29 +543,21 @@ class WorkflowRepository:
         cursor this package did not issue raises ValidationError.
         """
         limit = check_limit(limit, MAX_PAGE_SIZE)
-        statement = _SELECT
+        params: dict[str, Any] = {"limit": limit + 1}
         if state is not None:
-            statement = statement.where(_T.state == _state(state).value)
+            params["state"] = _state(state).value
         if definition_id is not None:
-            checked = check_text(definition_id, field="definition_id", max_length=MAX_ID_LENGTH)
-            statement = statement.where(_T.definition_id == checked)
+            params["definition_id"] = check_text(
+                definition_id, field="definition_id", max_length=MAX_ID_LENGTH
+            )
         if created_after is not None:
-            statement = statement.where(_T.created_at > check_aware(created_after, "created_after"))
+            params["created_after"] = check_aware(created_after, "created_after")
         if created_before is not None:
-            statement = statement.where(
-                _T.created_at < check_aware(created_before, "created_before")
-            )
+            params["created_before"] = check_aware(created_before, "created_before")
         if cursor is not None:
-            at, last_id = decode_cursor(cursor)
-            statement = statement.where(
-                tuple_(_T.created_at, _T.id)
-                < tuple_(
-                    bindparam("cursor_at", at, type_=_T.created_at.type),
-                    bindparam("cursor_id", last_id, type_=_T.id.type),
-                )
-            )
-        statement = statement.order_by(_T.created_at.desc(), _T.id.desc()).limit(limit + 1)
-        result = await self._uow.execute(statement, action="list workflows")
+            params["cursor_at"], params["cursor_id"] = decode_cursor(cursor)
+        statement = _list_statement(frozenset(params))
+        result = await self._uow.execute(statement, params, action="list workflows")
         items = [workflow_to_domain(row) for row in result]
         next_cursor = None
         if len(items) > limit:

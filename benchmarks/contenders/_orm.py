@@ -1,0 +1,137 @@
+"""What the two ORM-based peers share: their engine, and mapping records to domain objects.
+
+The engine is set up the way such code usually is: ``create_async_engine`` with
+the pool size ecl-persistence uses by default and SQLAlchemy's defaults
+otherwise (no pre-ping, the default JSON codec), plus SQLite's foreign keys
+and busy timeout so that its writers wait for each other as ecl's do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from benchmarks import build
+from ecl_persistence import StepExecution, StepExecutionState, Workflow, WorkflowState
+from ecl_persistence.config import normalize_url
+from ecl_persistence.domain import JsonValue
+from ecl_persistence.orm import StepExecutionRecord, WorkflowRecord
+
+__all__ = ["OPEN_STATES", "OrmMapping", "open_engine"]
+
+OPEN_STATES = (StepExecutionState.PENDING.value, StepExecutionState.RUNNING.value)
+_WORKFLOW_STATES = WorkflowState._value2member_map_
+_STEP_STATES = StepExecutionState._value2member_map_
+
+
+def open_engine(url: str) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+    """An engine and a session factory on ``url`` (mapped to the async driver)."""
+    engine_url = normalize_url(url)
+    if engine_url.get_backend_name() == "sqlite":
+        engine = create_async_engine(
+            engine_url, pool_size=5, max_overflow=0, connect_args={"timeout": 30}
+        )
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection: Any, record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+    else:
+        engine = create_async_engine(engine_url, pool_size=5, max_overflow=0)
+    return engine, async_sessionmaker(engine, expire_on_commit=False)
+
+
+def _identity(value: Any) -> JsonValue:
+    return value  # type: ignore[no-any-return]
+
+
+def _text_or_value(value: Any) -> JsonValue:
+    # A record loaded from SQLite holds JSON text; one this code changed holds the value
+    # it was given (the benchmark's payloads are objects, never bare strings).
+    return json.loads(value) if isinstance(value, str) else value  # type: ignore[no-any-return]
+
+
+class OrmMapping:
+    """Records to domain objects, and step executions to records.
+
+    The models' JSON type hands back text on SQLite (its TEXT storage) and
+    decoded values on PostgreSQL (SQLAlchemy's default JSONB codec).
+    """
+
+    def __init__(self, dialect: str) -> None:
+        self._json: Callable[[Any], JsonValue] = (
+            _text_or_value if dialect == "sqlite" else _identity
+        )
+
+    def workflow(self, record: WorkflowRecord) -> Workflow:
+        """The domain object of a ``workflows`` record."""
+        decode = self._json
+        return build.workflow(
+            record.id,
+            record.definition_id,
+            _WORKFLOW_STATES[record.state],
+            decode(record.input),
+            build.json_or_missing(None if record.output is None else decode(record.output)),
+            record.error,
+            record.created_at,
+            record.updated_at,
+            record.completed_at,
+            decode(record.metadata_),
+            record.version,
+        )
+
+    def step_execution(self, record: StepExecutionRecord) -> StepExecution:
+        """The domain object of a ``step_executions`` record."""
+        decode = self._json
+        return build.step_execution(
+            record.id,
+            record.workflow_id,
+            record.step_id,
+            record.attempt,
+            _STEP_STATES[record.state],
+            decode(record.input),
+            build.json_or_missing(None if record.output is None else decode(record.output)),
+            record.error,
+            record.started_at,
+            record.completed_at,
+            record.duration_ms,
+            record.tokens_used,
+            decode(record.metadata_),
+        )
+
+    @staticmethod
+    def record(execution: StepExecution) -> StepExecutionRecord:
+        """A new ``step_executions`` record for ``execution``."""
+        return StepExecutionRecord(
+            id=execution.id,
+            workflow_id=execution.workflow_id,
+            step_id=execution.step_id,
+            attempt=execution.attempt,
+            state=execution.state.value,
+            input=execution.input,
+            output=execution.output,
+            error=execution.error,
+            started_at=execution.started_at,
+            completed_at=execution.completed_at,
+            duration_ms=execution.duration_ms,
+            tokens_used=execution.tokens_used,
+            metadata_=execution.metadata,
+        )
+
+
+def now() -> datetime:
+    """The current time, aware UTC."""
+    return datetime.now(UTC)
