@@ -91,6 +91,10 @@ class OrmMapping:
             record.completed_at,
             decode(record.metadata_),
             record.version,
+            record.idempotency_key,
+            record.lease_owner,
+            record.lease_expires_at,
+            record.claim_count,
         )
 
     def step_execution(self, record: StepExecutionRecord) -> StepExecution:

@@ -39,7 +39,8 @@ __all__ = ["RawPostgres", "RawSqlite", "raw_driver"]
 
 _WORKFLOW_COLUMNS = (
     "id, definition_id, state, input, output, error, created_at, updated_at, "
-    "completed_at, metadata, version"
+    "completed_at, metadata, version, idempotency_key, lease_owner, lease_expires_at, "
+    "claim_count"
 )
 _STEP_COLUMNS = (
     "id, workflow_id, step_id, attempt, state, input, output, error, started_at, "
@@ -155,6 +156,10 @@ def _sq_workflow(row: Sequence[Any]) -> Workflow:
         _sq_read_time_or_none(row[8]),
         json.loads(row[9]),
         row[10],
+        row[11],
+        row[12],
+        _sq_read_time_or_none(row[13]),
+        row[14],
     )
 
 
@@ -327,6 +332,10 @@ def _pg_workflow(row: Sequence[Any]) -> Workflow:
         row[8],
         json.loads(row[9]),
         row[10],
+        row[11],
+        row[12],
+        row[13],
+        row[14],
     )
 
 
