@@ -34,6 +34,10 @@ def test_demo_stores_every_attempt_an_artifact_output_and_final_state(
     # Claimed once, and completing it ended the lease.
     assert (workflow["claim_count"], workflow["lease_owner"]) == (1, None)
     assert _history(document) == EXPECTED_HISTORY
+    # Every state change of the demo is signed by its worker in the audit trail.
+    actors = {transition["actor"] for transition in document["transitions"]}
+    assert len(actors) == 1
+    assert actors.pop().startswith("demo-")
     executions = document["step_executions"]
     assert all(e["duration_ms"] is not None and e["tokens_used"] is not None for e in executions)
     assert all(e["completed_at"] is not None for e in executions)

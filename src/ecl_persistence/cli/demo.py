@@ -242,6 +242,7 @@ async def _run_step(
             WorkflowState.FAILED,
             error=f"step {step} failed {MAX_ATTEMPTS} times",
             expected_version=workflow.version,
+            actor=run.worker_id,
         )
     raise StepFailedError(
         f"demo workflow {workflow.id} failed: step {step} failed {MAX_ATTEMPTS} times "
@@ -285,7 +286,10 @@ async def _work_on(run: _Run, claimed: Workflow, crash: CrashPlan | None) -> Non
             workflow.id, output, expected_version=claimed.version
         )
         await uow.workflows.update_state(
-            workflow.id, WorkflowState.COMPLETED, expected_version=stored.version
+            workflow.id,
+            WorkflowState.COMPLETED,
+            expected_version=stored.version,
+            actor=run.worker_id,
         )
     run.reporter.note(f"Completed workflow {workflow.id}.")
 
@@ -294,7 +298,8 @@ async def _start(run: _Run) -> Workflow:
     """Create a new demo workflow and claim it, in one transaction."""
     async with run.db.session() as uow:
         created = await uow.workflows.create(
-            Workflow.new(DEFINITION_ID, {"topic": TOPIC, "sources": len(_SOURCES)})
+            Workflow.new(DEFINITION_ID, {"topic": TOPIC, "sources": len(_SOURCES)}),
+            actor=run.worker_id,
         )
         claimed = await uow.workflows.claim_by_id(
             created.id, run.worker_id, lease_seconds=run.lease_seconds
