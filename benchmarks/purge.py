@@ -23,21 +23,16 @@ import itertools
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from sqlalchemy import event, insert, text
-from sqlalchemy.engine import make_url
 
+from benchmarks.scratch import DEFAULT_POSTGRES_URL, scratch_database
 from ecl_persistence import (
     Artifact,
     Database,
@@ -54,42 +49,11 @@ from ecl_persistence.repositories.transitions import transition_to_row
 from ecl_persistence.repositories.workflows import workflow_to_row
 from ecl_persistence.retention import DEFAULT_PURGE_BATCH, MAX_PURGE_BATCH
 
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 POSTGRES_URL_VARIABLE = "ECL_TEST_POSTGRES_URL"
 SEED_BATCH = 2000
 KEPT = 1000
 """Recent finished workflows, and as many open ones: the purge must leave them."""
 CUTOFF_DAYS = 30
-
-
-# --- scratch database -------------------------------------------------------------------
-
-
-async def _admin(admin_url: str, statement: str) -> None:
-    plain = make_url(admin_url).set(drivername="postgresql")
-    connection = await asyncpg.connect(plain.render_as_string(hide_password=False), timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@asynccontextmanager
-async def scratch_database(backend: str, admin_url: str) -> AsyncIterator[str]:
-    """Yield the URL of a new, empty database on ``backend``; drop it on exit."""
-    if backend == "sqlite":
-        directory = Path(tempfile.mkdtemp(prefix="ecl-purge-"))
-        try:
-            yield f"sqlite:///{directory / 'purge.db'}"
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-        return
-    name = f"ecl_purge_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    await _admin(admin_url, f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- data -------------------------------------------------------------------------------
