@@ -20,14 +20,16 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from typing_extensions import override
 
 from benchmarks import build
+from benchmarks.contenders.base import Contender, Target
 from ecl_persistence import StepExecution, StepExecutionState, Workflow, WorkflowState
 from ecl_persistence.config import normalize_url
 from ecl_persistence.domain import JsonValue
 from ecl_persistence.orm import StepExecutionRecord, WorkflowRecord
 
-__all__ = ["OPEN_STATES", "OrmMapping", "open_engine"]
+__all__ = ["OPEN_STATES", "OrmContender", "OrmMapping", "open_engine"]
 
 OPEN_STATES = (StepExecutionState.PENDING.value, StepExecutionState.RUNNING.value)
 _WORKFLOW_STATES = WorkflowState._value2member_map_
@@ -139,3 +141,27 @@ class OrmMapping:
 def now() -> datetime:
     """The current time, aware UTC."""
     return datetime.now(UTC)
+
+
+class OrmContender(Contender):
+    """A contender on its own engine, one ``AsyncSession`` per operation."""
+
+    def __init__(self) -> None:
+        self._engine: AsyncEngine | None = None
+        self._factory: async_sessionmaker[AsyncSession] | None = None
+        self._map = OrmMapping("sqlite")
+
+    @property
+    def _sessions(self) -> async_sessionmaker[AsyncSession]:
+        assert self._factory is not None, "open() first"
+        return self._factory
+
+    @override
+    async def open(self, target: Target) -> None:
+        self._engine, self._factory = open_engine(target.url)
+        self._map = OrmMapping(target.dialect)
+
+    @override
+    async def close(self) -> None:
+        assert self._engine is not None
+        await self._engine.dispose()

@@ -16,12 +16,10 @@ from collections.abc import Sequence
 from advanced_alchemy.filters import LimitOffset
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import tuple_
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from typing_extensions import override
 
 from benchmarks import build
-from benchmarks.contenders._orm import OPEN_STATES, OrmMapping, now, open_engine
-from benchmarks.contenders.base import Contender, Target
+from benchmarks.contenders._orm import OPEN_STATES, OrmContender, now
 from benchmarks.contenders.ecl import PAGE_SIZE
 from benchmarks.contenders.naive import page_of, stats_statement
 from benchmarks.data import Completion
@@ -54,30 +52,10 @@ class StepExecutionRepository(SQLAlchemyAsyncRepository[StepExecutionRecord]):
     model_type = StepExecutionRecord
 
 
-class AdvancedAlchemy(Contender):
+class AdvancedAlchemy(OrmContender):
     """advanced-alchemy's async repository, one session per operation."""
 
     name = "advanced-alchemy"
-
-    def __init__(self) -> None:
-        self._engine: AsyncEngine | None = None
-        self._factory: async_sessionmaker[AsyncSession] | None = None
-        self._map = OrmMapping("sqlite")
-
-    @property
-    def _sessions(self) -> async_sessionmaker[AsyncSession]:
-        assert self._factory is not None, "open() first"
-        return self._factory
-
-    @override
-    async def open(self, target: Target) -> None:
-        self._engine, self._factory = open_engine(target.url)
-        self._map = OrmMapping(target.dialect)
-
-    @override
-    async def close(self) -> None:
-        assert self._engine is not None
-        await self._engine.dispose()
 
     @override
     async def create_step(self, execution: StepExecution) -> None:

@@ -10,12 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import case, func, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from typing_extensions import override
 
 from benchmarks import build
-from benchmarks.contenders._orm import OPEN_STATES, OrmMapping, now, open_engine
-from benchmarks.contenders.base import Contender, Target
+from benchmarks.contenders._orm import OPEN_STATES, OrmContender, now
 from benchmarks.contenders.ecl import PAGE_SIZE
 from benchmarks.data import Completion
 from ecl_persistence import (
@@ -56,30 +54,10 @@ def page_of(items: list[Workflow]) -> Page[Workflow]:
     return build.page(items, None)
 
 
-class NaiveOrm(Contender):
+class NaiveOrm(OrmContender):
     """``AsyncSession`` per operation, ORM entities, ``session.add``."""
 
     name = "naive ORM repository"
-
-    def __init__(self) -> None:
-        self._engine: AsyncEngine | None = None
-        self._factory: async_sessionmaker[AsyncSession] | None = None
-        self._map = OrmMapping("sqlite")
-
-    @property
-    def _sessions(self) -> async_sessionmaker[AsyncSession]:
-        assert self._factory is not None, "open() first"
-        return self._factory
-
-    @override
-    async def open(self, target: Target) -> None:
-        self._engine, self._factory = open_engine(target.url)
-        self._map = OrmMapping(target.dialect)
-
-    @override
-    async def close(self) -> None:
-        assert self._engine is not None
-        await self._engine.dispose()
 
     @override
     async def create_step(self, execution: StepExecution) -> None:
