@@ -186,8 +186,9 @@ def build_engine(config: DatabaseConfig) -> AsyncEngine:
     on every connection, ``BEGIN IMMEDIATE`` for writes, and a rollback before
     a connection is given up; an in-memory database keeps a single connection
     to a private named database that lives until the engine is disposed.
-    PostgreSQL: a pool of ``max_connections``, pre-ping, connect and checkout
-    timeouts, our ``application_name``, and connect errors that name the server.
+    PostgreSQL: a pool of ``max_connections``, a retry on a dead pooled
+    connection, connect and checkout timeouts, our ``application_name``, and
+    connect errors that name the server.
     """
     url = config.async_url
     common: dict[str, Any] = {
