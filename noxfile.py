@@ -7,6 +7,9 @@ own scratch databases there.
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -25,6 +28,14 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 # One marker expression per database: the same tests run on each.
 DATABASES = {"sqlite": "not postgresql", "postgres": "postgresql"}
 COVERAGE_FAIL_UNDER = 95
+# Debian packages a database's tests need, as (binary, package): the throwaway
+# clusters of tests/support sign their certificates with openssl and put
+# PgBouncer in front of a server.
+DEBIAN_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    "sqlite": (),
+    "postgres": (("/usr/bin/openssl", "openssl"), ("/usr/sbin/pgbouncer", "pgbouncer")),
+}
+_apt_updated = False
 
 
 def install(session: nox.Session, *groups: str, editable: bool = True) -> None:
@@ -48,6 +59,33 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy")
 
 
+def ensure_debian_packages(session: nox.Session, *requirements: tuple[str, str]) -> None:
+    """Install the Debian package of each ``(binary_path, package)`` whose binary is missing.
+
+    As root: ``apt-get update`` (once per nox run), then ``apt-get install`` of
+    the missing packages. As anyone else, or without apt-get: the session
+    fails, naming the packages to install.
+    """
+    global _apt_updated
+    missing = [package for binary, package in requirements if not os.access(binary, os.X_OK)]
+    if not missing:
+        return
+    packages = " ".join(dict.fromkeys(missing))
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        session.error(f"missing Debian packages: install them with `apt-get install {packages}`")
+    environment = {"DEBIAN_FRONTEND": "noninteractive"}
+    if not _apt_updated:
+        session.run("apt-get", "update", "-qq", external=True, env=environment)
+        _apt_updated = True
+    session.run(
+        "apt-get", "install", "-y", "-qq", "--no-install-recommends", *dict.fromkeys(missing),
+        external=True, env=environment,
+    )  # fmt: skip
+    still_missing = [binary for binary, _ in requirements if not os.access(binary, os.X_OK)]
+    if still_missing:
+        session.error(f"apt-get install {packages} done, still missing: {', '.join(still_missing)}")
+
+
 def _pytest(session: nox.Session, marker: str, *paths: str) -> None:
     session.run(
         "coverage", "run", "-m", "pytest", "-m", marker, *paths, *session.posargs,
@@ -58,8 +96,9 @@ def _pytest(session: nox.Session, marker: str, *paths: str) -> None:
 for _database, _marker in DATABASES.items():
 
     @nox.session(name=f"tests-{_database}")
-    def tests(session: nox.Session, marker: str = _marker) -> None:
+    def tests(session: nox.Session, marker: str = _marker, database: str = _database) -> None:
         """The test suite on one database (migration tests run in their own session)."""
+        ensure_debian_packages(session, *DEBIAN_PACKAGES[database])
         install(session, "tests")
         _pytest(session, marker, "--ignore=tests/migrations", "tests")
 

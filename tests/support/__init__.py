@@ -1,0 +1,1 @@
+"""Test infrastructure: throwaway PostgreSQL clusters and PgBouncer, never the shared server."""
