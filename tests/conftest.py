@@ -22,6 +22,10 @@ from sqlalchemy.engine import make_url
 from ecl_persistence import Database
 from ecl_persistence.config import mask_url
 
+# Throwaway clusters and PgBouncer (tests/support): pg_cluster, pg_cluster_factory,
+# pgbouncer_factory.
+pytest_plugins = ("tests.support.fixtures",)
+
 POSTGRES_URL_VARIABLE = "ECL_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TABLES = ("artifacts", "step_executions", "workflow_transitions", "workflows")
