@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import factory
-from sqlalchemy import TextClause, Uuid, bindparam, event, text
+from sqlalchemy import Table, TextClause, Uuid, bindparam, event, text
 
 from ecl_persistence import (
     Artifact,
@@ -19,6 +19,8 @@ from ecl_persistence import (
     WorkflowState,
 )
 from ecl_persistence.domain import MISSING, new_uuid7, utc_now
+from ecl_persistence.orm import Base, WorkflowRecord
+from ecl_persistence.repositories.mappers import workflow_values
 from ecl_persistence.unit_of_work import UnitOfWork
 
 
@@ -77,6 +79,23 @@ class ArtifactFactory(factory.Factory[Artifact]):
     size_bytes = 1024
     created_at = factory.LazyFunction(utc_now)
     metadata = factory.LazyFunction(dict)
+
+
+WORKFLOWS_TABLE = cast("Table", WorkflowRecord.__table__)
+"""The ``workflows`` table, for raw Core statements of the tests."""
+
+
+def column_values(record_class: type[Base], values: dict[str, Any]) -> dict[str, Any]:
+    """Entity attribute values keyed by column name, for a Core INSERT into its table."""
+    columns = {
+        key: prop.columns[0].name for key, prop in record_class.__mapper__.column_attrs.items()
+    }
+    return {columns[key]: value for key, value in values.items()}
+
+
+def workflow_row(workflow: Workflow) -> dict[str, Any]:
+    """The ``workflows`` row of ``workflow``, keyed by column name."""
+    return column_values(WorkflowRecord, workflow_values(workflow))
 
 
 async def persist_workflow(uow: UnitOfWork, **fields: Any) -> Workflow:
@@ -177,7 +196,10 @@ async def query_plan(db: Database, statement: Any, params: dict[str, Any], *, st
         async with db.session() as uow:
             if db.dialect == "postgresql":
                 await uow.execute(text("SET LOCAL enable_seqscan = off"), action="plan")
-            await uow.execute(statement, params, action="explain a query")
+            # On the unit's connection, as Core: an ORM statement's entities
+            # are not loaded from the plan's rows.
+            connection = await uow.session.connection()
+            await connection.execute(statement, params)
     finally:
         event.remove(engine, "before_cursor_execute", add_explain)
         event.remove(engine, "after_cursor_execute", read_plan)

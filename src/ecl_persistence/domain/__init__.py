@@ -5,6 +5,7 @@ Nothing here touches a database; the repositories build on these types.
 
 from __future__ import annotations
 
+from ecl_persistence.domain.aggregate import WorkflowAggregate, stats_of
 from ecl_persistence.domain.clock import utc_now
 from ecl_persistence.domain.ids import (
     MAX_ID_LENGTH,
@@ -65,6 +66,7 @@ __all__ = [
     "StepExecutionState",
     "StepId",
     "Workflow",
+    "WorkflowAggregate",
     "WorkflowId",
     "WorkflowState",
     "WorkflowTransition",
@@ -77,5 +79,6 @@ __all__ = [
     "encode_json",
     "load_json",
     "new_uuid7",
+    "stats_of",
     "utc_now",
 ]

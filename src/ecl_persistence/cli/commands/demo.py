@@ -51,10 +51,8 @@ _MIN_LEASE_SECONDS = 0.1
 
 def _default_artifacts_root(config: DatabaseConfig) -> Path:
     """Next to a SQLite file; the working directory for PostgreSQL or memory."""
-    database = config.async_url.database
-    if config.dialect == "sqlite" and database:
-        return Path(database).expanduser().parent
-    return Path.cwd()
+    path = config.strategy.local_file(config.async_url)
+    return Path.cwd() if path is None else path.parent
 
 
 @attrs.frozen
