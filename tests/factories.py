@@ -139,6 +139,12 @@ def sql(statement: str, **params: object) -> TextClause:
     )
 
 
+async def raw_execute(db: Database, statement: str, **params: object) -> None:
+    """Run one raw statement outside the repositories, in a transaction of its own."""
+    async with db.engine.begin() as connection:
+        await connection.execute(sql(statement, **params))
+
+
 async def raw_scalar(db: Database, statement: str, **params: object) -> Any:
     """Run one raw statement outside the repositories and return its single value."""
     async with db.engine.connect() as connection:

@@ -8,8 +8,9 @@ from typing import Any
 import attrs
 
 from ecl_persistence.domain import _fields
+from ecl_persistence.domain.artifacts import Artifact
 from ecl_persistence.domain.ids import StepId
-from ecl_persistence.domain.models import Artifact, ExecutionStats, StepExecution, Workflow
+from ecl_persistence.domain.models import ExecutionStats, StepExecution, Workflow
 from ecl_persistence.domain.resume import ResumePoint
 from ecl_persistence.domain.states import StepExecutionState
 from ecl_persistence.domain.transitions import WorkflowTransition

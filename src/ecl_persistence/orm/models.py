@@ -19,7 +19,7 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, object_session, relationship
 
 from ecl_persistence.orm.base import Base
 from ecl_persistence.orm.types import JsonPayload, Undecodable, UTCDateTime
@@ -236,9 +236,16 @@ _JSON_ATTRIBUTES: dict[type[Base], tuple[tuple[str, str], ...]] = {
 @event.listens_for(Base, "load", propagate=True)
 @event.listens_for(Base, "refresh", propagate=True)
 def _refuse_undecodable(record: Base, context: Any, *attributes: Any) -> None:
-    """An entity never holds a document it could not decode: its load fails, naming where."""
+    """An entity never holds a document it could not decode: its load fails, naming where.
+
+    The half-loaded entity leaves the session first, so a later ``get`` of the
+    same id reads the row again (and fails again) instead of finding it.
+    """
     values = record.__dict__
     for key, column in _JSON_ATTRIBUTES.get(type(record), ()):
         value = values.get(key)
         if type(value) is Undecodable:
+            session = object_session(record)
+            if session is not None:
+                session.expunge(record)
             raise value.error(type(record).__tablename__, column, values.get("id"))

@@ -25,13 +25,8 @@ from ecl_persistence.cli.demo import (
     StepFailedError,
     run_demo,
 )
-from ecl_persistence.cli.render import (
-    console,
-    details_document,
-    echo_json,
-    json_option,
-    print_details,
-)
+from ecl_persistence.cli.documents import details_document, echo_json
+from ecl_persistence.cli.render import console, json_option, print_details
 from ecl_persistence.cli.runtime import (
     CliError,
     ExitCode,
@@ -42,7 +37,7 @@ from ecl_persistence.cli.runtime import (
 )
 from ecl_persistence.config import DatabaseConfig
 from ecl_persistence.database import Database
-from ecl_persistence.domain import WorkflowId
+from ecl_persistence.domain import WorkflowAggregate, WorkflowId
 
 __all__ = ["demo"]
 
@@ -151,7 +146,7 @@ def demo(
     printer = _Printer(quiet=as_json)
     crash = None if crash_after is None else CrashPlan(crash_after, _crash)
 
-    async def run(db: Database) -> queries.WorkflowDetails:
+    async def run(db: Database) -> WorkflowAggregate:
         status = await read_schema_status(db)
         problem = status.problem()
         if problem is not None:
