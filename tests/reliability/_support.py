@@ -66,21 +66,6 @@ async def orphan_counts(db: Database) -> dict[str, int]:
 
 
 @contextmanager
-def statements_run(db: Database) -> Iterator[list[str]]:
-    """Collect every statement the engine sends to the driver inside the block."""
-    seen: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        seen.append(statement)
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
-
-
-@contextmanager
 def slow_statement_starts(db: Database) -> Iterator[asyncio.Event]:
     """An event set each time a :func:`slow_statement` is handed to the driver."""
     started = asyncio.Event()
