@@ -2,15 +2,18 @@
 
 factory-boy factories for the domain objects; the fixed times ``T0`` and ``at``;
 writes and reads in a unit of work of their own; raw SQL, statement watches and
-query plans.
+query plans; child processes started from the repository root.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import factory
@@ -31,6 +34,9 @@ from ecl_persistence.domain import MISSING, new_uuid7, utc_now
 from ecl_persistence.orm import Base, WorkflowRecord
 from ecl_persistence.repositories.mappers import workflow_values
 from ecl_persistence.unit_of_work import UnitOfWork
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+"""The root of the repository, where child processes of the tests start."""
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 """The fixed instant the tests count their times from."""
@@ -235,6 +241,20 @@ def statements_run(db: Database) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+
+
+async def start_python_module(module: str, *args: str) -> asyncio.subprocess.Process:
+    """Start ``python -m MODULE ARGS`` from the repository root, its three streams piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPOSITORY,
+    )
 
 
 def leased_workflow(owner: str, expires_at: datetime, **fields: Any) -> Workflow:
