@@ -2,15 +2,18 @@
 
 factory-boy factories for the domain objects; the fixed times ``T0`` and ``at``;
 writes and reads in a unit of work of their own; raw SQL, statement watches and
-query plans; child processes started from the repository root.
+query plans; child processes started from the repository root; other spellings
+of a keyset cursor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import string
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -301,3 +304,40 @@ async def query_plan(db: Database, statement: Any, params: dict[str, Any], *, st
         event.remove(engine, "before_cursor_execute", add_explain)
         event.remove(engine, "after_cursor_execute", read_plan)
     return "\n".join(plan)
+
+
+_BASE64URL = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+
+
+def cursor_bytes(cursor: str) -> bytes:
+    """The bytes a keyset cursor's base64 text stands for, read as leniently as Python reads it.
+
+    ``base64.urlsafe_b64decode`` ignores the unused bits of a partial last
+    group, characters outside the alphabet and surplus padding, so several
+    texts stand for the same bytes.
+    """
+    token = cursor.partition(".")[2]
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+
+
+def _respelled(respell: Callable[[str], str]) -> Callable[[str], str]:
+    def apply(cursor: str) -> str:
+        prefix, dot, token = cursor.partition(".")
+        # Only a partial last group has unused bits and padding to write out.
+        assert len(token) % 4 in (2, 3), f"{cursor} ends in a whole base64 group"
+        return prefix + dot + respell(token)
+
+    return apply
+
+
+def _unused_bits_set(token: str) -> str:
+    # A canonical encoding leaves the unused low bits of the last character zero.
+    return token[:-1] + _BASE64URL[_BASE64URL.index(token[-1]) | 1]
+
+
+CURSOR_RESPELLINGS: dict[str, Callable[[str], str]] = {
+    "unused-bits-set": _respelled(_unused_bits_set),
+    "padding-written-out": _respelled(lambda token: token + "=" * (-len(token) % 4)),
+    "skipped-characters": _respelled(lambda token: token[:8] + "...." + token[8:]),
+}
+"""Other texts for the bytes of a cursor whose last base64 group is partial, by name."""

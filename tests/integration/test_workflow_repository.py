@@ -22,9 +22,11 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import text
 from tests.factories import (
+    CURSOR_RESPELLINGS,
     WorkflowFactory,
     at,
     create_workflows,
+    cursor_bytes,
     get_workflow,
     persist_artifact,
     persist_step,
@@ -635,6 +637,27 @@ async def test_every_single_character_change_of_a_cursor_is_rejected(db: Databas
                 continue
         accepted.append(tampered)
     assert accepted == []
+
+
+@pytest.mark.parametrize(
+    "respell", CURSOR_RESPELLINGS.values(), ids=list(CURSOR_RESPELLINGS.keys())
+)
+async def test_list_refuses_another_base64_spelling_of_a_cursor_it_issued(
+    db: Database, respell: Callable[[str], str]
+) -> None:
+    # Microseconds leave the cursor a partial last base64 group, whose last
+    # character has unused bits and which could carry padding.
+    workflows = [WorkflowFactory.build(created_at=at(seconds=s + 0.5)) for s in range(3)]
+    await create_workflows(db, *workflows)
+    async with db.session(read_only=True) as uow:
+        cursor = (await uow.workflows.list(limit=1)).next_cursor
+        assert cursor is not None
+        respelled = respell(cursor)
+        assert respelled != cursor
+        assert cursor_bytes(respelled) == cursor_bytes(cursor)
+        assert (await uow.workflows.list(limit=1, cursor=cursor)).items == (workflows[1],)
+        with pytest.raises(ValidationError, match="cursor"):
+            await uow.workflows.list(limit=1, cursor=respelled)
 
 
 async def test_list_rejects_a_naive_created_after_or_before(db: Database) -> None:
