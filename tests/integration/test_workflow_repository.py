@@ -33,6 +33,7 @@ from tests.factories import (
     persist_workflow,
     raw_scalar,
     sql,
+    statements_run,
     stored_workflow,
 )
 
@@ -50,6 +51,7 @@ from ecl_persistence import (
     WorkflowState,
 )
 from ecl_persistence.domain import WORKFLOW_TRANSITIONS, new_uuid7
+from ecl_persistence.repositories.workflows import MAX_PAGE_SIZE
 from ecl_persistence.unit_of_work import UnitOfWork
 
 LEGAL = [(source, target) for source in WorkflowState for target in WORKFLOW_TRANSITIONS[source]]
@@ -396,6 +398,51 @@ async def test_list_by_definition_returns_only_that_definition_newest_first(db: 
     assert listed == sorted(research, key=lambda w: w.created_at, reverse=True)
     assert limited == listed[:1]
     assert unknown == []
+
+
+# --- list_by_state and list_by_definition: limits -------------------------------------
+
+# The bound of the two unpaged listings: a hundred of the largest pages.
+MAX_LISTED = MAX_PAGE_SIZE * 100
+
+Listing = Callable[[UnitOfWork, Any], Awaitable[list[Workflow]]]
+LISTINGS: dict[str, Listing] = {
+    "list_by_state": lambda uow, limit: uow.workflows.list_by_state(
+        WorkflowState.PENDING, limit=limit
+    ),
+    "list_by_definition": lambda uow, limit: uow.workflows.list_by_definition(
+        "research", limit=limit
+    ),
+}
+
+
+async def three_pending_research_workflows(db: Database) -> None:
+    await create_workflows(db, *(WorkflowFactory.build(created_at=at(s)) for s in range(3)))
+
+
+@pytest.mark.parametrize("listing", LISTINGS.values(), ids=list(LISTINGS.keys()))
+async def test_list_by_state_and_list_by_definition_return_at_most_limit_workflows(
+    db: Database, listing: Listing
+) -> None:
+    await three_pending_research_workflows(db)
+    async with db.session(read_only=True) as uow:
+        everything = await listing(uow, None)
+        assert len(everything) == 3
+        for limit in (1, 2, 3, 4, MAX_LISTED):
+            assert await listing(uow, limit) == everything[:limit]
+
+
+@pytest.mark.parametrize("limit", [0, -1, True, "5", 2.0, MAX_LISTED + 1], ids=repr)
+@pytest.mark.parametrize("listing", LISTINGS.values(), ids=list(LISTINGS.keys()))
+async def test_list_by_state_and_list_by_definition_refuse_a_limit_that_is_not_a_positive_integer(
+    db: Database, listing: Listing, limit: object
+) -> None:
+    # Rows to return, so that a limit let through would show as a result.
+    await three_pending_research_workflows(db)
+    async with db.session(read_only=True) as uow:
+        with statements_run(db) as statements, pytest.raises(ValidationError, match="limit"):
+            await listing(uow, limit)
+    assert statements == []
 
 
 # --- list(): filters ------------------------------------------------------------------
