@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from tests.factories import (
     WorkflowFactory,
+    at,
     create_workflows,
     leased_workflow,
     stored_workflow,
@@ -29,12 +30,6 @@ from ecl_persistence import (
 )
 from ecl_persistence.domain import new_uuid7
 from ecl_persistence.repositories._leases import MAX_LEASE_SECONDS, pick
-
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
 
 
 async def claim(db: Database, worker: str = "w1", **options: Any) -> list[Workflow]:

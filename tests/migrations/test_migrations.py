@@ -15,7 +15,7 @@ from alembic.operations import Operations
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, make_url
-from tests.factories import persist_artifact, persist_step, persist_workflow
+from tests.factories import REPOSITORY, persist_artifact, persist_step, persist_workflow
 
 from ecl_persistence import ConstraintViolationError, Database, MigrationFailedError
 from ecl_persistence.dialects import SQLITE
@@ -28,7 +28,6 @@ from ecl_persistence.migrations import (
     script_location,
 )
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 TABLES = {"workflows", "step_executions", "artifacts", "workflow_transitions"}
 SECRET = "Migr4tion-Secret"
 

@@ -20,8 +20,8 @@ import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import StatementError
-from tests.factories import WORKFLOWS_TABLE, WorkflowFactory, workflow_row
-from tests.reliability._support import POSTGRES_ONLY, REPOSITORY
+from tests.factories import REPOSITORY, WORKFLOWS_TABLE, WorkflowFactory, workflow_row
+from tests.reliability._support import POSTGRES_ONLY
 
 from ecl_persistence import (
     ConnectionFailedError,
