@@ -10,7 +10,8 @@ stored through repositories behind a unit of work::
 """
 
 from ecl_persistence.config import DEFAULT_URL, DatabaseConfig
-from ecl_persistence.database import APPLICATION_NAME, Database
+from ecl_persistence.database import Database
+from ecl_persistence.dialects.postgresql import APPLICATION_NAME
 from ecl_persistence.domain import (
     MISSING,
     Artifact,

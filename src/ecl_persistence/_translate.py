@@ -18,6 +18,7 @@ import asyncio
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 from sqlalchemy import exc as sa_exc
 
@@ -31,7 +32,7 @@ from ecl_persistence.errors import (
     ValidationError,
 )
 
-__all__ = ["DriverError", "translate", "translating"]
+__all__ = ["DriverError", "raise_translated", "translate", "translating"]
 
 _MAX_STATEMENT_CHARS = 2000
 
@@ -157,26 +158,32 @@ def translate(error: BaseException, action: str) -> BaseException:
     return error
 
 
+def raise_translated(error: Exception, action: str) -> NoReturn:
+    """Raise the translation of ``error`` (or ``error`` itself if it needs none).
+
+    For an ``except`` clause of a hot path; :func:`translating` is the same
+    as a context manager. The translated error's ``__cause__`` is a
+    :class:`DriverError`, or the original error when it cannot hold values
+    (an ``OSError``); an original that can is dropped from the chain.
+    """
+    translated = translate(error, action)
+    if translated is error:
+        raise error
+    cause = _printable_cause(error)
+    try:
+        raise translated from cause
+    except DbError as raised:
+        if cause is not error:
+            # Raising inside this handler made the original the context;
+            # a bare re-raise keeps the context as set here.
+            raised.__context__ = None
+        raise
+
+
 @contextmanager
 def translating(action: str) -> Iterator[None]:
-    """Run the block, translating what it raises.
-
-    The translated error's ``__cause__`` is a :class:`DriverError`, or the
-    original error when it cannot hold values (an ``OSError``); an original
-    that can is dropped from the chain altogether.
-    """
+    """Run the block, translating what it raises (see :func:`raise_translated`)."""
     try:
         yield
     except Exception as error:
-        translated = translate(error, action)
-        if translated is error:
-            raise
-        cause = _printable_cause(error)
-        try:
-            raise translated from cause
-        except DbError as raised:
-            if cause is not error:
-                # Raising inside this handler made the original the context;
-                # a bare re-raise keeps the context as set here.
-                raised.__context__ = None
-            raise
+        raise_translated(error, action)

@@ -13,13 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from ecl_persistence.config import DatabaseConfig
 from ecl_persistence.dialects import strategy_for
-from ecl_persistence.dialects.postgresql import APPLICATION_NAME
 from ecl_persistence.domain import WorkflowState
 from ecl_persistence.errors import ValidationError
 from ecl_persistence.retention import DEFAULT_PURGE_BATCH, FINISHED_STATES, purge
 from ecl_persistence.unit_of_work import UnitOfWork
 
-__all__ = ["APPLICATION_NAME", "Database", "build_engine"]
+__all__ = ["Database", "build_engine"]
 
 
 def build_engine(config: DatabaseConfig) -> AsyncEngine:
@@ -52,7 +51,7 @@ class Database:
         """The configuration this database was built from."""
         self._engine = engine
         self._owns_engine = owns_engine
-        read_engine = engine.execution_options(**strategy.read_only_options())
+        read_engine = engine.execution_options(**strategy.read_only_options(engine))
         self._sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
         self._read_sessions = async_sessionmaker(
             read_engine, expire_on_commit=False, autoflush=False
@@ -163,6 +162,7 @@ class Database:
         """
         if self._owns_engine:
             await self._engine.dispose()
+            self.config.strategy.release(self._engine)
 
     async def __aenter__(self) -> Self:
         return self

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from ecl_persistence._translate import translating
+from ecl_persistence._translate import raise_translated, translating
 from ecl_persistence.errors import DbError, StoredValueError, TransactionFailedError
 from ecl_persistence.repositories import (
     ArtifactRepository,
@@ -213,15 +213,20 @@ class UnitOfWork:
         session = self._require_session()
         fresh = not session.in_transaction()
         try:
-            with translating(action):
-                try:
-                    return await session.execute(statement, params)
-                except DBAPIError as error:
-                    if not (fresh and error.connection_invalidated):
-                        raise
-                    _log.info("reconnecting: a pooled database connection was closed")
-                await session.rollback()
+            try:
                 return await session.execute(statement, params)
+            except DBAPIError as error:
+                if not (fresh and error.connection_invalidated):
+                    raise
+                _log.info("reconnecting: a pooled database connection was closed")
+            await session.rollback()
+            return await session.execute(statement, params)
+        except Exception as error:
+            # Translated outside this handler: the driver's error, which may
+            # hold values, must not become the context of ours.
+            failure = error
+        try:
+            raise_translated(failure, action)
         except StoredValueError:
             # The statement ran; a row it returned is damaged. The transaction
             # is intact and the unit of work stays usable.

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tests.factories import ArtifactFactory, StepExecutionFactory, WorkflowFactory
-from tests.reliability._support import statements_run
+from tests.factories import ArtifactFactory, StepExecutionFactory, WorkflowFactory, statements_run
 
 from ecl_persistence import (
     Database,

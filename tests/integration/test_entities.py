@@ -37,7 +37,8 @@ async def test_an_entity_loaded_through_the_session_holds_decoded_values(db: Dat
     async with db.session(read_only=True) as uow:
         record = await uow.session.get(WorkflowRecord, pending.id)
         with_null = await uow.session.get(WorkflowRecord, null_output.id)
-    assert record is not None and with_null is not None
+    assert record is not None
+    assert with_null is not None
     assert record.input == {"q": 1, "nested": [1.5, None, "é"]}
     assert record.metadata_ == {}
     # SQL NULL and JSON null stay apart, on both backends.
@@ -105,7 +106,8 @@ async def test_a_state_change_refreshes_the_entity_the_session_holds(db: Databas
     await _create(db, workflow)
     async with db.session() as uow:
         record = await uow.session.get(WorkflowRecord, workflow.id)
-        assert record is not None and record.state == "pending"
+        assert record is not None
+        assert record.state == "pending"
         moved = await uow.workflows.update_state(workflow.id, WorkflowState.RUNNING)
         assert (record.state, record.version) == ("running", 2)
         assert moved.version == 2
@@ -140,7 +142,8 @@ async def test_a_completed_attempt_refreshes_the_entity_the_session_holds(db: Da
     async with db.session() as uow:
         await uow.step_executions.create(execution)
         record = await uow.session.get(StepExecutionRecord, execution.id)
-        assert record is not None and record.state == "running"
+        assert record is not None
+        assert record.state == "running"
         await uow.step_executions.update_completion(
             execution.id, StepExecutionState.SUCCEEDED, output={"hits": 3}, duration_ms=5
         )

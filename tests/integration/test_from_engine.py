@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
-from tests.factories import StepExecutionFactory, WorkflowFactory
-from tests.reliability._support import statements_run
+from tests.factories import StepExecutionFactory, WorkflowFactory, statements_run
 
 from ecl_persistence import (
     MISSING,
@@ -38,7 +37,8 @@ async def test_the_repositories_work_on_the_application_engine(database_url: str
         async with db.session(read_only=True) as uow:
             stored = await uow.workflows.get(workflow.id)
             with_null = await uow.workflows.get(finished.id)
-        assert stored is not None and with_null is not None
+        assert stored is not None
+        assert with_null is not None
         assert stored.input == {"q": [1, 2]}
         assert stored.state is WorkflowState.RUNNING
         # The engine's own JSON codec (SQLAlchemy's default) does not blur

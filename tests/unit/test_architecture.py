@@ -81,7 +81,7 @@ def test_the_modules_import_each_other_without_a_circle() -> None:
             return
         if module in visiting:
             circle = [*visiting[visiting.index(module) :], module]
-            non_init = [m for m in circle if not MODULES[m].name == "__init__.py"]
+            non_init = [m for m in circle if MODULES[m].name != "__init__.py"]
             if len(set(non_init)) > 1:
                 pytest.fail(f"import circle: {' -> '.join(circle)}")
             return
@@ -122,8 +122,7 @@ def test_lower_layers_do_not_import_the_layers_above(module: str, forbidden: str
 def _compares_a_dialect_name(node: ast.Compare) -> bool:
     operands = [node.left, *node.comparators]
     return any(
-        isinstance(operand, ast.Constant) and operand.value in DIALECT_NAMES
-        for operand in operands
+        isinstance(operand, ast.Constant) and operand.value in DIALECT_NAMES for operand in operands
     )
 
 

@@ -64,8 +64,11 @@ class DialectStrategy(abc.ABC):
         """Set up an engine the application created, or raise ValidationError if it cannot be."""
 
     @abc.abstractmethod
-    def read_only_options(self) -> dict[str, Any]:
-        """Execution options of the engine a read-only unit of work runs on."""
+    def read_only_options(self, engine: AsyncEngine) -> dict[str, Any]:
+        """Execution options of ``engine`` for the read-only units of work."""
+
+    def release(self, engine: AsyncEngine) -> None:  # noqa: B027
+        """After an engine built here was disposed: free what the strategy kept for it."""
 
     def is_memory(self, url: URL) -> bool:
         """Whether ``url`` names a private in-memory database (one connection, taken in turns)."""

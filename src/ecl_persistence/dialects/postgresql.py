@@ -92,6 +92,10 @@ class PostgresqlStrategy(DialectStrategy):
             # No pre-ping: it costs a round trip on every checkout (three with
             # asyncpg, which wraps it in a transaction).
             pool_pre_ping=False,
+            # A unit of work always ends its transaction before the connection
+            # goes back (its session rolls back or commits, a failure drops the
+            # connection): a second rollback by the pool would only cost time.
+            pool_reset_on_return=None,
             connect_args={
                 "timeout": config.timeout_secs,
                 "server_settings": {"application_name": APPLICATION_NAME},
@@ -108,7 +112,7 @@ class PostgresqlStrategy(DialectStrategy):
                 f"not postgresql+{engine.dialect.driver}"
             )
 
-    def read_only_options(self) -> dict[str, Any]:
+    def read_only_options(self, engine: AsyncEngine) -> dict[str, Any]:
         """Reads in autocommit: no BEGIN/COMMIT round trips around them."""
         return {"isolation_level": "AUTOCOMMIT"}
 

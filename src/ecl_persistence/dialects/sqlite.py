@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from sqlalchemy.types import TypeEngine
 
 from ecl_persistence._sqlite_driver import OneTripConnection
 from ecl_persistence._sqlite_driver import connect as sqlite_connect
+from ecl_persistence.dialects._sqlite_dialect import DRIVER_NAME, OneTripDialect
 from ecl_persistence.dialects.base import DialectStrategy
 from ecl_persistence.errors import (
     ConnectionFailedError,
@@ -47,7 +49,7 @@ __all__ = ["SqliteStrategy"]
 _S = TypeVar("_S", bound="Select[*tuple[Any, ...]]")
 
 READ_ONLY_OPTION = "ecl_read_only"
-"""The execution option that marks a read-only unit's connection: no BEGIN is sent."""
+"""On an application's engine, the execution option of a read-only unit: no BEGIN is sent."""
 
 _SETUP_DONE = "ecl_sqlite_setup"
 _BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
@@ -67,20 +69,17 @@ def _private_memory_url(url: URL) -> URL:
     return url.set(database=f"file:{name}", query={"vfs": "memdb", "uri": "true"})
 
 
+# The keeper connection of each in-memory engine (see _private_memory_url).
+_KEEPERS: weakref.WeakKeyDictionary[Any, sqlite3.Connection] = weakref.WeakKeyDictionary()
+
+
 def _keep_memory_database(engine: AsyncEngine, url: URL) -> None:
-    """Hold a connection to the named in-memory database until the engine is disposed."""
-    keeper: list[sqlite3.Connection] = []
+    """Hold a connection to the named in-memory database until the engine is released."""
     uri = f"{url.database}?vfs=memdb"
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _open_keeper(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        if not keeper:
-            keeper.append(sqlite3.connect(uri, uri=True, check_same_thread=False))
-
-    @event.listens_for(engine.sync_engine, "engine_disposed")
-    def _close_keeper(disposed: Any) -> None:
-        while keeper:
-            keeper.pop().close()
+    keeper = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    _KEEPERS[engine.sync_engine] = keeper
+    # Closed by release(); and with the engine, if nobody released it.
+    weakref.finalize(engine.sync_engine, keeper.close)
 
 
 class _Connector:
@@ -116,18 +115,21 @@ def _pragmas(dbapi_connection: Any, busy_ms: int, is_file: bool) -> None:
 
 
 def _begin_immediately(connection: Connection) -> None:
-    """The ``begin`` hook: a writer takes the write lock with its first statement."""
+    """The ``begin`` hook of an application's engine: a writer takes the write lock first.
+
+    Engines built here do the same in their dialect (see ``_sqlite_dialect``),
+    without an event.
+    """
     # A read-only unit reads in autocommit, as on PostgreSQL: each statement
     # is atomic on its own, and no BEGIN or COMMIT is sent.
     if connection.get_execution_options().get(READ_ONLY_OPTION):
         return
     driver: Any = connection.connection.driver_connection
     if isinstance(driver, OneTripConnection):
-        # The BEGIN travels with the transaction's first statement.
         driver.defer_begin("BEGIN IMMEDIATE")
     else:
-        # An engine the application made, on aiosqlite's own connection, set
-        # to leave transactions to us (SQLAlchemy's documented recipe).
+        # On aiosqlite's own connection, set to leave transactions to us
+        # (SQLAlchemy's documented recipe).
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -166,7 +168,7 @@ class SqliteStrategy(DialectStrategy):
 
     def create_engine(self, config: DatabaseConfig) -> AsyncEngine:
         """A pool of ``max_connections`` on a file; one shared connection in memory."""
-        url = config.async_url
+        url = config.async_url.set(drivername=f"sqlite+{DRIVER_NAME}")
         memory = self.is_memory(url)
         if memory:
             url = _private_memory_url(url)
@@ -180,19 +182,34 @@ class SqliteStrategy(DialectStrategy):
             }
         connector = _Connector(config)
         engine = create_async_engine(
-            url, async_creator=connector, echo=config.echo, hide_parameters=True, **pool
+            url,
+            async_creator=connector,
+            echo=config.echo,
+            hide_parameters=True,
+            # A unit of work always ends its transaction before the connection
+            # goes back (its session rolls back or commits, a failure drops the
+            # connection): a second rollback by the pool would only cost time.
+            pool_reset_on_return=None,
+            **pool,
         )
         connector.bind(engine)
         busy_ms, is_file = int(config.timeout_secs * 1000), not memory
 
+        # A pool event, not a connection event: the engine keeps no connection
+        # events, so SQLAlchemy skips their dispatch on every statement.
         @event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
             _pragmas(dbapi_connection, busy_ms, is_file)
 
-        event.listen(engine.sync_engine, "begin", _begin_immediately)
         if memory:
             _keep_memory_database(engine, url)
         return engine
+
+    def release(self, engine: AsyncEngine) -> None:
+        """Close the keeper of a disposed in-memory engine: its database is gone."""
+        keeper = _KEEPERS.pop(engine.sync_engine, None)
+        if keeper is not None:
+            keeper.close()
 
     def adopt_engine(self, engine: AsyncEngine, config: DatabaseConfig) -> None:
         """Install the pragmas and ``BEGIN IMMEDIATE`` on the application's aiosqlite engine.
@@ -201,6 +218,8 @@ class SqliteStrategy(DialectStrategy):
         out. Its other users then get them too: foreign keys enforced, WAL,
         and writes that take the lock at BEGIN.
         """
+        if isinstance(engine.dialect, OneTripDialect):
+            return  # built by this package: set up already
         if engine.dialect.driver != self.driver:
             raise ValidationError(
                 f"from_engine needs the sqlite+aiosqlite driver, not sqlite+{engine.dialect.driver}"
@@ -219,8 +238,10 @@ class SqliteStrategy(DialectStrategy):
 
         event.listen(engine.sync_engine, "begin", _begin_immediately)
 
-    def read_only_options(self) -> dict[str, Any]:
+    def read_only_options(self, engine: AsyncEngine) -> dict[str, Any]:
         """Read-only units send no BEGIN: each statement reads in autocommit."""
+        if isinstance(engine.dialect, OneTripDialect):
+            return {"isolation_level": "AUTOCOMMIT"}
         return {READ_ONLY_OPTION: True}
 
     def is_memory(self, url: URL) -> bool:

@@ -17,7 +17,8 @@ never the value.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ecl_persistence.domain import (
@@ -66,12 +67,20 @@ _ARTIFACT_KEYS = tuple(ArtifactRecord.__mapper__.column_attrs.keys())
 _TRANSITION_KEYS = tuple(WorkflowTransitionRecord.__mapper__.column_attrs.keys())
 
 
-def _attributes(record: object, keys: tuple[str, ...]) -> tuple[Any, ...]:
-    # Straight from the instance dict: every column is loaded (none is
-    # deferred), and instrumented attribute access costs more than the rest
-    # of the mapping.
-    values = record.__dict__
-    return tuple(values[key] for key in keys)
+def _reader(keys: tuple[str, ...]) -> Callable[[object], tuple[Any, ...]]:
+    """Read an entity's column attributes, in table order, straight from its ``__dict__``.
+
+    Every column is loaded (none is deferred), and instrumented attribute
+    access would cost more than the rest of the mapping.
+    """
+    pick = operator.itemgetter(*keys)
+    return lambda record: pick(record.__dict__)
+
+
+_READ_WORKFLOW = _reader(_WORKFLOW_KEYS)
+_READ_STEP = _reader(_STEP_KEYS)
+_READ_ARTIFACT = _reader(_ARTIFACT_KEYS)
+_READ_TRANSITION = _reader(_TRANSITION_KEYS)
 
 
 # --- workflows -------------------------------------------------------------------------
@@ -106,7 +115,7 @@ def workflow_from_row(row: Sequence[Any]) -> Workflow:
 
 def workflow_from_record(record: WorkflowRecord) -> Workflow:
     """Build a :class:`Workflow` from a loaded ``WorkflowRecord``."""
-    return workflow_from_row(_attributes(record, _WORKFLOW_KEYS))
+    return workflow_from_row(_READ_WORKFLOW(record))
 
 
 def workflow_values(workflow: Workflow) -> dict[str, Any]:
@@ -159,7 +168,7 @@ def step_execution_from_row(row: Sequence[Any]) -> StepExecution:
 
 def step_execution_from_record(record: StepExecutionRecord) -> StepExecution:
     """Build a :class:`StepExecution` from a loaded ``StepExecutionRecord``."""
-    return step_execution_from_row(_attributes(record, _STEP_KEYS))
+    return step_execution_from_row(_READ_STEP(record))
 
 
 def step_execution_values(execution: StepExecution) -> dict[str, Any]:
@@ -209,7 +218,7 @@ def artifact_from_row(row: Sequence[Any]) -> Artifact:
 
 def artifact_from_record(record: ArtifactRecord) -> Artifact:
     """Build an :class:`Artifact` from a loaded ``ArtifactRecord``."""
-    return artifact_from_row(_attributes(record, _ARTIFACT_KEYS))
+    return artifact_from_row(_READ_ARTIFACT(record))
 
 
 def artifact_values(artifact: Artifact) -> dict[str, Any]:
@@ -259,7 +268,7 @@ def transition_from_row(row: Sequence[Any]) -> WorkflowTransition:
 
 def transition_from_record(record: WorkflowTransitionRecord) -> WorkflowTransition:
     """Build a :class:`WorkflowTransition` from a loaded ``WorkflowTransitionRecord``."""
-    return transition_from_row(_attributes(record, _TRANSITION_KEYS))
+    return transition_from_row(_READ_TRANSITION(record))
 
 
 def transition_values(transition: WorkflowTransition) -> dict[str, Any]:
