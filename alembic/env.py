@@ -7,9 +7,10 @@ Started from ``alembic init -t async``. Two ways in:
 - the ``alembic`` command builds an engine from ``-x url=...`` or
   ``ECL_DATABASE_URL``, with the same connection set-up the package uses.
 
-On SQLite every migration runs in batch mode, with foreign keys switched off
-around it (a table rebuild must not cascade away child rows) and checked with
-``PRAGMA foreign_key_check`` before the transaction commits.
+The dialect's strategy says how a migration runs: on SQLite in batch mode,
+with foreign keys switched off around it (a table rebuild must not cascade
+away child rows) and checked with ``PRAGMA foreign_key_check`` before the
+transaction commits.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from ecl_persistence.config import DatabaseConfig, normalize_url
+from ecl_persistence.dialects import strategy_for
 from ecl_persistence.errors import MigrationFailedError
-from ecl_persistence.migrations import check_sqlite_foreign_keys, sqlite_foreign_keys_off
+from ecl_persistence.migrations import check_migration, guarded, render_as_batch
 from ecl_persistence.orm import Base
 
 config = context.config
@@ -55,7 +57,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
-        render_as_batch=url.get_backend_name() == "sqlite",
+        render_as_batch=strategy_for(url.get_backend_name()).render_as_batch,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -66,13 +68,13 @@ def do_run_migrations(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=render_as_batch(connection),
         transactional_ddl=True,
         compare_type=True,
     )
-    with sqlite_foreign_keys_off(connection), context.begin_transaction():
+    with guarded(connection), context.begin_transaction():
         context.run_migrations()
-        check_sqlite_foreign_keys(connection)
+        check_migration(connection)
 
 
 async def run_async_migrations() -> None:

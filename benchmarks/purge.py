@@ -43,10 +43,12 @@ from ecl_persistence import (
     WorkflowState,
 )
 from ecl_persistence.domain import StepExecutionId, WorkflowTransition, new_uuid7, utc_now
-from ecl_persistence.orm import ARTIFACTS, TRANSITIONS, WORKFLOWS
-from ecl_persistence.repositories.artifacts import artifact_to_row
-from ecl_persistence.repositories.transitions import transition_to_row
-from ecl_persistence.repositories.workflows import workflow_to_row
+from ecl_persistence.orm import ArtifactRecord, WorkflowRecord, WorkflowTransitionRecord
+from ecl_persistence.repositories.mappers import (
+    artifact_values,
+    transition_values,
+    workflow_values,
+)
 from ecl_persistence.retention import DEFAULT_PURGE_BATCH, MAX_PURGE_BATCH
 
 POSTGRES_URL_VARIABLE = "ECL_TEST_POSTGRES_URL"
@@ -68,7 +70,7 @@ def _history(workflow: Workflow) -> list[dict[str, Any]]:
         workflow.state,
     ]
     return [
-        transition_to_row(
+        transition_values(
             WorkflowTransition(
                 id=new_uuid7(),
                 workflow_id=workflow.id,
@@ -123,7 +125,7 @@ def _finished(n: int, days_ago: float, steps: int) -> tuple[Workflow, list[StepE
 
 
 def _artifact(workflow: Workflow) -> dict[str, Any]:
-    return artifact_to_row(
+    return artifact_values(
         Artifact.new(
             workflow.id,
             "step-0",
@@ -145,12 +147,13 @@ async def seed(db: Database, rows: int, steps: int) -> None:
         chunk = [_finished(n, days, steps) for n, days in plan[first : first + SEED_BATCH]]
         async with db.session() as uow:
             workflows = [workflow for workflow, _ in chunk]
-            await uow.execute(insert(WORKFLOWS), [workflow_to_row(w) for w in workflows],
+            history = [t for w in workflows for t in _history(w)]
+            await uow.execute(insert(WorkflowRecord), [workflow_values(w) for w in workflows],
                               action="seed workflows")  # fmt: skip
             await uow.step_executions.create_many(e for _, executions in chunk for e in executions)
-            await uow.execute(insert(ARTIFACTS), [_artifact(w) for w in workflows],
+            await uow.execute(insert(ArtifactRecord), [_artifact(w) for w in workflows],
                               action="seed artifacts")  # fmt: skip
-            await uow.execute(insert(TRANSITIONS), [t for w in workflows for t in _history(w)],
+            await uow.execute(insert(WorkflowTransitionRecord), history,
                               action="seed transitions")  # fmt: skip
         done = min(first + SEED_BATCH, len(plan))
         print(f"\r  seeded {done:,} of {len(plan):,} finished workflows", end="", file=sys.stderr)

@@ -36,12 +36,13 @@ def admin_postgres_url() -> str:
     return os.environ.get(POSTGRES_URL_VARIABLE) or DEFAULT_POSTGRES_URL
 
 
-def _plain(url: str) -> str:
+def asyncpg_url(url: str) -> str:
+    """``url`` with the plain ``postgresql`` scheme, as ``asyncpg.connect`` takes it."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def _admin_execute(statement: str) -> None:
-    connection = await asyncpg.connect(_plain(admin_postgres_url()), timeout=5)
+    connection = await asyncpg.connect(asyncpg_url(admin_postgres_url()), timeout=5)
     try:
         await connection.execute(statement)
     finally:
@@ -137,7 +138,7 @@ def empty_database_url(backend: str, request: pytest.FixtureRequest, tmp_path: P
 
 
 async def _truncate(url: str) -> None:
-    connection = await asyncpg.connect(_plain(url), timeout=5)
+    connection = await asyncpg.connect(asyncpg_url(url), timeout=5)
     try:
         await connection.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
     finally:

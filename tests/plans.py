@@ -13,35 +13,30 @@ from ecl_persistence import Database, UnitOfWork
 
 @asynccontextmanager
 async def explaining(db: Database, prefix: str) -> AsyncIterator[list[str]]:
-    """Inside the block, statements of ``db`` that start with ``prefix`` are explained, not run.
+    """Inside the block, statements of ``db`` that start with ``prefix`` are explained first.
 
     The yielded list collects the plan's lines (``EXPLAIN QUERY PLAN`` on
-    SQLite, ``EXPLAIN`` on PostgreSQL; neither executes the statement).
+    SQLite, ``EXPLAIN`` on PostgreSQL); then each statement runs as usual.
+    Meant for reads.
     """
     explain = "EXPLAIN QUERY PLAN " if db.dialect == "sqlite" else "EXPLAIN "
     plan: list[str] = []
 
-    def add_explain(
-        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
-    ) -> tuple[str, Any]:
-        if statement.startswith(prefix):
-            statement = explain + statement
-        return statement, parameters
-
-    def read_plan(
+    def explain_first(
         conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
     ) -> None:
-        if statement.startswith(explain):
+        # On the side, on the same cursor: the statement itself then runs as
+        # usual, so what reads its result (the ORM's entity loading) sees it.
+        if statement.startswith(prefix):
+            cursor.execute(explain + statement, parameters)
             plan.extend(str(row[-1]) for row in cursor.fetchall())
 
     engine = db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", add_explain, retval=True)
-    event.listen(engine, "after_cursor_execute", read_plan)
+    event.listen(engine, "before_cursor_execute", explain_first)
     try:
         yield plan
     finally:
-        event.remove(engine, "before_cursor_execute", add_explain)
-        event.remove(engine, "after_cursor_execute", read_plan)
+        event.remove(engine, "before_cursor_execute", explain_first)
 
 
 async def forbid_seq_scan(uow: UnitOfWork) -> None:

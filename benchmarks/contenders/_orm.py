@@ -8,8 +8,6 @@ and busy timeout so that its writers wait for each other as ecl's do.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +24,6 @@ from benchmarks import build
 from benchmarks.contenders.base import Contender, Target
 from ecl_persistence import StepExecution, StepExecutionState, Workflow, WorkflowState
 from ecl_persistence.config import normalize_url
-from ecl_persistence.domain import JsonValue
 from ecl_persistence.orm import StepExecutionRecord, WorkflowRecord
 
 __all__ = ["OPEN_STATES", "OrmContender", "OrmMapping", "open_engine"]
@@ -56,42 +53,26 @@ def open_engine(url: str) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]
     return engine, async_sessionmaker(engine, expire_on_commit=False)
 
 
-def _identity(value: Any) -> JsonValue:
-    return value  # type: ignore[no-any-return]
-
-
-def _text_or_value(value: Any) -> JsonValue:
-    # A record loaded from SQLite holds JSON text; one this code changed holds the value
-    # it was given (the benchmark's payloads are objects, never bare strings).
-    return json.loads(value) if isinstance(value, str) else value  # type: ignore[no-any-return]
-
-
 class OrmMapping:
     """Records to domain objects, and step executions to records.
 
-    The models' JSON type hands back text on SQLite (its TEXT storage) and
-    decoded values on PostgreSQL (SQLAlchemy's default JSONB codec).
+    The models' column types hand back decoded values on both backends
+    (``MISSING`` for a SQL NULL output), so a record maps field for field.
     """
-
-    def __init__(self, dialect: str) -> None:
-        self._json: Callable[[Any], JsonValue] = (
-            _text_or_value if dialect == "sqlite" else _identity
-        )
 
     def workflow(self, record: WorkflowRecord) -> Workflow:
         """The domain object of a ``workflows`` record."""
-        decode = self._json
         return build.workflow(
             record.id,
             record.definition_id,
             _WORKFLOW_STATES[record.state],
-            decode(record.input),
-            build.json_or_missing(None if record.output is None else decode(record.output)),
+            record.input,
+            build.json_or_missing(record.output),
             record.error,
             record.created_at,
             record.updated_at,
             record.completed_at,
-            decode(record.metadata_),
+            record.metadata_,
             record.version,
             record.idempotency_key,
             record.lease_owner,
@@ -101,21 +82,20 @@ class OrmMapping:
 
     def step_execution(self, record: StepExecutionRecord) -> StepExecution:
         """The domain object of a ``step_executions`` record."""
-        decode = self._json
         return build.step_execution(
             record.id,
             record.workflow_id,
             record.step_id,
             record.attempt,
             _STEP_STATES[record.state],
-            decode(record.input),
-            build.json_or_missing(None if record.output is None else decode(record.output)),
+            record.input,
+            build.json_or_missing(record.output),
             record.error,
             record.started_at,
             record.completed_at,
             record.duration_ms,
             record.tokens_used,
-            decode(record.metadata_),
+            record.metadata_,
         )
 
     @staticmethod
@@ -149,7 +129,7 @@ class OrmContender(Contender):
     def __init__(self) -> None:
         self._engine: AsyncEngine | None = None
         self._factory: async_sessionmaker[AsyncSession] | None = None
-        self._map = OrmMapping("sqlite")
+        self._map = OrmMapping()
 
     @property
     def _sessions(self) -> async_sessionmaker[AsyncSession]:
@@ -159,7 +139,7 @@ class OrmContender(Contender):
     @override
     async def open(self, target: Target) -> None:
         self._engine, self._factory = open_engine(target.url)
-        self._map = OrmMapping(target.dialect)
+        self._map = OrmMapping()
 
     @override
     async def close(self) -> None:

@@ -10,7 +10,8 @@ stored through repositories behind a unit of work::
 """
 
 from ecl_persistence.config import DEFAULT_URL, DatabaseConfig
-from ecl_persistence.database import APPLICATION_NAME, Database
+from ecl_persistence.database import Database
+from ecl_persistence.dialects.postgresql import APPLICATION_NAME
 from ecl_persistence.domain import (
     MISSING,
     Artifact,
@@ -25,6 +26,7 @@ from ecl_persistence.domain import (
     StepExecutionState,
     StepId,
     Workflow,
+    WorkflowAggregate,
     WorkflowId,
     WorkflowState,
     WorkflowTransition,
@@ -39,6 +41,7 @@ from ecl_persistence.errors import (
     NotFoundError,
     QueryFailedError,
     SerializationError,
+    StoredValueError,
     TransactionFailedError,
     ValidationError,
 )
@@ -83,10 +86,12 @@ __all__ = [
     "StepId",
     "StepRecorder",
     "StepRecording",
+    "StoredValueError",
     "TransactionFailedError",
     "UnitOfWork",
     "ValidationError",
     "Workflow",
+    "WorkflowAggregate",
     "WorkflowId",
     "WorkflowRepository",
     "WorkflowState",

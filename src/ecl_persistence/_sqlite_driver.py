@@ -35,6 +35,8 @@ class OneTripConnection(aiosqlite.Connection):
     """An aiosqlite connection whose cursors execute and fetch in a single trip."""
 
     _pending_begin: str | None = None
+    autocommit = False
+    """Whether statements run on their own, with no transaction begun for them (reads)."""
 
     def cursor(self) -> _Cursor:  # type: ignore[override]
         """A cursor that makes no trip until it executes."""

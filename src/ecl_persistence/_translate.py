@@ -16,47 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 from sqlalchemy import exc as sa_exc
 
+from ecl_persistence._messages import first_line, raw_first_line
+from ecl_persistence.dialects import STRATEGIES
 from ecl_persistence.errors import (
-    ConflictError,
     ConnectionFailedError,
     ConstraintViolationError,
     DbError,
     QueryFailedError,
-    TransactionFailedError,
     ValidationError,
 )
-from ecl_persistence.orm import Base
 
-__all__ = ["DriverError", "translate", "translating"]
+__all__ = ["DriverError", "raise_translated", "translate", "translating"]
 
-# SQLSTATE classes and codes of PostgreSQL that decide the translation.
-_PG_CONNECTION_CLASSES = ("08", "57")
-_PG_NOT_RETRYABLE = {
-    "28P01": "wrong password",
-    "28000": "authorization refused",
-    "3D000": "database does not exist",
-}
-_PG_CONFLICT = {"40001", "40P01"}  # serialization failure, deadlock
-_SQLITE_BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
-_SQLITE_CANTOPEN = sqlite3.SQLITE_CANTOPEN
-_SQLITE_NOT_A_DATABASE = sqlite3.SQLITE_NOTADB
-
-# Driver messages that quote a value: asyncpg's "invalid input for query
-# argument $4: <repr of the value> (<why>)", PostgreSQL's "invalid input
-# syntax for type uuid: "<value>"" and "value "<value>" is out of range".
-_ARGUMENT_ECHO = re.compile(r"(invalid input for query argument \$\d+)\b.*")
-_QUOTED_AFTER_COLON = re.compile(r"""(:\s*)["'].*""")
-_QUOTED_VALUE = re.compile(r"""\bvalue\s+(?:"[^"]*"|'[^']*')""")
 _MAX_STATEMENT_CHARS = 2000
 
-_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>.+)$")
-_SQLITE_CHECK = re.compile(r"CHECK constraint failed: (?P<name>\S+)")
 # The trigger that keeps a table append-only raises "<table> is append-only"
 # on both backends; it is named "<table>_append_only" (PostgreSQL reports the
 # name itself, SQLite only the message).
@@ -65,18 +44,6 @@ _APPEND_ONLY = re.compile(r"^(?P<table>\w+) is append-only")
 
 class DriverError(Exception):
     """The printed cause of a translated error: the driver's exception and statement, no values."""
-
-
-def _raw_first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
-def _first_line(error: BaseException) -> str:
-    """The first line of the error's message, with any value it quotes cut out."""
-    line = _ARGUMENT_ECHO.sub(r"\1", _raw_first_line(error))
-    line = _QUOTED_AFTER_COLON.sub(r"\1(value hidden)", line)
-    return _QUOTED_VALUE.sub("value (hidden)", line)[:300]
 
 
 def _printable_cause(error: BaseException) -> BaseException:
@@ -92,7 +59,7 @@ def _printable_cause(error: BaseException) -> BaseException:
     kind = type(driver)
     state = _sqlstate(driver)
     text = f"{kind.__module__}.{kind.__qualname__}{f' [SQLSTATE {state}]' if state else ''}"
-    text += f": {_first_line(driver)}"
+    text += f": {first_line(driver)}"
     statement = getattr(error, "statement", None)
     if statement:
         text += f"\n[SQL: {str(statement)[:_MAX_STATEMENT_CHARS]}]"
@@ -113,45 +80,32 @@ def _sqlstate(error: BaseException) -> str | None:
     return state if isinstance(state, str) else None
 
 
-def _unique_constraint_for(columns: str) -> str | None:
-    """Name the unique constraint SQLite reported only by its ``table.column`` list."""
-    qualified = [part.strip() for part in columns.split(",")]
-    table_name = qualified[0].split(".")[0]
-    names = {part.split(".", 1)[-1] for part in qualified}
-    table = Base.metadata.tables.get(table_name)
-    if table is None:
-        return None
-    for constraint in table.constraints:
-        cols = getattr(constraint, "columns", None)
-        if cols is not None and {c.name for c in cols} == names and constraint.name:
-            return str(constraint.name)
+def _constraint_name(driver: BaseException) -> str | None:
+    for strategy in STRATEGIES.values():
+        name = strategy.constraint_name(driver)
+        if name is not None:
+            return name
     return None
 
 
 def _constraint(action: str, error: sa_exc.IntegrityError) -> ConstraintViolationError:
     driver = _driver_error(error)
-    name = getattr(driver, "constraint_name", None)
     # Parsed, never shown: the message below names the kind and constraint only.
-    message = _raw_first_line(driver)
+    message = raw_first_line(driver)
     append_only = _APPEND_ONLY.search(message)
-    if name is None:
-        unique = _SQLITE_UNIQUE.search(message)
-        check = _SQLITE_CHECK.search(message)
-        if unique is not None:
-            name = _unique_constraint_for(unique.group("columns"))
-        elif check is not None:
-            name = check.group("name")
-        elif append_only is not None:
-            name = f"{append_only.group('table')}_append_only"
+    name = _constraint_name(driver)
+    if name is None and append_only is not None:
+        name = f"{append_only.group('table')}_append_only"
+    state = _sqlstate(driver)
     if append_only is not None:
         kind = "append-only"
-    elif "FOREIGN KEY" in message.upper() or _sqlstate(driver) == "23503":
+    elif "FOREIGN KEY" in message.upper() or state == "23503":
         kind = "foreign key"
-    elif "UNIQUE" in message.upper() or _sqlstate(driver) == "23505":
+    elif "UNIQUE" in message.upper() or state == "23505":
         kind = "unique"
-    elif "CHECK" in message.upper() or _sqlstate(driver) == "23514":
+    elif "CHECK" in message.upper() or state == "23514":
         kind = "check"
-    elif "NOT NULL" in message.upper() or _sqlstate(driver) == "23502":
+    elif "NOT NULL" in message.upper() or state == "23502":
         kind = "not null"
     else:
         kind = "integrity"
@@ -161,39 +115,17 @@ def _constraint(action: str, error: sa_exc.IntegrityError) -> ConstraintViolatio
 
 def _dbapi(action: str, error: sa_exc.DBAPIError) -> DbError:
     driver = _driver_error(error)
-    state = _sqlstate(driver)
-    if state in _PG_NOT_RETRYABLE:
-        return ConnectionFailedError(
-            f"{action}: cannot connect to PostgreSQL: {_PG_NOT_RETRYABLE[state]} "
-            f"({_first_line(driver)})",
-            retryable=False,
-        )
-    if error.connection_invalidated or (state is not None and state[:2] in _PG_CONNECTION_CLASSES):
+    for strategy in STRATEGIES.values():
+        classified = strategy.classify(driver, action)
+        if classified is not None:
+            return classified
+    if error.connection_invalidated:
         return ConnectionFailedError(f"{action}: the database connection was lost")
-    if state in _PG_CONFLICT:
-        return ConflictError(f"{action}: {_first_line(driver)}; retry the unit of work")
-    sqlite_code = getattr(driver, "sqlite_errorcode", None)
-    if sqlite_code == _SQLITE_NOT_A_DATABASE:
-        return ConnectionFailedError(
-            f"{action}: the file is not a SQLite database (or it is encrypted or damaged)",
-            retryable=False,
-        )
-    if sqlite_code == _SQLITE_CANTOPEN:
-        return ConnectionFailedError(
-            f"{action}: cannot open the SQLite database file (does its directory exist "
-            "and is it writable?)",
-            retryable=False,
-        )
-    if sqlite_code in _SQLITE_BUSY_CODES or "database is locked" in (_first_line(driver)):
-        return TransactionFailedError(
-            f"{action}: the SQLite database stayed locked by another writer beyond the timeout",
-            retryable=True,
-        )
     if isinstance(error, sa_exc.InterfaceError | sa_exc.OperationalError) and isinstance(
         driver, OSError | ConnectionError
     ):
-        return ConnectionFailedError(f"{action}: cannot reach the database ({_first_line(driver)})")
-    return QueryFailedError(f"{action} failed: {_first_line(driver)}")
+        return ConnectionFailedError(f"{action}: cannot reach the database ({first_line(driver)})")
+    return QueryFailedError(f"{action} failed: {first_line(driver)}")
 
 
 def translate(error: BaseException, action: str) -> BaseException:
@@ -215,37 +147,43 @@ def translate(error: BaseException, action: str) -> BaseException:
     if isinstance(error, sa_exc.StatementError):
         # A bind parameter was refused before reaching the database (a naive datetime).
         cause = error.orig if error.orig is not None else error
-        return ValidationError(f"{action}: {_first_line(cause)}")
+        return ValidationError(f"{action}: {first_line(cause)}")
     if isinstance(error, UnicodeError):
         # A lone surrogate the driver could not encode; the message would quote it.
         return ValidationError(f"{action}: a text value cannot be encoded as UTF-8")
     if isinstance(error, TimeoutError | ConnectionError | OSError):
-        return ConnectionFailedError(f"{action}: cannot reach the database ({_first_line(error)})")
+        return ConnectionFailedError(f"{action}: cannot reach the database ({first_line(error)})")
     if isinstance(error, sa_exc.SQLAlchemyError):
         return QueryFailedError(f"{action} failed: {type(error).__name__}")
     return error
 
 
+def raise_translated(error: Exception, action: str) -> NoReturn:
+    """Raise the translation of ``error`` (or ``error`` itself if it needs none).
+
+    For an ``except`` clause of a hot path; :func:`translating` is the same
+    as a context manager. The translated error's ``__cause__`` is a
+    :class:`DriverError`, or the original error when it cannot hold values
+    (an ``OSError``); an original that can is dropped from the chain.
+    """
+    translated = translate(error, action)
+    if translated is error:
+        raise error
+    cause = _printable_cause(error)
+    try:
+        raise translated from cause
+    except DbError as raised:
+        if cause is not error:
+            # Raising inside this handler made the original the context;
+            # a bare re-raise keeps the context as set here.
+            raised.__context__ = None
+        raise
+
+
 @contextmanager
 def translating(action: str) -> Iterator[None]:
-    """Run the block, translating what it raises.
-
-    The translated error's ``__cause__`` is a :class:`DriverError`, or the
-    original error when it cannot hold values (an ``OSError``); an original
-    that can is dropped from the chain altogether.
-    """
+    """Run the block, translating what it raises (see :func:`raise_translated`)."""
     try:
         yield
     except Exception as error:
-        translated = translate(error, action)
-        if translated is error:
-            raise
-        cause = _printable_cause(error)
-        try:
-            raise translated from cause
-        except DbError as raised:
-            if cause is not error:
-                # Raising inside this handler made the original the context;
-                # a bare re-raise keeps the context as set here.
-                raised.__context__ = None
-            raise
+        raise_translated(error, action)

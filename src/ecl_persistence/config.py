@@ -13,6 +13,7 @@ import attrs
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from ecl_persistence.dialects import DialectStrategy, strategy_for
 from ecl_persistence.domain import DEFAULT_MAX_PAYLOAD_BYTES
 from ecl_persistence.errors import ValidationError
 
@@ -157,22 +158,31 @@ class DatabaseConfig:
     max_payload_bytes: int = attrs.field(
         default=DEFAULT_MAX_PAYLOAD_BYTES, validator=_positive_int("max_payload_bytes")
     )
+    # Parsed once: the URL is read on every engine set-up and by every unit of work.
+    _async_url: URL = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_async_url", normalize_url(self.url))
 
     @property
     def async_url(self) -> URL:
         """The URL with the async driver of its dialect."""
-        return normalize_url(self.url)
+        return self._async_url
 
     @property
     def dialect(self) -> str:
         """``"sqlite"`` or ``"postgresql"``."""
-        return self.async_url.get_backend_name()
+        return self._async_url.get_backend_name()
+
+    @property
+    def strategy(self) -> DialectStrategy:
+        """The strategy of the URL's dialect: everything that differs between backends."""
+        return strategy_for(self.dialect)
 
     @property
     def is_memory(self) -> bool:
-        """Whether this is a private in-memory SQLite database."""
-        url = self.async_url
-        return url.get_backend_name() == "sqlite" and not url.database
+        """Whether this is a private in-memory database (SQLite's ``sqlite://``)."""
+        return self.strategy.is_memory(self._async_url)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DatabaseConfig:

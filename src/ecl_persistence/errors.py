@@ -17,6 +17,7 @@ __all__ = [
     "NotFoundError",
     "QueryFailedError",
     "SerializationError",
+    "StoredValueError",
     "TransactionFailedError",
     "ValidationError",
 ]
@@ -75,6 +76,16 @@ class SerializationError(DbError, ValueError):
 
 class QueryFailedError(DbError):
     """A statement failed, or a row read back holds a value that is not valid."""
+
+
+class StoredValueError(SerializationError, QueryFailedError):
+    """A value read back from the database cannot be decoded or breaks the rules of its column.
+
+    A damaged row: JSON that is not JSON (or holds a NaN or a 65-bit
+    integer), text with a NUL, a timestamp that is not one. The message
+    names the table, the column and the row's id, never the value. It is a
+    :class:`SerializationError` and a :class:`QueryFailedError` at once.
+    """
 
 
 class TransactionFailedError(DbError):

@@ -8,10 +8,8 @@ from an installed package as well as from a checkout.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -20,16 +18,19 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ecl_persistence.dialects import strategy_for
 from ecl_persistence.errors import DbError, MigrationFailedError
 
 __all__ = [
     "alembic_config",
     "alembic_ini_path",
+    "check_migration",
     "current_revision",
     "downgrade",
+    "guarded",
     "head_revision",
+    "render_as_batch",
     "script_location",
-    "sqlite_foreign_keys_off",
     "upgrade",
 ]
 
@@ -66,45 +67,27 @@ def head_revision() -> str:
     return head
 
 
-@contextmanager
-def sqlite_foreign_keys_off(connection: Connection) -> Iterator[None]:
-    """Switch SQLite's foreign keys off around a migration, then check them.
+def guarded(connection: Connection) -> AbstractContextManager[None]:
+    """Around a migration on ``connection``: what keeps it safe on its dialect.
 
-    A batch migration rebuilds a table by copying it and dropping the
-    original; with foreign keys on, the drop would cascade and delete every
-    child row. The pragma only works outside a transaction, so it is sent
-    straight to the driver. ``PRAGMA foreign_key_check`` must then report
-    nothing, or the migration fails. Does nothing on other dialects.
+    On SQLite, foreign keys are off inside (a batch migration rebuilds
+    tables, and dropping the original would cascade away every child row);
+    call :func:`check_migration` before the migration's transaction commits.
     """
-    if connection.dialect.name != "sqlite":
-        yield
-        return
-    dbapi_connection: Any = connection.connection.dbapi_connection
-    _pragma(dbapi_connection, "PRAGMA foreign_keys=OFF")
-    try:
-        yield
-    finally:
-        _pragma(dbapi_connection, "PRAGMA foreign_keys=ON")
+    return strategy_for(connection.dialect).migration_guard(connection)
 
 
-def check_sqlite_foreign_keys(connection: Connection) -> None:
-    """Raise :class:`MigrationFailedError` if any row breaks a foreign key (SQLite only)."""
-    if connection.dialect.name != "sqlite":
-        return
-    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-    if broken:
-        tables = sorted({str(row[0]) for row in broken})
-        raise MigrationFailedError(
-            f"migration left {len(broken)} rows breaking foreign keys in {', '.join(tables)}"
-        )
+def check_migration(connection: Connection) -> None:
+    """Raise MigrationFailedError if the migration left the database inconsistent.
+
+    On SQLite, ``PRAGMA foreign_key_check`` must report nothing.
+    """
+    strategy_for(connection.dialect).check_after_migration(connection)
 
 
-def _pragma(dbapi_connection: Any, statement: str) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(statement)
-    finally:
-        cursor.close()
+def render_as_batch(connection: Connection) -> bool:
+    """Whether Alembic must rebuild tables to alter them on this connection's dialect."""
+    return strategy_for(connection.dialect).render_as_batch
 
 
 def _run(connection: Connection, action: str, revision: str) -> None:

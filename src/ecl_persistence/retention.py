@@ -14,21 +14,23 @@ wait for it and it never waits for them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Delete, bindparam, delete, func, select
+from sqlalchemy import Delete, Table, bindparam, delete, func, select
 
+from ecl_persistence.dialects import DialectStrategy, LockMode
 from ecl_persistence.domain import WorkflowState
 from ecl_persistence.errors import ValidationError
-from ecl_persistence.orm import WORKFLOWS
+from ecl_persistence.orm import WorkflowRecord
 from ecl_persistence.repositories._checks import check_aware
 
 if TYPE_CHECKING:
-    from ecl_persistence.database import Database
+    from ecl_persistence.unit_of_work import UnitOfWork
 
-__all__ = ["BATCH", "DEFAULT_PURGE_BATCH", "FINISHED_STATES", "MAX_PURGE_BATCH", "purge"]
+__all__ = ["DEFAULT_PURGE_BATCH", "FINISHED_STATES", "MAX_PURGE_BATCH", "batch_statement", "purge"]
 
 FINISHED_STATES = (WorkflowState.COMPLETED, WorkflowState.FAILED)
 """The only states a purge may delete: pending and running workflows are never touched."""
@@ -37,13 +39,15 @@ DEFAULT_PURGE_BATCH = 1000
 MAX_PURGE_BATCH = 10_000
 """The largest batch accepted: bigger ones hold the SQLite write lock too long."""
 
-_T = WORKFLOWS.c
-
-
+# A batch deletes rows of the table: no entity of them is ever loaded.
+_TABLE = cast("Table", WorkflowRecord.__table__)
+_T = _TABLE.c
 _BEFORE_CUTOFF = _T.completed_at < bindparam("cutoff", type_=_T.completed_at.type)
 
 
-def _batch_statement() -> Delete:
+@functools.cache
+def batch_statement(strategy: DialectStrategy) -> Delete:
+    """Delete the ``batch`` oldest workflows in ``state`` that finished before ``cutoff``."""
     # One state per statement: "state = ?" and the range on completed_at both
     # use the index, which then hands rows over in completed_at order, so
     # LIMIT stops the scan after one batch. With "state IN (...)" both
@@ -53,13 +57,9 @@ def _batch_statement() -> Delete:
         .where(_T.state == bindparam("state"), _BEFORE_CUTOFF)
         .order_by(_T.completed_at)
         .limit(bindparam("batch"))
-        .with_for_update(skip_locked=True)
     )
-    return delete(WORKFLOWS).where(_T.id.in_(oldest.scalar_subquery()))
-
-
-BATCH = _batch_statement()
-"""Delete the ``batch`` oldest workflows in ``state`` that finished before ``cutoff``."""
+    oldest = strategy.lock(oldest, LockMode.DELETE_SKIP_LOCKED)
+    return delete(_TABLE).where(_T.id.in_(oldest.scalar_subquery()))
 
 
 def _check_states(states: Iterable[WorkflowState]) -> tuple[str, ...]:
@@ -74,7 +74,7 @@ def _check_states(states: Iterable[WorkflowState]) -> tuple[str, ...]:
 
 
 async def purge(
-    database: Database,
+    open_unit: Callable[..., UnitOfWork],
     *,
     finished_before: datetime,
     states: Iterable[WorkflowState] = FINISHED_STATES,
@@ -84,6 +84,7 @@ async def purge(
 ) -> int:
     """Delete workflows in ``states`` that finished before ``finished_before``; return how many.
 
+    ``open_unit`` makes the unit of work of each batch (``Database.session``).
     With ``dry_run`` nothing is deleted and the return value is how many
     would be. ``on_batch`` is called with the count of each committed batch
     (for a progress bar). A batch that fails rolls back alone; the batches
@@ -94,9 +95,9 @@ async def purge(
     if type(batch_size) is not int or not 1 <= batch_size <= MAX_PURGE_BATCH:
         raise ValidationError(f"batch_size must be an integer from 1 to {MAX_PURGE_BATCH}")
     if dry_run:
-        count = select(func.count()).select_from(WORKFLOWS)
+        count: Any = select(func.count()).select_from(_TABLE)
         count = count.where(_T.state.in_(chosen), _BEFORE_CUTOFF)
-        async with database.session(read_only=True) as uow:
+        async with open_unit(read_only=True) as uow:
             result = await uow.execute(count, {"cutoff": cutoff}, action="count purgeable")
             return int(result.scalar_one())
     total = 0
@@ -104,8 +105,9 @@ async def purge(
         params = {"state": state, "cutoff": cutoff, "batch": batch_size}
         deleted = batch_size
         while deleted == batch_size:
-            async with database.session() as uow:
-                result = await uow.execute(BATCH, params, action="purge finished workflows")
+            async with open_unit() as uow:
+                statement = batch_statement(uow.strategy)
+                result = await uow.execute(statement, params, action="purge finished workflows")
                 deleted = int(getattr(result, "rowcount", 0))
             total += deleted
             if deleted and on_batch is not None:

@@ -13,8 +13,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from ecl_persistence._translate import translating
-from ecl_persistence.errors import DbError, TransactionFailedError
+from ecl_persistence._translate import raise_translated, translating
+from ecl_persistence.errors import DbError, StoredValueError, TransactionFailedError
 from ecl_persistence.repositories import (
     ArtifactRepository,
     StepExecutionRepository,
@@ -23,6 +23,7 @@ from ecl_persistence.repositories import (
 
 if TYPE_CHECKING:
     from ecl_persistence.config import DatabaseConfig
+    from ecl_persistence.dialects import DialectStrategy
 
 __all__ = ["UnitOfWork"]
 
@@ -45,11 +46,12 @@ class UnitOfWork:
 
     __slots__ = (
         "_active",
-        "_config",
         "_factory",
         "_failed",
         "_lock",
+        "_max_payload_bytes",
         "_session",
+        "_strategy",
         "artifacts",
         "read_only",
         "step_executions",
@@ -65,7 +67,8 @@ class UnitOfWork:
         lock: asyncio.Lock | None = None,
     ) -> None:
         self._factory = factory
-        self._config = config
+        self._strategy = config.strategy
+        self._max_payload_bytes = config.max_payload_bytes
         self._lock = lock
         self._active = False
         # Made at the first statement: a unit that runs none costs no session.
@@ -111,6 +114,12 @@ class UnitOfWork:
                         "nothing was committed"
                     )
                 return
+            if self.read_only and (session.new or session.dirty or session.deleted):
+                await asyncio.shield(_discard(session))
+                raise TransactionFailedError(
+                    "a read-only unit of work ended with changes in its session; "
+                    "nothing was written"
+                )
             try:
                 with translating("commit"):
                     # One trip into SQLAlchemy for both. A read-only unit has
@@ -128,12 +137,34 @@ class UnitOfWork:
     @property
     def max_payload_bytes(self) -> int:
         """The size limit of one JSON payload, from the database's configuration."""
-        return self._config.max_payload_bytes
+        return self._max_payload_bytes
 
     @property
     def dialect(self) -> str:
-        """``"sqlite"`` or ``"postgresql"``: the few statements that differ pick by it."""
-        return self._config.dialect
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._strategy.name
+
+    @property
+    def strategy(self) -> DialectStrategy:
+        """The dialect strategy: the few statements that differ between backends ask it."""
+        return self._strategy
+
+    @property
+    def session(self) -> AsyncSession:
+        """The unit's SQLAlchemy ``AsyncSession``, for an application's own ORM work.
+
+        What you add, change or delete through it commits or rolls back with
+        the unit of work, in the same transaction as the repositories' writes
+        (the session is made at first use, like the transaction). You may
+        ``add`` and query your own models, ``flush`` (it does not autoflush),
+        and read this package's entities (``WorkflowRecord`` and its
+        relationships, which never load lazily: use ``selectinload``). You must
+        not ``commit``, ``rollback`` or ``close`` it (use the unit's own
+        methods), keep it past the ``async with`` block, or write this
+        package's tables through it: the repositories enforce the lifecycle,
+        the audit trail and the payload rules, and the session does not.
+        """
+        return self._require_session()
 
     @property
     def active(self) -> bool:
@@ -182,15 +213,24 @@ class UnitOfWork:
         session = self._require_session()
         fresh = not session.in_transaction()
         try:
-            with translating(action):
-                try:
-                    return await session.execute(statement, params)
-                except DBAPIError as error:
-                    if not (fresh and error.connection_invalidated):
-                        raise
-                    _log.info("reconnecting: a pooled database connection was closed")
-                await session.rollback()
+            try:
                 return await session.execute(statement, params)
+            except DBAPIError as error:
+                if not (fresh and error.connection_invalidated):
+                    raise
+                _log.info("reconnecting: a pooled database connection was closed")
+            await session.rollback()
+            return await session.execute(statement, params)
+        except Exception as error:
+            # Translated outside this handler: the driver's error, which may
+            # hold values, must not become the context of ours.
+            failure = error
+        try:
+            raise_translated(failure, action)
+        except StoredValueError:
+            # The statement ran; a row it returned is damaged. The transaction
+            # is intact and the unit of work stays usable.
+            raise
         except DbError:
             # Both backends then behave alike: PostgreSQL aborts the whole
             # transaction on an error, so SQLite's is rolled back as well and

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from typing import Any, cast
 
 import pytest
-from tests.factories import ArtifactFactory, new_workflow, raw_scalar, sql
+from tests.factories import (
+    ArtifactFactory,
+    at,
+    create_artifacts,
+    get_artifact,
+    new_workflow,
+    raw_scalar,
+    sql,
+    stored_artifact,
+)
 
 from ecl_persistence import (
     Artifact,
@@ -25,26 +34,9 @@ from ecl_persistence import (
 from ecl_persistence.domain import new_uuid7
 from ecl_persistence.unit_of_work import UnitOfWork
 
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
 
 def artifact(workflow: Workflow, **fields: Any) -> Artifact:
     return ArtifactFactory.build(workflow_id=workflow.id, **fields)
-
-
-async def create_all(db: Database, *artifacts: Artifact) -> None:
-    async with db.session() as uow:
-        for item in artifacts:
-            await uow.artifacts.create(item)
-
-
-async def stored(db: Database, id: ArtifactId) -> Artifact | None:
-    async with db.session(read_only=True) as uow:
-        return await uow.artifacts.get(id)
 
 
 async def listed(db: Database, workflow_id: WorkflowId) -> list[Artifact]:
@@ -68,16 +60,15 @@ async def test_create_then_get_returns_an_equal_artifact(db: Database) -> None:
     )
     async with db.session() as uow:
         assert await uow.artifacts.create(report) is report
-    got = await stored(db, report.id)
+    got = await stored_artifact(db, report.id)
     assert got == report
-    assert got is not None
     assert got.created_at.tzinfo is UTC
 
 
 async def test_get_returns_none_for_an_unknown_id(db: Database) -> None:
     workflow = await new_workflow(db)
-    await create_all(db, artifact(workflow))
-    assert await stored(db, ArtifactId(new_uuid7())) is None
+    await create_artifacts(db, artifact(workflow))
+    assert await get_artifact(db, ArtifactId(new_uuid7())) is None
 
 
 @pytest.mark.parametrize(
@@ -92,9 +83,8 @@ async def test_get_returns_none_for_an_unknown_id(db: Database) -> None:
 async def test_artifact_path_round_trips_unchanged(db: Database, path: str) -> None:
     workflow = await new_workflow(db)
     item = artifact(workflow, path=path)
-    await create_all(db, item)
-    got = await stored(db, item.id)
-    assert got is not None
+    await create_artifacts(db, item)
+    got = await stored_artifact(db, item.id)
     assert got.path == path
     assert await raw_scalar(db, "SELECT path FROM artifacts WHERE id = :id", id=item.id) == path
 
@@ -102,9 +92,8 @@ async def test_artifact_path_round_trips_unchanged(db: Database, path: str) -> N
 async def test_largest_size_round_trips(db: Database) -> None:
     workflow = await new_workflow(db)
     huge = artifact(workflow, size_bytes=2**63 - 1)
-    await create_all(db, huge)
-    got = await stored(db, huge.id)
-    assert got is not None
+    await create_artifacts(db, huge)
+    got = await stored_artifact(db, huge.id)
     assert got.size_bytes == 2**63 - 1
 
 
@@ -113,7 +102,7 @@ async def test_duplicate_name_of_a_step_raises_with_the_unique_constraint_name(
 ) -> None:
     workflow = await new_workflow(db)
     first = artifact(workflow, step_id="search", name="hits.json")
-    await create_all(db, first)
+    await create_artifacts(db, first)
     with pytest.raises(TransactionFailedError):
         async with db.session() as uow:
             with pytest.raises(ConstraintViolationError) as info:
@@ -129,7 +118,7 @@ async def test_same_name_in_another_step_or_workflow_is_allowed(db: Database) ->
         artifact(one, step_id="summarise", name="out.json", created_at=at(1)),
         artifact(two, step_id="search", name="out.json", created_at=at(2)),
     ]
-    await create_all(db, *items)
+    await create_artifacts(db, *items)
     assert await listed(db, one.id) == items[:2]
     assert await listed(db, two.id) == items[2:]
 
@@ -164,7 +153,7 @@ async def test_list_for_workflow_returns_its_artifacts_oldest_first(db: Database
         artifact(workflow, step_id="a", name="b", created_at=at(2)),
         artifact(workflow, step_id="a", name="a", created_at=at(2)),
     ]
-    await create_all(db, *mine, artifact(other, created_at=at(0)))
+    await create_artifacts(db, *mine, artifact(other, created_at=at(0)))
     got = await listed(db, workflow.id)
     assert got == sorted(mine, key=lambda a: (a.created_at, a.step_id, a.name))
     assert await listed(db, WorkflowId(new_uuid7())) == []
@@ -184,7 +173,7 @@ async def test_list_for_step_returns_only_that_steps_artifacts_oldest_first(
         artifact(workflow, step_id="summarise", created_at=at(2)),
         artifact(other, step_id="search", created_at=at(2)),
     ]
-    await create_all(db, *search, *noise)
+    await create_artifacts(db, *search, *noise)
     async with db.session(read_only=True) as uow:
         got = await uow.artifacts.list_for_step(workflow.id, StepId("search"))
         none = await uow.artifacts.list_for_step(workflow.id, "fetch")
@@ -199,10 +188,10 @@ async def test_list_for_step_returns_only_that_steps_artifacts_oldest_first(
 async def test_delete_removes_only_the_record(db: Database) -> None:
     workflow = await new_workflow(db)
     doomed, kept = artifact(workflow), artifact(workflow)
-    await create_all(db, doomed, kept)
+    await create_artifacts(db, doomed, kept)
     async with db.session() as uow:
         await uow.artifacts.delete(doomed.id)
-    assert await stored(db, doomed.id) is None
+    assert await get_artifact(db, doomed.id) is None
     assert await listed(db, workflow.id) == [kept]
     async with db.session(read_only=True) as uow:
         assert await uow.workflows.get(workflow.id) == workflow
@@ -213,7 +202,7 @@ async def test_delete_of_a_missing_artifact_raises_not_found_with_type_and_id(
 ) -> None:
     workflow = await new_workflow(db)
     item = artifact(workflow)
-    await create_all(db, item)
+    await create_artifacts(db, item)
     async with db.session() as uow:
         await uow.artifacts.delete(item.id)
     for absent in (item.id, ArtifactId(new_uuid7())):
@@ -232,7 +221,7 @@ async def test_reading_an_artifact_whose_metadata_is_not_an_object_raises_query_
 ) -> None:
     workflow = await new_workflow(db)
     item = artifact(workflow)
-    await create_all(db, item)
+    await create_artifacts(db, item)
     value = "CAST(:value AS jsonb)" if db.dialect == "postgresql" else ":value"
     async with db.engine.begin() as connection:
         await connection.execute(
@@ -259,7 +248,7 @@ READ_ONLY_WRITES: dict[str, ReadOnlyWrite] = {
 async def test_read_only_unit_refuses_every_artifact_write(db: Database, operation: str) -> None:
     workflow = await new_workflow(db)
     item = artifact(workflow)
-    await create_all(db, item)
+    await create_artifacts(db, item)
     async with db.session(read_only=True) as uow:
         with pytest.raises(TransactionFailedError, match="read-only"):
             await READ_ONLY_WRITES[operation](uow, workflow, item)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from tests.factories import (
     WorkflowFactory,
+    at,
     create_workflows,
     leased_workflow,
     stored_workflow,
@@ -28,13 +29,7 @@ from ecl_persistence import (
     WorkflowState,
 )
 from ecl_persistence.domain import new_uuid7
-from ecl_persistence.repositories._leases import MAX_LEASE_SECONDS, PICK
-
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
+from ecl_persistence.repositories._leases import MAX_LEASE_SECONDS, pick
 
 
 async def claim(db: Database, worker: str = "w1", **options: Any) -> list[Workflow]:
@@ -287,7 +282,9 @@ async def test_the_claim_query_reads_an_index_not_the_whole_table(database_url: 
             db.session() as uow,
         ):
             await forbid_seq_scan(uow)
-            await uow.execute(PICK, params, action="explain the claim")
+            await uow.execute(
+                pick(uow.strategy, by_definition=False), params, action="explain the claim"
+            )
     text_plan = "\n".join(plan)
     if db.dialect == "postgresql":
         assert "ix_workflows_claimable_created_at_id" in text_plan

@@ -15,7 +15,7 @@ import aiosqlite
 import asyncpg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from tests.conftest import asyncpg_url
 from tests.factories import StepExecutionFactory, checked_out, persist_workflow
 
 from ecl_persistence import (
@@ -135,13 +135,9 @@ async def test_a_write_unit_still_holds_the_write_lock_from_its_first_statement(
 # --- PostgreSQL: connections the server dropped ---------------------------------------
 
 
-def _plain(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 async def _terminate(url: str, pid: int | None = None) -> int:
     """Make the server drop our pooled connections (or one of them); return how many."""
-    admin = await asyncpg.connect(_plain(url), timeout=5)
+    admin = await asyncpg.connect(asyncpg_url(url), timeout=5)
     try:
         query = (
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "

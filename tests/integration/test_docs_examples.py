@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,17 @@ def test_quickstart_script_runs_on_the_database_from_the_environment(
         "  2 executions, 300 tokens",
     ]
     assert not (workdir / "ecl.db").exists(), "the URL came from ECL_DATABASE_URL"
+
+
+def test_concepts_page_own_models_example_commits_both(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [script] = [block for block in python_blocks("concepts.md") if "asyncio.run(" in block]
+    # A module of its own: the declarative base resolves its annotations there.
+    module = types.ModuleType("docs_concepts_example")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(script, "docs/concepts.md", "exec"), module.__dict__)
+    assert capsys.readouterr().out.splitlines() == ["True 120"]
 
 
 def test_testing_page_fixture_and_test_pass_under_pytest(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from ecl_persistence import (
     JsonValue,
     Workflow,
 )
-from ecl_persistence.repositories import workflows
+from ecl_persistence.repositories import _workflow_sql
 
 CONCURRENT = 20
 
@@ -154,7 +154,7 @@ async def test_a_keyed_workflow_deleted_before_it_is_read_back_raises_a_retryabl
 ) -> None:
     await create_or_get(db, Workflow.new("research", {}, idempotency_key="k"))
     # Stands for a concurrent delete committed between the insert and the read.
-    monkeypatch.setattr(workflows, "_GET_BY_KEY", workflows._SELECT.where(false()))
+    monkeypatch.setattr(_workflow_sql, "GET_BY_KEY", _workflow_sql.GET.where(false()))
     with pytest.raises(ConflictError, match="deleted meanwhile") as raced:
         await create_or_get(db, Workflow.new("research", {}, idempotency_key="k"))
     assert raced.value.retryable is True

@@ -7,7 +7,7 @@ import logging
 import math
 
 import pytest
-from tests.factories import persist_workflow
+from tests.factories import new_workflow
 
 from ecl_persistence import (
     MISSING,
@@ -27,11 +27,6 @@ SECRET = "s3cret-in-the-message"
 
 class QuotaExceeded(Exception):
     pass
-
-
-async def new_workflow(db: Database) -> Workflow:
-    async with db.session() as uow:
-        return await persist_workflow(uow)
 
 
 async def attempts(db: Database, workflow: Workflow, step: str = "search") -> list[StepExecution]:

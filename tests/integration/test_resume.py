@@ -6,7 +6,7 @@ import asyncio
 import math
 
 import pytest
-from tests.factories import StepExecutionFactory, persist_workflow
+from tests.factories import StepExecutionFactory, new_workflow
 
 from ecl_persistence import (
     ConstraintViolationError,
@@ -24,11 +24,6 @@ from ecl_persistence.domain import new_uuid7, utc_now
 
 S = StepExecutionState
 CONCURRENT = 10
-
-
-async def new_workflow(db: Database) -> Workflow:
-    async with db.session() as uow:
-        return await persist_workflow(uow)
 
 
 async def record(db: Database, workflow: Workflow, history: dict[str, list[S]]) -> None:

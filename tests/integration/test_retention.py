@@ -11,7 +11,7 @@ from tests.factories import WorkflowFactory, persist_artifact, persist_step, raw
 from tests.plans import explaining, forbid_seq_scan
 
 from ecl_persistence import Database, ValidationError, Workflow, WorkflowState
-from ecl_persistence.retention import BATCH
+from ecl_persistence.retention import batch_statement
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CUTOFF = NOW - timedelta(days=30)
@@ -179,7 +179,8 @@ async def test_the_purge_batch_reads_the_oldest_finished_through_the_index(db: D
     params = {"state": "completed", "cutoff": CUTOFF, "batch": 5}
     async with explaining(db, "DELETE FROM workflows") as plan, db.session() as uow:
         await forbid_seq_scan(uow)
-        await uow.execute(BATCH, params, action="plan")
+        await uow.execute(batch_statement(uow.strategy), params, action="plan")
+        await uow.rollback()
     text_plan = "\n".join(plan)
     assert "ix_workflows_state_completed_at" in text_plan
     # Read in completed_at order from the index: no sort of every purgeable row.

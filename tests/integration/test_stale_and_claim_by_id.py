@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from tests.factories import (
     WorkflowFactory,
+    at,
     create_workflows,
     leased_workflow,
     query_plan,
@@ -27,12 +28,6 @@ from ecl_persistence import (
 )
 from ecl_persistence.domain import new_uuid7
 from ecl_persistence.repositories._leases import STALE
-
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
 
 
 async def stale(db: Database, **options: Any) -> list[Workflow]:

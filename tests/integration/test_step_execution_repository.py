@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import UTC
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import event
 from tests.factories import (
     StepExecutionFactory,
     WorkflowFactory,
+    at,
+    create_step_executions,
+    get_step_execution,
     new_workflow,
     raw_scalar,
+    statements_run,
+    stored_step_execution,
 )
 
 from ecl_persistence import (
@@ -38,27 +41,7 @@ from ecl_persistence import (
 from ecl_persistence.domain import new_uuid7
 from ecl_persistence.unit_of_work import UnitOfWork
 
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
 FINISHED = [StepExecutionState.SUCCEEDED, StepExecutionState.FAILED]
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-@contextmanager
-def statements_sent(db: Database) -> Iterator[list[str]]:
-    """Collect the SQL statements the engine sends while the block runs."""
-    sent: list[str] = []
-
-    def record(*args: Any) -> None:
-        sent.append(str(args[2]))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
 
 
 def writes(statements: list[str]) -> list[str]:
@@ -67,17 +50,6 @@ def writes(statements: list[str]) -> list[str]:
 
 def execution(workflow: Workflow, **fields: Any) -> StepExecution:
     return StepExecutionFactory.build(workflow_id=workflow.id, **fields)
-
-
-async def create_all(db: Database, *executions: StepExecution) -> None:
-    async with db.session() as uow:
-        for item in executions:
-            await uow.step_executions.create(item)
-
-
-async def stored(db: Database, id: StepExecutionId) -> StepExecution | None:
-    async with db.session(read_only=True) as uow:
-        return await uow.step_executions.get(id)
 
 
 async def history(db: Database, workflow_id: WorkflowId) -> list[StepExecution]:
@@ -95,12 +67,11 @@ async def test_create_then_get_returns_an_equal_execution(db: Database) -> None:
     )
     async with db.session() as uow:
         assert await uow.step_executions.create(started) is started
-    got = await stored(db, started.id)
+    got = await stored_step_execution(db, started.id)
     assert got == started
-    assert got is not None
     assert got.output is MISSING
     assert got.state is StepExecutionState.RUNNING
-    assert await stored(db, StepExecutionId(new_uuid7())) is None
+    assert await get_step_execution(db, StepExecutionId(new_uuid7())) is None
 
 
 @pytest.mark.parametrize("state", list(StepExecutionState), ids=str)
@@ -109,10 +80,9 @@ async def test_every_step_execution_state_round_trips(
 ) -> None:
     workflow = await new_workflow(db)
     item = execution(workflow, state=state, completed_at=at(1) if state.is_finished else None)
-    await create_all(db, item)
-    got = await stored(db, item.id)
+    await create_step_executions(db, item)
+    got = await stored_step_execution(db, item.id)
     assert got == item
-    assert got is not None
     assert got.state is state
     raw = await raw_scalar(db, "SELECT state FROM step_executions WHERE id = :id", id=item.id)
     assert raw == state.value
@@ -223,7 +193,7 @@ async def test_duplicate_attempt_of_a_step_raises_with_the_unique_constraint_nam
 ) -> None:
     workflow = await new_workflow(db)
     first = execution(workflow, step_id="search", attempt=1)
-    await create_all(db, first)
+    await create_step_executions(db, first)
     twin = execution(workflow, step_id="search", attempt=1)
     with pytest.raises(TransactionFailedError):
         async with db.session() as uow:
@@ -237,7 +207,7 @@ async def test_same_step_and_attempt_in_another_workflow_is_allowed(db: Database
     one, two = await new_workflow(db), await new_workflow(db)
     a = execution(one, step_id="search", attempt=1)
     b = execution(two, step_id="search", attempt=1)
-    await create_all(db, a, b)
+    await create_step_executions(db, a, b)
     assert await history(db, one.id) == [a]
     assert await history(db, two.id) == [b]
 
@@ -255,7 +225,7 @@ async def test_create_many_inserts_500_and_history_comes_back_in_started_at_orde
     ]
     random.Random(7).shuffle(batch)
     async with db.session() as uow:
-        with statements_sent(db) as sent:
+        with statements_run(db) as sent:
             created = await uow.step_executions.create_many(batch)
     assert created == batch
     assert len(writes(sent)) == 1, "one batch, not one statement per row"
@@ -276,7 +246,7 @@ async def test_create_many_accepts_any_iterable(db: Database) -> None:
 async def test_create_many_is_all_or_nothing(db: Database, clash: str) -> None:
     workflow = await new_workflow(db)
     existing = execution(workflow, step_id="search", attempt=1, started_at=at(0))
-    await create_all(db, existing)
+    await create_step_executions(db, existing)
     batch = [execution(workflow, step_id="fetch", attempt=i, started_at=at(i)) for i in (1, 2, 3)]
     if clash == "with-a-stored-row":
         duplicate = execution(workflow, step_id="search", attempt=1)
@@ -294,7 +264,7 @@ async def test_create_many_is_all_or_nothing(db: Database, clash: str) -> None:
 
 async def test_create_many_of_nothing_returns_an_empty_list_without_sql(db: Database) -> None:
     async with db.session() as uow:
-        with statements_sent(db) as sent:
+        with statements_run(db) as sent:
             assert await uow.step_executions.create_many([]) == []
     assert writes(sent) == []
     assert await raw_scalar(db, "SELECT count(*) FROM step_executions") == 0
@@ -303,7 +273,7 @@ async def test_create_many_of_nothing_returns_an_empty_list_without_sql(db: Data
 async def test_create_many_rejects_a_non_execution_before_any_sql(db: Database) -> None:
     workflow = await new_workflow(db)
     async with db.session() as uow:
-        with statements_sent(db) as sent, pytest.raises(ValidationError):
+        with statements_run(db) as sent, pytest.raises(ValidationError):
             await uow.step_executions.create_many([execution(workflow), cast(Any, "oops")])
     assert writes(sent) == []
     assert await history(db, workflow.id) == []
@@ -322,7 +292,7 @@ async def test_get_for_step_returns_that_steps_attempts_in_attempt_order(db: Dat
         execution(workflow, step_id="summarise", attempt=1, started_at=at(0)),
         execution(other, step_id="search", attempt=4, started_at=at(0)),
     ]
-    await create_all(db, *attempts, *noise)
+    await create_step_executions(db, *attempts, *noise)
     async with db.session(read_only=True) as uow:
         got = await uow.step_executions.get_for_step(workflow.id, StepId("search"))
         unknown = await uow.step_executions.get_for_step(workflow.id, "nothing")
@@ -337,7 +307,7 @@ async def test_get_for_step_returns_that_steps_attempts_in_attempt_order(db: Dat
 async def test_update_completion_records_the_outcome(db: Database) -> None:
     workflow = await new_workflow(db)
     running = execution(workflow, started_at=at(0))
-    await create_all(db, running)
+    await create_step_executions(db, running)
     async with db.session() as uow:
         done = await uow.step_executions.update_completion(
             running.id,
@@ -362,7 +332,7 @@ async def test_update_completion_records_the_outcome(db: Database) -> None:
         running.input,
         running.started_at,
     )
-    assert await stored(db, running.id) == done
+    assert await stored_step_execution(db, running.id) == done
 
 
 async def test_update_completion_as_failed_without_output_keeps_output_missing(
@@ -370,7 +340,7 @@ async def test_update_completion_as_failed_without_output_keeps_output_missing(
 ) -> None:
     workflow = await new_workflow(db)
     running = execution(workflow)
-    await create_all(db, running)
+    await create_step_executions(db, running)
     async with db.session() as uow:
         failed = await uow.step_executions.update_completion(
             running.id, StepExecutionState.FAILED, error="boom"
@@ -381,7 +351,7 @@ async def test_update_completion_as_failed_without_output_keeps_output_missing(
         "boom",
     )
     assert failed.duration_ms is None
-    assert await stored(db, running.id) == failed
+    assert await stored_step_execution(db, running.id) == failed
 
 
 async def test_update_completion_stores_json_null_output_distinct_from_missing(
@@ -389,13 +359,12 @@ async def test_update_completion_stores_json_null_output_distinct_from_missing(
 ) -> None:
     workflow = await new_workflow(db)
     running = execution(workflow)
-    await create_all(db, running)
+    await create_step_executions(db, running)
     async with db.session() as uow:
         done = await uow.step_executions.update_completion(
             running.id, StepExecutionState.SUCCEEDED, output=None
         )
-    got = await stored(db, running.id)
-    assert got is not None
+    got = await stored_step_execution(db, running.id)
     assert done.output is None
     assert got.output is None
 
@@ -403,7 +372,7 @@ async def test_update_completion_stores_json_null_output_distinct_from_missing(
 async def test_update_completion_keeps_recorded_tokens_unless_given(db: Database) -> None:
     workflow = await new_workflow(db)
     kept, replaced = execution(workflow, tokens_used=5), execution(workflow, tokens_used=5)
-    await create_all(db, kept, replaced)
+    await create_step_executions(db, kept, replaced)
     async with db.session() as uow:
         a = await uow.step_executions.update_completion(kept.id, StepExecutionState.SUCCEEDED)
         b = await uow.step_executions.update_completion(
@@ -411,13 +380,16 @@ async def test_update_completion_keeps_recorded_tokens_unless_given(db: Database
         )
     assert a.tokens_used == 5
     assert b.tokens_used == 0
-    assert (await stored(db, kept.id), await stored(db, replaced.id)) == (a, b)
+    assert (
+        await stored_step_execution(db, kept.id),
+        await stored_step_execution(db, replaced.id),
+    ) == (a, b)
 
 
 async def test_a_pending_execution_can_complete(db: Database) -> None:
     workflow = await new_workflow(db)
     pending = execution(workflow, state=StepExecutionState.PENDING)
-    await create_all(db, pending)
+    await create_step_executions(db, pending)
     async with db.session() as uow:
         done = await uow.step_executions.update_completion(pending.id, StepExecutionState.FAILED)
     assert done.state is StepExecutionState.FAILED
@@ -429,7 +401,7 @@ async def test_completing_a_finished_execution_raises_and_changes_nothing(
 ) -> None:
     workflow = await new_workflow(db)
     running = execution(workflow)
-    await create_all(db, running)
+    await create_step_executions(db, running)
     async with db.session() as uow:
         first = await uow.step_executions.update_completion(
             running.id, finished, output={"v": 1}, duration_ms=10, tokens_used=3
@@ -452,7 +424,7 @@ async def test_completing_a_finished_execution_raises_and_changes_nothing(
             finished.value,
             target.value,
         )
-        assert await stored(db, running.id) == first
+        assert await stored_step_execution(db, running.id) == first
 
 
 @pytest.mark.parametrize("state", ["running", "pending", "bogus", 3], ids=repr)
@@ -461,11 +433,11 @@ async def test_update_completion_refuses_a_state_that_does_not_finish(
 ) -> None:
     workflow = await new_workflow(db)
     running = execution(workflow)
-    await create_all(db, running)
+    await create_step_executions(db, running)
     async with db.session() as uow:
         with pytest.raises(ValidationError):
             await uow.step_executions.update_completion(running.id, cast(Any, state))
-    assert await stored(db, running.id) == running
+    assert await stored_step_execution(db, running.id) == running
 
 
 async def test_update_completion_of_a_missing_execution_raises_not_found(db: Database) -> None:
@@ -493,16 +465,16 @@ async def test_bad_completion_arguments_are_refused_before_any_sql(
 ) -> None:
     workflow = await new_workflow(db)
     running = execution(workflow)
-    await create_all(db, running)
+    await create_step_executions(db, running)
     async with db.session() as uow:
-        with statements_sent(db) as sent, pytest.raises((ValidationError, SerializationError)):
+        with statements_run(db) as sent, pytest.raises((ValidationError, SerializationError)):
             await uow.step_executions.update_completion(
                 running.id, StepExecutionState.SUCCEEDED, **arguments
             )
         # No statement failed, so the unit is still usable and commits on exit.
         assert await uow.step_executions.get(running.id) == running
     assert writes(sent) == []
-    assert await stored(db, running.id) == running
+    assert await stored_step_execution(db, running.id) == running
 
 
 # --- get_stats ------------------------------------------------------------------------
@@ -512,7 +484,7 @@ async def test_get_stats_counts_and_sums_in_sql(db: Database) -> None:
     workflow, other = await new_workflow(db), await new_workflow(db)
     succeeded = StepExecutionState.SUCCEEDED
     failed = StepExecutionState.FAILED
-    await create_all(
+    await create_step_executions(
         db,
         execution(workflow, state=succeeded, duration_ms=100, tokens_used=10),
         execution(workflow, state=succeeded, duration_ms=None, tokens_used=5),
@@ -562,7 +534,7 @@ async def test_read_only_unit_refuses_every_step_execution_write(
 ) -> None:
     workflow = await new_workflow(db)
     running = execution(workflow)
-    await create_all(db, running)
+    await create_step_executions(db, running)
     async with db.session(read_only=True) as uow:
         with pytest.raises(TransactionFailedError, match="read-only"):
             await READ_ONLY_WRITES[operation](uow, workflow, running)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from tests.factories import (
     WorkflowFactory,
+    at,
     create_workflows,
     leased_workflow,
     new_workflow,
@@ -39,11 +39,6 @@ P, R, C, F = (
     WorkflowState.COMPLETED,
     WorkflowState.FAILED,
 )
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
 
 
 async def history(db: Database, workflow_id: WorkflowId) -> list[WorkflowTransition]:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from datetime import timedelta
-from pathlib import Path
 
+from tests.factories import start_python_module
 from tests.worker_process import FETCH_OUTPUT
 
 from ecl_persistence import (
@@ -24,23 +23,13 @@ from ecl_persistence import (
 )
 from ecl_persistence.domain import utc_now
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 WORKERS = 4
 WORKFLOWS = 40
 TIMEOUT = 120
 
 
 async def spawn(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.worker_process",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPOSITORY,
-    )
+    return await start_python_module("tests.worker_process", *args)
 
 
 async def finish(process: asyncio.subprocess.Process) -> tuple[str, str]:

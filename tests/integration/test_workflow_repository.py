@@ -22,12 +22,19 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import text
 from tests.factories import (
+    CURSOR_RESPELLINGS,
     WorkflowFactory,
+    at,
+    create_workflows,
+    cursor_bytes,
+    get_workflow,
     persist_artifact,
     persist_step,
     persist_workflow,
     raw_scalar,
     sql,
+    statements_run,
+    stored_workflow,
 )
 
 from ecl_persistence import (
@@ -44,9 +51,8 @@ from ecl_persistence import (
     WorkflowState,
 )
 from ecl_persistence.domain import WORKFLOW_TRANSITIONS, new_uuid7
+from ecl_persistence.repositories.workflows import MAX_PAGE_SIZE
 from ecl_persistence.unit_of_work import UnitOfWork
-
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 LEGAL = [(source, target) for source in WorkflowState for target in WORKFLOW_TRANSITIONS[source]]
 ILLEGAL = [
@@ -55,10 +61,6 @@ ILLEGAL = [
     for target in WorkflowState
     if target not in WORKFLOW_TRANSITIONS[source]
 ]
-
-
-def at(minutes: float) -> datetime:
-    return T0 + timedelta(minutes=minutes)
 
 
 def missing_id() -> WorkflowId:
@@ -78,8 +80,8 @@ async def raw_execute(db: Database, statement: str, **params: object) -> None:
 
 
 def workflow_in(state: WorkflowState, **fields: Any) -> Workflow:
-    """A workflow as it would be stored in ``state``, created at T0 unless told otherwise."""
-    created = fields.pop("created_at", at(0))
+    """A workflow as it would be stored in ``state``, created at ``T0`` unless told otherwise."""
+    created = fields.pop("created_at", at(minutes=0))
     return WorkflowFactory.build(
         state=state,
         created_at=created,
@@ -87,17 +89,6 @@ def workflow_in(state: WorkflowState, **fields: Any) -> Workflow:
         error="boom" if state is WorkflowState.FAILED else None,
         **fields,
     )
-
-
-async def stored(db: Database, workflow_id: WorkflowId) -> Workflow | None:
-    async with db.session(read_only=True) as uow:
-        return await uow.workflows.get(workflow_id)
-
-
-async def create_all(db: Database, *workflows: Workflow) -> None:
-    async with db.session() as uow:
-        for workflow in workflows:
-            await uow.workflows.create(workflow)
 
 
 def encode(payload: str) -> str:
@@ -119,7 +110,7 @@ async def test_create_then_get_returns_an_equal_workflow(db: Database) -> None:
     workflow = Workflow.new("research", {"topic": "tides", "depth": [1, 2.5, None, True]})
     async with db.session() as uow:
         assert await uow.workflows.create(workflow) is workflow
-    got = await stored(db, workflow.id)
+    got = await stored_workflow(db, workflow.id)
     assert got == workflow
     assert got is not workflow
     assert got.output is MISSING
@@ -128,20 +119,20 @@ async def test_create_then_get_returns_an_equal_workflow(db: Database) -> None:
 
 async def test_update_state_is_persisted(db: Database) -> None:
     workflow = workflow_in(WorkflowState.PENDING)
-    await create_all(db, workflow)
+    await create_workflows(db, workflow)
     async with db.session() as uow:
         updated = await uow.workflows.update_state(workflow.id, WorkflowState.RUNNING)
     assert updated.state is WorkflowState.RUNNING
-    assert await stored(db, workflow.id) == updated
+    assert await stored_workflow(db, workflow.id) == updated
 
 
 async def test_list_by_state_returns_only_that_state_oldest_first(db: Database) -> None:
-    running = [workflow_in(WorkflowState.RUNNING, created_at=at(m)) for m in (5, 1, 3)]
+    running = [workflow_in(WorkflowState.RUNNING, created_at=at(minutes=m)) for m in (5, 1, 3)]
     others = [
-        workflow_in(WorkflowState.PENDING, created_at=at(2)),
+        workflow_in(WorkflowState.PENDING, created_at=at(minutes=2)),
         workflow_in(WorkflowState.FAILED),
     ]
-    await create_all(db, *running, *others)
+    await create_workflows(db, *running, *others)
     async with db.session(read_only=True) as uow:
         listed = await uow.workflows.list_by_state(WorkflowState.RUNNING)
         limited = await uow.workflows.list_by_state(WorkflowState.RUNNING, limit=2)
@@ -154,10 +145,9 @@ async def test_list_by_state_returns_only_that_state_oldest_first(db: Database) 
 @pytest.mark.parametrize("state", list(WorkflowState), ids=str)
 async def test_every_workflow_state_round_trips(db: Database, state: WorkflowState) -> None:
     workflow = workflow_in(state)
-    await create_all(db, workflow)
-    got = await stored(db, workflow.id)
+    await create_workflows(db, workflow)
+    got = await stored_workflow(db, workflow.id)
     assert got == workflow
-    assert got is not None
     assert got.state is state
     assert await raw_scalar(db, "SELECT state FROM workflows WHERE id = :id", id=workflow.id) == (
         state.value
@@ -181,16 +171,16 @@ async def test_delete_workflow_cascades_to_steps_and_artifacts(db: Database) -> 
     assert await raw_scalar(db, count.format("step_executions"), id=kept.id) == 2
     assert await raw_scalar(db, count.format("artifacts"), id=kept.id) == 1
     assert await raw_scalar(db, "SELECT count(*) FROM workflows") == 1
-    assert await stored(db, doomed.id) is None
-    assert await stored(db, kept.id) == kept
+    assert await get_workflow(db, doomed.id) is None
+    assert await stored_workflow(db, kept.id) == kept
 
 
 # --- get, create, delete --------------------------------------------------------------
 
 
 async def test_get_returns_none_for_an_unknown_id(db: Database) -> None:
-    await create_all(db, WorkflowFactory.build())
-    assert await stored(db, missing_id()) is None
+    await create_workflows(db, WorkflowFactory.build())
+    assert await get_workflow(db, missing_id()) is None
 
 
 async def test_get_rejects_an_id_that_is_not_a_uuid(db: Database) -> None:
@@ -203,14 +193,14 @@ async def test_create_with_a_duplicate_id_raises_constraint_violation_on_the_pri
     db: Database,
 ) -> None:
     original = WorkflowFactory.build()
-    await create_all(db, original)
+    await create_workflows(db, original)
     clash = WorkflowFactory.build(id=original.id, definition_id="other")
     with pytest.raises(TransactionFailedError):
         async with db.session() as uow:
             with pytest.raises(ConstraintViolationError) as info:
                 await uow.workflows.create(clash)
     assert info.value.constraint == "pk_workflows"
-    assert await stored(db, original.id) == original
+    assert await stored_workflow(db, original.id) == original
 
 
 async def test_create_rejects_something_that_is_not_a_workflow(db: Database) -> None:
@@ -221,11 +211,11 @@ async def test_create_rejects_something_that_is_not_a_workflow(db: Database) -> 
 
 async def test_delete_removes_only_that_workflow(db: Database) -> None:
     first, second = WorkflowFactory.build(), WorkflowFactory.build()
-    await create_all(db, first, second)
+    await create_workflows(db, first, second)
     async with db.session() as uow:
         await uow.workflows.delete(first.id)
-    assert await stored(db, first.id) is None
-    assert await stored(db, second.id) == second
+    assert await get_workflow(db, first.id) is None
+    assert await stored_workflow(db, second.id) == second
 
 
 # --- update_state ---------------------------------------------------------------------
@@ -235,7 +225,7 @@ async def test_update_state_walks_the_lifecycle_with_timestamps_error_and_versio
     db: Database,
 ) -> None:
     workflow = workflow_in(WorkflowState.PENDING)
-    await create_all(db, workflow)
+    await create_workflows(db, workflow)
     async with db.session() as uow:
         running = await uow.workflows.update_state(workflow.id, WorkflowState.RUNNING)
     assert (running.state, running.version, running.completed_at, running.error) == (
@@ -255,21 +245,21 @@ async def test_update_state_walks_the_lifecycle_with_timestamps_error_and_versio
     assert failed.completed_at is not None
     assert failed.completed_at == failed.updated_at
     assert failed.updated_at >= running.updated_at
-    assert await stored(db, workflow.id) == failed
+    assert await stored_workflow(db, workflow.id) == failed
 
     async with db.session() as uow:
         resumed = await uow.workflows.update_state(workflow.id, WorkflowState.RUNNING)
     assert (resumed.state, resumed.version) == (WorkflowState.RUNNING, 4)
     assert resumed.completed_at is None, "resuming a failed workflow clears completed_at"
     assert resumed.error is None, "error=None clears the stored error"
-    assert await stored(db, workflow.id) == resumed
+    assert await stored_workflow(db, workflow.id) == resumed
 
     async with db.session() as uow:
         completed = await uow.workflows.update_state(workflow.id, WorkflowState.COMPLETED)
     assert (completed.state, completed.version) == (WorkflowState.COMPLETED, 5)
     assert completed.completed_at == completed.updated_at
     assert completed.updated_at >= resumed.updated_at
-    assert await stored(db, workflow.id) == completed
+    assert await stored_workflow(db, workflow.id) == completed
     assert completed.input == workflow.input
     assert completed.definition_id == workflow.definition_id
 
@@ -279,7 +269,7 @@ async def test_every_legal_transition_updates_the_row(
     db: Database, source: WorkflowState, target: WorkflowState
 ) -> None:
     workflow = workflow_in(source)
-    await create_all(db, workflow)
+    await create_workflows(db, workflow)
     async with db.session() as uow:
         moved = await uow.workflows.update_state(workflow.id, target, error="why")
     assert moved.state is target
@@ -290,7 +280,7 @@ async def test_every_legal_transition_updates_the_row(
         assert moved.completed_at == moved.updated_at
     else:
         assert moved.completed_at is None
-    assert await stored(db, workflow.id) == moved
+    assert await stored_workflow(db, workflow.id) == moved
 
 
 @pytest.mark.parametrize(("source", "target"), ILLEGAL, ids=lambda s: str(s))
@@ -298,7 +288,7 @@ async def test_every_illegal_transition_raises_and_changes_nothing(
     db: Database, source: WorkflowState, target: WorkflowState
 ) -> None:
     workflow = workflow_in(source)
-    await create_all(db, workflow)
+    await create_workflows(db, workflow)
     async with db.session() as uow:
         with pytest.raises(InvalidStateTransitionError) as info:
             await uow.workflows.update_state(workflow.id, target, error="nope")
@@ -312,16 +302,16 @@ async def test_every_illegal_transition_raises_and_changes_nothing(
         target.value,
     )
     assert str(workflow.id) in str(error)
-    assert await stored(db, workflow.id) == workflow
+    assert await stored_workflow(db, workflow.id) == workflow
 
 
 async def test_update_state_rejects_a_value_that_is_not_a_state(db: Database) -> None:
     workflow = WorkflowFactory.build()
-    await create_all(db, workflow)
+    await create_workflows(db, workflow)
     async with db.session() as uow:
         with pytest.raises(ValidationError):
             await uow.workflows.update_state(workflow.id, cast(Any, "bogus"))
-    assert await stored(db, workflow.id) == workflow
+    assert await stored_workflow(db, workflow.id) == workflow
 
 
 # --- missing ids ----------------------------------------------------------------------
@@ -339,27 +329,26 @@ async def test_writing_a_missing_workflow_raises_not_found_with_type_and_id(
     db: Database, operation: str
 ) -> None:
     existing = WorkflowFactory.build()
-    await create_all(db, existing)
+    await create_workflows(db, existing)
     absent = missing_id()
     async with db.session() as uow:
         with pytest.raises(NotFoundError) as info:
             await MISSING_ID_CALLS[operation](uow, absent)
     assert (info.value.entity_type, info.value.id) == ("workflow", absent)
     assert str(absent) in str(info.value)
-    assert await stored(db, existing.id) == existing
+    assert await stored_workflow(db, existing.id) == existing
 
 
 # --- update_output --------------------------------------------------------------------
 
 
 async def test_update_output_stores_json_null_distinct_from_missing(db: Database) -> None:
-    workflow = Workflow.new("research", {"topic": "tides"}, now=at(0))
-    await create_all(db, workflow)
+    workflow = Workflow.new("research", {"topic": "tides"}, now=at(minutes=0))
+    await create_workflows(db, workflow)
     output_is_sql_null = (
         "SELECT CASE WHEN output IS NULL THEN 1 ELSE 0 END FROM workflows WHERE id = :id"
     )
-    fresh = await stored(db, workflow.id)
-    assert fresh is not None
+    fresh = await stored_workflow(db, workflow.id)
     assert fresh.output is MISSING
     assert await raw_scalar(db, output_is_sql_null, id=workflow.id) == 1
 
@@ -369,40 +358,39 @@ async def test_update_output_stores_json_null_distinct_from_missing(db: Database
     assert updated.version == 2
     assert updated.updated_at > workflow.updated_at
     assert updated.state is WorkflowState.PENDING
-    got = await stored(db, workflow.id)
+    got = await stored_workflow(db, workflow.id)
     assert got == updated
-    assert got is not None
     assert got.output is None
     assert await raw_scalar(db, output_is_sql_null, id=workflow.id) == 0
 
 
 async def test_update_output_replaces_the_output_and_bumps_the_version(db: Database) -> None:
     workflow = WorkflowFactory.build()
-    await create_all(db, workflow)
+    await create_workflows(db, workflow)
     async with db.session() as uow:
         await uow.workflows.update_output(workflow.id, {"draft": 1})
         second = await uow.workflows.update_output(workflow.id, ["final", {"score": 0.5}])
     assert second.output == ["final", {"score": 0.5}]
     assert second.version == 3
-    assert await stored(db, workflow.id) == second
+    assert await stored_workflow(db, workflow.id) == second
 
 
 async def test_update_output_rejects_a_non_json_payload_and_writes_nothing(db: Database) -> None:
     workflow = WorkflowFactory.build()
-    await create_all(db, workflow)
+    await create_workflows(db, workflow)
     async with db.session() as uow:
         with pytest.raises(ValueError, match="output"):
             await uow.workflows.update_output(workflow.id, cast(Any, {"x": float("nan")}))
-    assert await stored(db, workflow.id) == workflow
+    assert await stored_workflow(db, workflow.id) == workflow
 
 
 # --- list_by_definition ---------------------------------------------------------------
 
 
 async def test_list_by_definition_returns_only_that_definition_newest_first(db: Database) -> None:
-    research = [WorkflowFactory.build(created_at=at(m)) for m in (2, 9, 4)]
-    other = WorkflowFactory.build(definition_id="summarise", created_at=at(5))
-    await create_all(db, *research, other)
+    research = [WorkflowFactory.build(created_at=at(minutes=m)) for m in (2, 9, 4)]
+    other = WorkflowFactory.build(definition_id="summarise", created_at=at(minutes=5))
+    await create_workflows(db, *research, other)
     async with db.session(read_only=True) as uow:
         listed = await uow.workflows.list_by_definition("research")
         limited = await uow.workflows.list_by_definition("research", limit=1)
@@ -412,6 +400,51 @@ async def test_list_by_definition_returns_only_that_definition_newest_first(db: 
     assert unknown == []
 
 
+# --- list_by_state and list_by_definition: limits -------------------------------------
+
+# The bound of the two unpaged listings: a hundred of the largest pages.
+MAX_LISTED = MAX_PAGE_SIZE * 100
+
+Listing = Callable[[UnitOfWork, Any], Awaitable[list[Workflow]]]
+LISTINGS: dict[str, Listing] = {
+    "list_by_state": lambda uow, limit: uow.workflows.list_by_state(
+        WorkflowState.PENDING, limit=limit
+    ),
+    "list_by_definition": lambda uow, limit: uow.workflows.list_by_definition(
+        "research", limit=limit
+    ),
+}
+
+
+async def three_pending_research_workflows(db: Database) -> None:
+    await create_workflows(db, *(WorkflowFactory.build(created_at=at(s)) for s in range(3)))
+
+
+@pytest.mark.parametrize("listing", LISTINGS.values(), ids=list(LISTINGS.keys()))
+async def test_list_by_state_and_list_by_definition_return_at_most_limit_workflows(
+    db: Database, listing: Listing
+) -> None:
+    await three_pending_research_workflows(db)
+    async with db.session(read_only=True) as uow:
+        everything = await listing(uow, None)
+        assert len(everything) == 3
+        for limit in (1, 2, 3, 4, MAX_LISTED):
+            assert await listing(uow, limit) == everything[:limit]
+
+
+@pytest.mark.parametrize("limit", [0, -1, True, "5", 2.0, MAX_LISTED + 1], ids=repr)
+@pytest.mark.parametrize("listing", LISTINGS.values(), ids=list(LISTINGS.keys()))
+async def test_list_by_state_and_list_by_definition_refuse_a_limit_that_is_not_a_positive_integer(
+    db: Database, listing: Listing, limit: object
+) -> None:
+    # Rows to return, so that a limit let through would show as a result.
+    await three_pending_research_workflows(db)
+    async with db.session(read_only=True) as uow:
+        with statements_run(db) as statements, pytest.raises(ValidationError, match="limit"):
+            await listing(uow, limit)
+    assert statements == []
+
+
 # --- list(): filters ------------------------------------------------------------------
 
 
@@ -419,10 +452,10 @@ async def seven_workflows(db: Database) -> list[Workflow]:
     """Seven workflows one minute apart, mixed states and definitions; newest first."""
     states = [WorkflowState.PENDING, WorkflowState.RUNNING, WorkflowState.COMPLETED]
     workflows = [
-        workflow_in(states[i % 3], created_at=at(i), definition_id="a" if i % 2 else "b")
+        workflow_in(states[i % 3], created_at=at(minutes=i), definition_id="a" if i % 2 else "b")
         for i in range(7)
     ]
-    await create_all(db, *workflows)
+    await create_workflows(db, *workflows)
     return sorted(workflows, key=lambda w: w.created_at, reverse=True)
 
 
@@ -456,17 +489,20 @@ async def test_list_filters_by_definition(db: Database) -> None:
 async def test_list_created_after_and_created_before_are_exclusive(db: Database) -> None:
     everything = await seven_workflows(db)
     async with db.session(read_only=True) as uow:
-        after = await uow.workflows.list(created_after=at(2))
-        before = await uow.workflows.list(created_before=at(5))
-        between = await uow.workflows.list(created_after=at(2), created_before=at(5))
+        after = await uow.workflows.list(created_after=at(minutes=2))
+        before = await uow.workflows.list(created_before=at(minutes=5))
+        between = await uow.workflows.list(
+            created_after=at(minutes=2), created_before=at(minutes=5)
+        )
         # Any timezone: the same instants, written in UTC+05:30.
         offset = timezone(timedelta(hours=5, minutes=30))
         shifted = await uow.workflows.list(
-            created_after=at(2).astimezone(offset), created_before=at(5).astimezone(offset)
+            created_after=at(minutes=2).astimezone(offset),
+            created_before=at(minutes=5).astimezone(offset),
         )
-    assert after.items == tuple(w for w in everything if w.created_at > at(2))
-    assert before.items == tuple(w for w in everything if w.created_at < at(5))
-    assert [w.created_at for w in between.items] == [at(4), at(3)]
+    assert after.items == tuple(w for w in everything if w.created_at > at(minutes=2))
+    assert before.items == tuple(w for w in everything if w.created_at < at(minutes=5))
+    assert [w.created_at for w in between.items] == [at(minutes=4), at(minutes=3)]
     assert shifted.items == between.items
 
 
@@ -476,15 +512,17 @@ async def test_list_combines_every_filter(db: Database) -> None:
         page = await uow.workflows.list(
             state=WorkflowState.PENDING,
             definition_id="b",
-            created_after=at(-1),
-            created_before=at(6),
+            created_after=at(minutes=-1),
+            created_before=at(minutes=6),
         )
     expected = tuple(
         w
         for w in everything
-        if w.state is WorkflowState.PENDING and w.definition_id == "b" and w.created_at < at(6)
+        if w.state is WorkflowState.PENDING
+        and w.definition_id == "b"
+        and w.created_at < at(minutes=6)
     )
-    assert [w.created_at for w in expected] == [at(0)]
+    assert [w.created_at for w in expected] == [at(minutes=0)]
     assert page.items == expected
 
 
@@ -513,17 +551,17 @@ async def test_pagination_returns_every_workflow_exactly_once_newest_first(db: D
 async def test_pagination_ends_without_an_empty_page_when_rows_fill_the_last_page(
     db: Database,
 ) -> None:
-    workflows = [WorkflowFactory.build(created_at=at(i)) for i in range(6)]
-    await create_all(db, *workflows)
+    workflows = [WorkflowFactory.build(created_at=at(minutes=i)) for i in range(6)]
+    await create_workflows(db, *workflows)
     async with db.session(read_only=True) as uow:
         pages = await all_pages(uow, limit=3)
     assert [len(page) for page in pages] == [3, 3]
 
 
 async def test_pagination_breaks_created_at_ties_by_id(db: Database) -> None:
-    same_instant = [WorkflowFactory.build(created_at=at(1)) for _ in range(5)]
-    older = WorkflowFactory.build(created_at=at(0))
-    await create_all(db, *same_instant, older)
+    same_instant = [WorkflowFactory.build(created_at=at(minutes=1)) for _ in range(5)]
+    older = WorkflowFactory.build(created_at=at(minutes=0))
+    await create_workflows(db, *same_instant, older)
     async with db.session(read_only=True) as uow:
         pages = await all_pages(uow, limit=2)
     expected = [*sorted(same_instant, key=lambda w: w.id, reverse=True), older]
@@ -546,11 +584,11 @@ async def test_pagination_is_stable_when_workflows_are_created_between_pages(
         first = await uow.workflows.list(limit=3)
     assert first.items == tuple(expected[:3])
     # Newer than every row, and between two rows the first page already returned.
-    await create_all(
+    await create_workflows(
         db,
         WorkflowFactory.build(),
-        WorkflowFactory.build(created_at=at(5.5)),
-        WorkflowFactory.build(created_at=at(6)),
+        WorkflowFactory.build(created_at=at(minutes=5.5)),
+        WorkflowFactory.build(created_at=at(minutes=6)),
     )
     seen = list(first.items)
     cursor = first.next_cursor
@@ -624,9 +662,12 @@ async def test_list_rejects_a_valid_cursor_with_its_structure_tampered(db: Datab
 
 
 async def test_every_single_character_change_of_a_cursor_is_rejected(db: Database) -> None:
-    await create_all(
+    await create_workflows(
         db,
-        *(WorkflowFactory.build(id=uuid.UUID(int=i << 64 | i), created_at=at(i)) for i in (1, 2)),
+        *(
+            WorkflowFactory.build(id=uuid.UUID(int=i << 64 | i), created_at=at(minutes=i))
+            for i in (1, 2)
+        ),
     )
     alphabet = string.ascii_letters + string.digits + "-_"
     async with db.session(read_only=True) as uow:
@@ -643,6 +684,27 @@ async def test_every_single_character_change_of_a_cursor_is_rejected(db: Databas
                 continue
         accepted.append(tampered)
     assert accepted == []
+
+
+@pytest.mark.parametrize(
+    "respell", CURSOR_RESPELLINGS.values(), ids=list(CURSOR_RESPELLINGS.keys())
+)
+async def test_list_refuses_another_base64_spelling_of_a_cursor_it_issued(
+    db: Database, respell: Callable[[str], str]
+) -> None:
+    # Microseconds leave the cursor a partial last base64 group, whose last
+    # character has unused bits and which could carry padding.
+    workflows = [WorkflowFactory.build(created_at=at(seconds=s + 0.5)) for s in range(3)]
+    await create_workflows(db, *workflows)
+    async with db.session(read_only=True) as uow:
+        cursor = (await uow.workflows.list(limit=1)).next_cursor
+        assert cursor is not None
+        respelled = respell(cursor)
+        assert respelled != cursor
+        assert cursor_bytes(respelled) == cursor_bytes(cursor)
+        assert (await uow.workflows.list(limit=1, cursor=cursor)).items == (workflows[1],)
+        with pytest.raises(ValidationError, match="cursor"):
+            await uow.workflows.list(limit=1, cursor=respelled)
 
 
 async def test_list_rejects_a_naive_created_after_or_before(db: Database) -> None:
@@ -676,7 +738,7 @@ READ_ONLY_WRITES: dict[str, ReadOnlyWrite] = {
 @pytest.mark.parametrize("operation", list(READ_ONLY_WRITES))
 async def test_read_only_unit_refuses_every_workflow_write(db: Database, operation: str) -> None:
     workflow = WorkflowFactory.build()
-    await create_all(db, workflow)
+    await create_workflows(db, workflow)
     async with db.session(read_only=True) as uow:
         assert await uow.workflows.get(workflow.id) == workflow
         with pytest.raises(TransactionFailedError, match="read-only"):
@@ -684,7 +746,7 @@ async def test_read_only_unit_refuses_every_workflow_write(db: Database, operati
         # The refusal happens before SQL: reads still work in the same unit.
         assert (await uow.workflows.list()).items == (workflow,)
     assert await raw_scalar(db, "SELECT count(*) FROM workflows") == 1
-    assert await stored(db, workflow.id) == workflow
+    assert await stored_workflow(db, workflow.id) == workflow
 
 
 async def test_read_only_unit_reads_everything(db: Database) -> None:
@@ -711,7 +773,7 @@ async def test_workflow_repository_used_after_its_unit_ended_raises(db: Database
         await repository.update_state(workflow.id, WorkflowState.RUNNING)
     with pytest.raises(TransactionFailedError):
         await repository.create(WorkflowFactory.build())
-    assert await stored(db, workflow.id) == workflow
+    assert await stored_workflow(db, workflow.id) == workflow
 
 
 # --- corrupt rows ---------------------------------------------------------------------
@@ -731,7 +793,7 @@ async def test_reading_a_row_the_domain_refuses_raises_query_failed_naming_it(
     db: Database, column: str, value: str
 ) -> None:
     corrupt, healthy = WorkflowFactory.build(), WorkflowFactory.build()
-    await create_all(db, corrupt, healthy)
+    await create_workflows(db, corrupt, healthy)
     await raw_execute(
         db,
         f"UPDATE workflows SET {column} = {as_column(db, column)} WHERE id = :id",
@@ -750,7 +812,7 @@ async def test_reading_a_row_the_domain_refuses_raises_query_failed_naming_it(
         assert column in message
         assert str(corrupt.id) in message
         assert "123456789012345678901234567890" not in message, "messages never hold payloads"
-    assert await stored(db, healthy.id) == healthy
+    assert await stored_workflow(db, healthy.id) == healthy
 
 
 @pytest.mark.parametrize("table", ["workflows", "step_executions"])

@@ -15,9 +15,10 @@ from alembic.operations import Operations
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, make_url
-from tests.factories import persist_artifact, persist_step, persist_workflow
+from tests.factories import REPOSITORY, persist_artifact, persist_step, persist_workflow
 
 from ecl_persistence import ConstraintViolationError, Database, MigrationFailedError
+from ecl_persistence.dialects import SQLITE
 from ecl_persistence.migrations import (
     alembic_config,
     alembic_ini_path,
@@ -25,10 +26,8 @@ from ecl_persistence.migrations import (
     downgrade,
     head_revision,
     script_location,
-    sqlite_foreign_keys_off,
 )
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 TABLES = {"workflows", "step_executions", "artifacts", "workflow_transitions"}
 SECRET = "Migr4tion-Secret"
 
@@ -143,7 +142,7 @@ def _rebuild_workflows(connection: Connection, switch_off: bool) -> None:
             batch.alter_column("error", existing_type=None, nullable=True)
 
     if switch_off:
-        with sqlite_foreign_keys_off(connection):
+        with SQLITE.migration_guard(connection):
             rebuild()
     else:
         rebuild()

@@ -9,21 +9,20 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 from sqlalchemy import TextClause, event, text
 from sqlalchemy.engine import make_url
+from tests.conftest import asyncpg_url
+from tests.factories import start_python_module
 
 from ecl_persistence import APPLICATION_NAME, Database
 
 SOAK = os.environ.get("ECL_TEST_SOAK") == "1"
-REPOSITORY = Path(__file__).resolve().parents[2]
 TABLES = ("workflows", "step_executions", "artifacts")
 SLOW_MARKER = "/* ecl-slow-statement */"
 # Generous bounds that only turn a hang into a failure; nothing here measures speed.
@@ -63,21 +62,6 @@ async def orphan_counts(db: Database) -> dict[str, int]:
             )
             counts[table] = int((await uow.execute(statement, action="orphans")).scalar_one())
         return counts
-
-
-@contextmanager
-def statements_run(db: Database) -> Iterator[list[str]]:
-    """Collect every statement the engine sends to the driver inside the block."""
-    seen: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        seen.append(statement)
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
 
 
 @contextmanager
@@ -130,15 +114,11 @@ def sqlite_write_lock_is_free(url: str) -> bool:
         connection.close()
 
 
-def _plain(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @asynccontextmanager
 async def postgres_admin(url: str) -> AsyncIterator[asyncpg.Connection]:
     """A plain asyncpg connection outside any pool, to watch or kill our sessions."""
     connection = await asyncpg.connect(
-        _plain(url), timeout=10, server_settings={"application_name": "ecl-test-admin"}
+        asyncpg_url(url), timeout=10, server_settings={"application_name": "ecl-test-admin"}
     )
     try:
         yield connection
@@ -187,16 +167,7 @@ async def settle_sessions(
 
 async def start_child(*args: str) -> asyncio.subprocess.Process:
     """Start ``python -m tests.reliability._child ARGS`` from the repository root."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.reliability._child",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPOSITORY,
-    )
+    return await start_python_module("tests.reliability._child", *args)
 
 
 async def read_marker(child: asyncio.subprocess.Process, marker: str) -> list[str]:

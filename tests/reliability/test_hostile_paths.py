@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import attrs
 import pytest
-from tests.factories import ArtifactFactory, persist_workflow
-from tests.reliability._support import row_counts, statements_run
+from tests.factories import ArtifactFactory, persist_workflow, statements_run
+from tests.reliability._support import row_counts
 
 from ecl_persistence import Artifact, Database, ValidationError
 from ecl_persistence.domain import check_artifact_path

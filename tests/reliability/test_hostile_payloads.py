@@ -15,8 +15,8 @@ from typing import Any, cast
 
 import attrs
 import pytest
-from tests.factories import persist_step, persist_workflow
-from tests.reliability._support import row_counts, statements_run
+from tests.factories import persist_step, persist_workflow, statements_run
+from tests.reliability._support import row_counts
 
 from ecl_persistence import (
     Artifact,

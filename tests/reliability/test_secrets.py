@@ -20,8 +20,8 @@ import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import StatementError
-from tests.factories import WorkflowFactory
-from tests.reliability._support import POSTGRES_ONLY, REPOSITORY
+from tests.factories import REPOSITORY, WORKFLOWS_TABLE, WorkflowFactory, workflow_row
+from tests.reliability._support import POSTGRES_ONLY
 
 from ecl_persistence import (
     ConnectionFailedError,
@@ -34,8 +34,6 @@ from ecl_persistence import (
 )
 from ecl_persistence.config import mask_url
 from ecl_persistence.migrations import alembic_ini_path
-from ecl_persistence.orm import WORKFLOWS
-from ecl_persistence.repositories.workflows import workflow_to_row
 
 PASSWORD = "Pw-Never-Shown-7f3a"
 PAYLOAD = "Payload-Never-Shown-91c2"
@@ -96,7 +94,7 @@ async def test_password_stays_out_of_logs_errors_reprs_and_echo(
         async with db.session() as uow:
             workflow = await uow.workflows.create(WorkflowFactory.build())
         shown += [repr(db), repr(db.config), repr(db.engine.url), str(db.engine.url)]
-        duplicate = await _failure(_create(db, workflow_to_row(workflow)))
+        duplicate = await _failure(_create(db, workflow_row(workflow)))
         assert isinstance(duplicate, ConstraintViolationError)
         bad_sql = await _failure(_execute(db, "SELECT * FROM no_such_table"))
         assert isinstance(bad_sql, QueryFailedError)
@@ -129,7 +127,7 @@ async def test_password_stays_out_of_logs_errors_reprs_and_echo(
 
 async def _create(db: Database, row: dict[str, Any]) -> None:
     async with db.session() as uow:
-        await uow.execute(insert(WORKFLOWS), row, action="insert a workflow row")
+        await uow.execute(insert(WORKFLOWS_TABLE), row, action="insert a workflow row")
 
 
 async def _execute(db: Database, statement: str) -> None:
@@ -148,15 +146,15 @@ async def test_payload_values_stay_out_of_errors_logs_and_echo(
             await uow.workflows.create(workflow)
         # A duplicate key, a CHECK failure (PostgreSQL's DETAIL quotes the whole
         # row) and a value refused while binding, each with the payload in the row.
-        errors.append(await _failure(_create(db, workflow_to_row(workflow))))
-        bad_state = {**workflow_to_row(WorkflowFactory.build(input=secret_input)), "state": "x"}
+        errors.append(await _failure(_create(db, workflow_row(workflow))))
+        bad_state = {**workflow_row(WorkflowFactory.build(input=secret_input)), "state": "x"}
         errors.append(await _failure(_create(db, bad_state)))
-        naive = {**workflow_to_row(WorkflowFactory.build(input=secret_input))}
+        naive = {**workflow_row(WorkflowFactory.build(input=secret_input))}
         naive["created_at"] = datetime(2024, 1, 1)
         errors.append(await _failure(_create(db, naive)))
         if db.dialect == "postgresql":
             # asyncpg quotes a value it cannot encode in its own message.
-            wrong_type = {**workflow_to_row(WorkflowFactory.build()), "version": PAYLOAD}
+            wrong_type = {**workflow_row(WorkflowFactory.build()), "version": PAYLOAD}
             errors.append(await _failure(_create(db, wrong_type)))
     assert [type(error) for error in errors][:3] == [
         ConstraintViolationError,
@@ -174,13 +172,13 @@ async def test_sqlalchemy_statement_errors_hide_the_bound_payload(database_url: 
     # Straight on the engine, without the package's translation: SQLAlchemy's
     # own error text holds the statement but not its parameters.
     workflow = WorkflowFactory.build(input={"api_key": PAYLOAD})
-    naive = {**workflow_to_row(WorkflowFactory.build(input={"api_key": PAYLOAD}))}
+    naive = {**workflow_row(WorkflowFactory.build(input={"api_key": PAYLOAD}))}
     naive["created_at"] = datetime(2024, 1, 1)
     async with Database.from_url(database_url) as db, db.engine.connect() as connection:
-        await connection.execute(insert(WORKFLOWS), workflow_to_row(workflow))
-        for row in (workflow_to_row(workflow), naive):
+        await connection.execute(insert(WORKFLOWS_TABLE), workflow_row(workflow))
+        for row in (workflow_row(workflow), naive):
             with pytest.raises(StatementError) as caught:
-                await connection.execute(insert(WORKFLOWS), row)
+                await connection.execute(insert(WORKFLOWS_TABLE), row)
             assert "INSERT INTO workflows" in str(caught.value)
             assert PAYLOAD not in str(caught.value)
             await connection.rollback()

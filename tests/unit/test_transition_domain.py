@@ -7,11 +7,10 @@ from typing import Any
 
 import attrs
 import pytest
+from tests.factories import T0
 
 from ecl_persistence import ValidationError, Workflow, WorkflowState, WorkflowTransition
 from ecl_persistence.domain import new_uuid7
-
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def fields(**changes: Any) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from ecl_persistence.domain import (
 )
 from ecl_persistence.domain.payload import _TRUSTED_LENGTH
 from ecl_persistence.errors import QueryFailedError, SerializationError
-from ecl_persistence.repositories._rows import step_execution_from_values, workflow_from_values
+from ecl_persistence.repositories._values import step_execution_from_values, workflow_from_values
 
 _text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=8)
 _json_values: st.SearchStrategy[JsonValue] = st.recursive(

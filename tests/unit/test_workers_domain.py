@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 import pytest
+from tests.factories import T0
 
 from ecl_persistence import (
     MISSING,
@@ -22,11 +23,9 @@ from ecl_persistence import (
 from ecl_persistence.domain import MAX_ERROR_LENGTH
 from ecl_persistence.recorder import describe_exception
 
-NOW = datetime(2024, 1, 1, tzinfo=UTC)
-
 
 def running() -> Workflow:
-    return attrs.evolve(Workflow.new("research", {}, now=NOW), state=WorkflowState.RUNNING)
+    return attrs.evolve(Workflow.new("research", {}, now=T0), state=WorkflowState.RUNNING)
 
 
 def test_workflow_new_takes_an_idempotency_key_and_starts_without_a_lease() -> None:
@@ -50,7 +49,7 @@ def test_a_running_workflow_holds_a_lease_of_owner_and_expiry_in_utc() -> None:
 
 @pytest.mark.parametrize(
     "fields",
-    [{"lease_owner": "w1"}, {"lease_expires_at": NOW}],
+    [{"lease_owner": "w1"}, {"lease_expires_at": T0}],
     ids=["owner-without-expiry", "expiry-without-owner"],
 )
 def test_half_a_lease_is_refused(fields: dict[str, Any]) -> None:
@@ -61,14 +60,14 @@ def test_half_a_lease_is_refused(fields: dict[str, Any]) -> None:
 @pytest.mark.parametrize("state", [s for s in WorkflowState if s is not WorkflowState.RUNNING])
 def test_only_a_running_workflow_can_hold_a_lease(state: WorkflowState) -> None:
     with pytest.raises(ValidationError, match="running"):
-        attrs.evolve(running(), state=state, lease_owner="w1", lease_expires_at=NOW)
+        attrs.evolve(running(), state=state, lease_owner="w1", lease_expires_at=T0)
 
 
 def execution(
     step: str, attempt: int, state: StepExecutionState, workflow: Workflow
 ) -> StepExecution:
     return attrs.evolve(
-        StepExecution.start(workflow.id, step, {}, attempt=attempt, now=NOW),
+        StepExecution.start(workflow.id, step, {}, attempt=attempt, now=T0),
         state=state,
         output={"step": step} if state is StepExecutionState.SUCCEEDED else MISSING,
     )

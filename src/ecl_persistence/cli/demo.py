@@ -18,19 +18,18 @@ stopped.
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn, Protocol, cast
+from typing import NoReturn, Protocol
 
 import attrs
 
+from ecl_persistence.cli.demo_steps import SOURCES, TOPIC, WORK, field
 from ecl_persistence.database import Database
 from ecl_persistence.domain import (
     MISSING,
-    Artifact,
     JsonValue,
     ResumePoint,
     StepId,
@@ -40,7 +39,7 @@ from ecl_persistence.domain import (
     utc_now,
 )
 from ecl_persistence.errors import ConflictError, InvalidStateTransitionError
-from ecl_persistence.recorder import StepRecorder, StepRecording, describe_exception
+from ecl_persistence.recorder import StepRecorder, describe_exception
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
@@ -67,15 +66,6 @@ DEFAULT_LEASE_SECONDS = 5.0
 MAX_LEASE_SECONDS = 60.0
 """The longest lease the demo takes, and so the longest a resume waits for one to expire."""
 
-TOPIC = "tides"
-_SOURCES = (
-    "Tides are the rise and fall of sea levels caused by the Moon and the Sun.",
-    "Most coasts see two high tides and two low tides every lunar day.",
-    "Volcanoes form where magma reaches the surface of the Earth.",
-    "Spring tides, the largest, come when the Sun, Moon and Earth line up.",
-)
-_ARTIFACT = "summary.md"
-# Past the expiry by a hair: a lease is claimable once it expired *before* now.
 _EXPIRY_MARGIN_SECONDS = 0.05
 
 
@@ -135,83 +125,6 @@ class _Run:
     reporter: Reporter
 
 
-_StepWork = Callable[[_Run, Workflow, Mapping[str, JsonValue], StepRecording], Awaitable[None]]
-
-
-def _words(*texts: str) -> int:
-    return sum(len(text.split()) for text in texts)
-
-
-def _field(outputs: Mapping[str, JsonValue], step: str, key: str) -> JsonValue:
-    """A value from the stored output of an earlier step (one of the demo's own steps)."""
-    return cast("dict[str, JsonValue]", outputs[step])[key]
-
-
-def _notes(outputs: Mapping[str, JsonValue]) -> list[str]:
-    return cast("list[str]", _field(outputs, "gather", "notes"))
-
-
-async def _gather(
-    run: _Run, workflow: Workflow, outputs: Mapping[str, JsonValue], rec: StepRecording
-) -> None:
-    await asyncio.sleep(0.02)
-    notes: list[JsonValue] = [s for s in _SOURCES if "tide" in s.lower()]
-    rec.tokens_used = _words(*_SOURCES)
-    rec.output = {"notes": notes}
-
-
-async def _summarise(
-    run: _Run, workflow: Workflow, outputs: Mapping[str, JsonValue], rec: StepRecording
-) -> None:
-    notes = _notes(outputs)
-    rec.tokens_used = _words(*notes)
-    if rec.execution.attempt == 1:
-        await asyncio.sleep(0.04)
-        raise TimeoutError("model timed out after 40 ms (simulated)")
-    await asyncio.sleep(0.06)
-    summary = " ".join(note.split(",")[0].rstrip(".") + "." for note in notes[:2])
-    rec.tokens_used += _words(summary)
-    rec.output = {"summary": summary}
-
-
-async def _publish(
-    run: _Run, workflow: Workflow, outputs: Mapping[str, JsonValue], rec: StepRecording
-) -> None:
-    await asyncio.sleep(0.01)
-    relative = f"artifacts/{workflow.id}/{_ARTIFACT}"
-    content = f"# {TOPIC.title()}\n\n{_field(outputs, 'summarise', 'summary')}\n".encode()
-    target = run.artifacts_root / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(content)
-    async with run.db.session() as uow:
-        # An attempt interrupted after this commit already recorded the file:
-        # the step is idempotent, as a step that may run twice must be.
-        recorded = await uow.artifacts.list_for_step(workflow.id, StepId("publish"))
-        if not any(artifact.name == _ARTIFACT for artifact in recorded):
-            await uow.artifacts.create(
-                Artifact.new(
-                    workflow.id,
-                    StepId("publish"),
-                    _ARTIFACT,
-                    content_type="text/markdown",
-                    path=relative,
-                    size_bytes=len(content),
-                )
-            )
-    rec.tokens_used = 0
-    rec.output = {"artifact": relative}
-
-
-_WORK: dict[str, tuple[_StepWork, Callable[[Mapping[str, JsonValue]], JsonValue]]] = {
-    "gather": (_gather, lambda outputs: {"topic": TOPIC}),
-    "summarise": (
-        _summarise,
-        lambda outputs: {"notes": len(_notes(outputs))},
-    ),
-    "publish": (_publish, lambda outputs: {"format": "markdown"}),
-}
-
-
 async def _run_step(
     run: _Run, workflow: Workflow, step: str, outputs: dict[str, JsonValue]
 ) -> Workflow:
@@ -221,13 +134,13 @@ async def _run_step(
     last heartbeat. Raises :class:`StepFailedError`, after marking the
     workflow failed, when every attempt fails.
     """
-    work, input_of = _WORK[step]
+    work, input_of = WORK[step]
     failure = ""
     for _ in range(MAX_ATTEMPTS):
         # The recorder numbers the attempt: after a crash, it follows the interrupted one.
         try:
             async with run.recorder.step(workflow.id, step, input_of(outputs)) as rec:
-                await work(run, workflow, outputs, rec)
+                await work(run.db, run.artifacts_root, workflow, outputs, rec)
         except OSError as error:  # TimeoutError is one; so is a file that cannot be written
             failure = describe_exception(error)
             run.reporter.note(f"  {step:<10} attempt {rec.execution.attempt}  failed: {failure}")
@@ -276,8 +189,8 @@ async def _work_on(run: _Run, claimed: Workflow, crash: CrashPlan | None) -> Non
             crash.stop(CrashPoint(workflow.id, step, run.worker_id, workflow.lease_expires_at))
         workflow = await _heartbeat(run, workflow)
     output: JsonValue = {
-        "summary": _field(outputs, "summarise", "summary"),
-        "artifact": _field(outputs, "publish", "artifact"),
+        "summary": field(outputs, "summarise", "summary"),
+        "artifact": field(outputs, "publish", "artifact"),
     }
     async with run.db.session() as uow:
         # Both writes check the version of the claim: had the lease been lost
@@ -298,7 +211,7 @@ async def _start(run: _Run) -> Workflow:
     """Create a new demo workflow and claim it, in one transaction."""
     async with run.db.session() as uow:
         created = await uow.workflows.create(
-            Workflow.new(DEFINITION_ID, {"topic": TOPIC, "sources": len(_SOURCES)}),
+            Workflow.new(DEFINITION_ID, {"topic": TOPIC, "sources": len(SOURCES)}),
             actor=run.worker_id,
         )
         claimed = await uow.workflows.claim_by_id(

@@ -6,20 +6,17 @@ import attrs
 
 from ecl_persistence.database import Database
 from ecl_persistence.domain import (
-    Artifact,
     ExecutionStats,
     Page,
-    StepExecution,
     Workflow,
+    WorkflowAggregate,
     WorkflowId,
     WorkflowState,
-    WorkflowTransition,
 )
 from ecl_persistence.errors import NotFoundError
 
 __all__ = [
     "Summary",
-    "WorkflowDetails",
     "delete_workflow",
     "get_workflow",
     "list_stale_workflows",
@@ -27,19 +24,6 @@ __all__ = [
     "load_details",
     "load_summary",
 ]
-
-
-@attrs.frozen
-class WorkflowDetails:
-    """A workflow with its whole history, read in one transaction."""
-
-    workflow: Workflow
-    executions: tuple[StepExecution, ...]
-    """Every attempt of every step, in the order they started."""
-    artifacts: tuple[Artifact, ...]
-    stats: ExecutionStats
-    transitions: tuple[WorkflowTransition, ...] = ()
-    """Its audit trail: every change of its state, oldest first."""
 
 
 @attrs.frozen
@@ -61,17 +45,13 @@ async def get_workflow(db: Database, workflow_id: WorkflowId) -> Workflow:
     return workflow
 
 
-async def load_details(db: Database, workflow_id: WorkflowId) -> WorkflowDetails:
+async def load_details(db: Database, workflow_id: WorkflowId) -> WorkflowAggregate:
     """The workflow, its executions, artifacts, stats and history; NotFoundError if absent."""
     async with db.session(read_only=True) as uow:
-        workflow = await uow.workflows.get(workflow_id)
-        if workflow is None:
-            raise NotFoundError("workflow", workflow_id)
-        executions = await uow.step_executions.get_for_workflow(workflow_id)
-        artifacts = await uow.artifacts.list_for_workflow(workflow_id)
-        stats = await uow.step_executions.get_stats(workflow_id)
-        transitions = await uow.workflows.history(workflow_id)
-    return WorkflowDetails(workflow, tuple(executions), tuple(artifacts), stats, tuple(transitions))
+        aggregate = await uow.workflows.load(workflow_id)
+    if aggregate is None:
+        raise NotFoundError("workflow", workflow_id)
+    return aggregate
 
 
 async def list_workflows(

@@ -1,4 +1,4 @@
-"""Output of ``ecl-db``: rich tables for people, JSON documents for scripts.
+"""Output of ``ecl-db`` for people: rich tables (``documents`` has the JSON for scripts).
 
 Payloads (inputs, outputs, metadata) are the user's data and may be
 sensitive: they are shown only on request (``--payloads``); otherwise their
@@ -11,44 +11,36 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
-import attrs
 import click
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ecl_persistence.cli.queries import Summary, WorkflowDetails
+from ecl_persistence.cli.documents import ms_between, payload_size
+from ecl_persistence.cli.queries import Summary
 from ecl_persistence.domain import (
     MISSING,
-    Artifact,
     ExecutionStats,
     JsonValue,
     Missing,
     Page,
-    StepExecution,
     StepExecutionState,
     Workflow,
+    WorkflowAggregate,
     WorkflowState,
     WorkflowTransition,
-    encode_json,
 )
 
 __all__ = [
     "console",
-    "details_document",
-    "echo_json",
     "format_ms",
     "json_option",
-    "page_document",
     "print_details",
     "print_page",
     "print_stale",
     "print_summary",
-    "summary_document",
-    "workflow_document",
 ]
 
 _STATE_STYLES = {
@@ -82,11 +74,6 @@ def console() -> Console:
     return out
 
 
-def echo_json(document: Any) -> None:
-    """Print ``document`` as indented JSON on standard output."""
-    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
-
-
 # --- values ------------------------------------------------------------------------
 
 
@@ -115,10 +102,6 @@ def _clock(value: datetime) -> str:
     return value.strftime("%H:%M:%S")
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
 def _count(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
@@ -127,140 +110,16 @@ def _state(state: WorkflowState | StepExecutionState) -> Text:
     return Text(state.value, style=_STATE_STYLES[state])
 
 
-def _workflow_ms(workflow: Workflow) -> int | None:
-    if workflow.completed_at is None:
-        return None
-    return _ms_between(workflow.created_at, workflow.completed_at)
-
-
-def _size(payload: JsonValue | Missing | Mapping[str, JsonValue]) -> int | None:
-    if payload is MISSING:
-        return None
-    return len(encode_json(payload).encode())  # type: ignore[arg-type]
-
-
-def _payloads(
-    document: dict[str, Any], names: Mapping[str, JsonValue | Missing], *, payloads: bool
-) -> None:
-    """Add each payload, or its size in bytes; an absent output is left out or null."""
-    for name, value in names.items():
-        if payloads:
-            if value is not MISSING:
-                document[name] = value
-        else:
-            document[f"{name}_bytes"] = _size(value)
-
-
-# --- JSON documents ----------------------------------------------------------------
-
-
-def workflow_document(workflow: Workflow, *, payloads: bool = False) -> dict[str, Any]:
-    """A workflow as JSON: ids as strings, times in ISO 8601, payloads only if asked."""
-    document: dict[str, Any] = {
-        "id": str(workflow.id),
-        "definition_id": workflow.definition_id,
-        "state": workflow.state.value,
-        "error": workflow.error,
-        "created_at": _iso(workflow.created_at),
-        "updated_at": _iso(workflow.updated_at),
-        "completed_at": _iso(workflow.completed_at),
-        "duration_ms": _workflow_ms(workflow),
-        "version": workflow.version,
-        "lease_owner": workflow.lease_owner,
-        "lease_expires_at": _iso(workflow.lease_expires_at),
-        "claim_count": workflow.claim_count,
-    }
-    _payloads(
-        document,
-        {"input": workflow.input, "output": workflow.output, "metadata": workflow.metadata},
-        payloads=payloads,
-    )
-    return document
-
-
-def _execution_document(execution: StepExecution, *, payloads: bool) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        "id": str(execution.id),
-        "step_id": execution.step_id,
-        "attempt": execution.attempt,
-        "state": execution.state.value,
-        "error": execution.error,
-        "started_at": _iso(execution.started_at),
-        "completed_at": _iso(execution.completed_at),
-        "duration_ms": execution.duration_ms,
-        "tokens_used": execution.tokens_used,
-    }
-    _payloads(
-        document,
-        {"input": execution.input, "output": execution.output, "metadata": execution.metadata},
-        payloads=payloads,
-    )
-    return document
-
-
-def _artifact_document(artifact: Artifact) -> dict[str, Any]:
-    return {
-        "id": str(artifact.id),
-        "step_id": artifact.step_id,
-        "name": artifact.name,
-        "content_type": artifact.content_type,
-        "path": artifact.path,
-        "size_bytes": artifact.size_bytes,
-        "created_at": _iso(artifact.created_at),
-    }
-
-
-def _transition_document(transition: WorkflowTransition) -> dict[str, Any]:
-    return {
-        "from_state": None if transition.from_state is None else transition.from_state.value,
-        "to_state": transition.to_state.value,
-        "at": _iso(transition.at),
-        "version": transition.version,
-        "actor": transition.actor,
-        "reason": transition.reason,
-    }
-
-
-def _stats_document(stats: ExecutionStats) -> dict[str, int]:
-    return attrs.asdict(stats)
-
-
-def details_document(details: WorkflowDetails, *, payloads: bool = False) -> dict[str, Any]:
-    """A workflow with its history, every attempt of every step, its artifacts and stats."""
-    return {
-        "workflow": workflow_document(details.workflow, payloads=payloads),
-        "transitions": [_transition_document(t) for t in details.transitions],
-        "step_executions": [
-            _execution_document(execution, payloads=payloads) for execution in details.executions
-        ],
-        "artifacts": [_artifact_document(artifact) for artifact in details.artifacts],
-        "stats": _stats_document(details.stats),
-    }
-
-
 def _lease(workflow: Workflow) -> str:
     if workflow.lease_owner is None or workflow.lease_expires_at is None:
         return "-"
     return f"{workflow.lease_owner} until {_time(workflow.lease_expires_at)}"
 
 
-def page_document(page: Page[Workflow]) -> dict[str, Any]:
-    """A page of workflows as JSON, with the cursor of the next page (or null)."""
-    return {
-        "items": [workflow_document(workflow) for workflow in page.items],
-        "next_cursor": page.next_cursor,
-    }
-
-
-def summary_document(summary: Summary) -> dict[str, Any]:
-    """Counts by state (and their total) and execution totals, as JSON."""
-    workflows: dict[str, int] = {state.value: count for state, count in summary.workflows.items()}
-    workflows["total"] = sum(summary.workflows.values())
-    return {
-        "definition_id": summary.definition_id,
-        "workflows": workflows,
-        "step_executions": _stats_document(summary.executions),
-    }
+def _workflow_ms(workflow: Workflow) -> int | None:
+    if workflow.completed_at is None:
+        return None
+    return ms_between(workflow.created_at, workflow.completed_at)
 
 
 # --- tables ------------------------------------------------------------------------
@@ -286,7 +145,7 @@ def _payload_cell(value: JsonValue | Missing | Mapping[str, JsonValue], payloads
         return "-"
     if payloads:
         return json.dumps(value, indent=2, ensure_ascii=False)
-    return f"{_size(value):,} bytes (--payloads shows it)"
+    return f"{payload_size(value):,} bytes (--payloads shows it)"
 
 
 def _stats_line(stats: ExecutionStats) -> str:
@@ -297,7 +156,7 @@ def _stats_line(stats: ExecutionStats) -> str:
     )
 
 
-def print_details(details: WorkflowDetails, *, payloads: bool = False) -> None:
+def print_details(details: WorkflowAggregate, *, payloads: bool = False) -> None:
     """Print a workflow, its history, its step executions, its artifacts and its stats."""
     out = console()
     workflow = details.workflow
@@ -325,7 +184,7 @@ def print_details(details: WorkflowDetails, *, payloads: bool = False) -> None:
     for column in ("attempt", "state", "started", "duration", "tokens"):
         history.add_column(column, justify="left" if column == "state" else "right", no_wrap=True)
     history.add_column("error", overflow="fold")
-    for execution in details.executions:
+    for execution in details.step_executions:
         history.add_row(
             execution.step_id,
             str(execution.attempt),
@@ -432,15 +291,11 @@ def print_stale(workflows: Sequence[Workflow], now: datetime) -> None:
             workflow.definition_id,
             workflow.lease_owner or "-",
             "-" if expired is None else expired.strftime("%Y-%m-%d %H:%M:%S"),
-            "-" if expired is None else format_ms(_ms_between(expired, now)),
+            "-" if expired is None else format_ms(ms_between(expired, now)),
             str(workflow.claim_count),
         )
     out.print(table)
     out.print("A worker's next claim takes them over (a demo workflow: `ecl-db demo --resume ID`).")
-
-
-def _ms_between(start: datetime, end: datetime) -> int:
-    return int((end - start).total_seconds() * 1000)
 
 
 def print_summary(summary: Summary) -> None:

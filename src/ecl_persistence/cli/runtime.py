@@ -13,7 +13,6 @@ import enum
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TypeVar
 
 import attrs
@@ -30,6 +29,7 @@ from ecl_persistence.errors import (
     DbError,
     NotFoundError,
     SerializationError,
+    StoredValueError,
     ValidationError,
 )
 from ecl_persistence.migrations import alembic_config, current_revision, head_revision
@@ -156,19 +156,16 @@ class SchemaStatus:
         )
 
 
-def _missing_sqlite_file(config: DatabaseConfig) -> bool:
-    url = config.async_url
-    return (
-        config.dialect == "sqlite"
-        and not config.is_memory
-        and not Path(str(url.database)).expanduser().exists()
-    )
+def _missing_file(config: DatabaseConfig) -> bool:
+    """Whether the database lives in a file (SQLite's) that does not exist yet."""
+    path = config.strategy.local_file(config.async_url)
+    return path is not None and not path.exists()
 
 
 async def read_schema_status(db: Database) -> SchemaStatus:
     """Read the database's revision; a missing SQLite file is reported, not created."""
     head = head_revision()
-    if _missing_sqlite_file(db.config):
+    if _missing_file(db.config):
         return SchemaStatus(revision=None, head=head, known=True, exists=False)
     revision = await current_revision(db.engine)
     known = True
@@ -181,6 +178,8 @@ async def read_schema_status(db: Database) -> SchemaStatus:
 
 
 def _exit_code(error: DbError) -> ExitCode:
+    if isinstance(error, StoredValueError):
+        return ExitCode.DATABASE_ERROR
     if isinstance(error, ValidationError | SerializationError):
         return ExitCode.USAGE
     if isinstance(error, ConnectionFailedError):

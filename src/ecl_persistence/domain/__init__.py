@@ -5,6 +5,8 @@ Nothing here touches a database; the repositories build on these types.
 
 from __future__ import annotations
 
+from ecl_persistence.domain.aggregate import WorkflowAggregate, stats_of
+from ecl_persistence.domain.artifacts import Artifact
 from ecl_persistence.domain.clock import utc_now
 from ecl_persistence.domain.ids import (
     MAX_ID_LENGTH,
@@ -17,7 +19,6 @@ from ecl_persistence.domain.ids import (
 from ecl_persistence.domain.models import (
     MAX_ATTEMPT,
     MAX_ERROR_LENGTH,
-    Artifact,
     ExecutionStats,
     Page,
     StepExecution,
@@ -65,6 +66,7 @@ __all__ = [
     "StepExecutionState",
     "StepId",
     "Workflow",
+    "WorkflowAggregate",
     "WorkflowId",
     "WorkflowState",
     "WorkflowTransition",
@@ -77,5 +79,6 @@ __all__ = [
     "encode_json",
     "load_json",
     "new_uuid7",
+    "stats_of",
     "utc_now",
 ]

@@ -1,33 +1,28 @@
 """The schema: declarative SQLAlchemy models and the portable column types they use.
 
 Alembic migrations, not these models, create the schema in a database; the
-models describe it for queries and for ``alembic check``.
+models describe it for the repositories, for an application's own queries
+through ``uow.session``, and for ``alembic check``. An entity loaded by
+anyone holds decoded values: aware UTC datetimes and JSON documents.
 """
 
 from ecl_persistence.orm.base import NAMING_CONVENTION, Base
 from ecl_persistence.orm.models import (
-    ARTIFACTS,
-    STEP_EXECUTIONS,
-    TRANSITIONS,
-    WORKFLOWS,
     ArtifactRecord,
     StepExecutionRecord,
     WorkflowRecord,
     WorkflowTransitionRecord,
 )
-from ecl_persistence.orm.types import JsonPayload, UTCDateTime
+from ecl_persistence.orm.types import JsonPayload, Undecodable, UTCDateTime
 
 __all__ = [
-    "ARTIFACTS",
     "NAMING_CONVENTION",
-    "STEP_EXECUTIONS",
-    "TRANSITIONS",
-    "WORKFLOWS",
     "ArtifactRecord",
     "Base",
     "JsonPayload",
     "StepExecutionRecord",
     "UTCDateTime",
+    "Undecodable",
     "WorkflowRecord",
     "WorkflowTransitionRecord",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -13,22 +13,18 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
-    Table,
     Text,
     UniqueConstraint,
     Uuid,
+    event,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, object_session, relationship
 
 from ecl_persistence.orm.base import Base
-from ecl_persistence.orm.types import JsonPayload, UTCDateTime
+from ecl_persistence.orm.types import JsonPayload, Undecodable, UTCDateTime
 
 __all__ = [
-    "ARTIFACTS",
-    "STEP_EXECUTIONS",
-    "TRANSITIONS",
-    "WORKFLOWS",
     "ArtifactRecord",
     "StepExecutionRecord",
     "WorkflowRecord",
@@ -77,14 +73,15 @@ class WorkflowRecord(Base):
         cascade="all, delete-orphan",
         passive_deletes=True,
         lazy="raise",
-        order_by="StepExecutionRecord.started_at",
+        order_by="(StepExecutionRecord.started_at, StepExecutionRecord.attempt, "
+        "StepExecutionRecord.id)",
     )
     artifacts: Mapped[list[ArtifactRecord]] = relationship(
         back_populates="workflow",
         cascade="all, delete-orphan",
         passive_deletes=True,
         lazy="raise",
-        order_by="ArtifactRecord.created_at",
+        order_by="(ArtifactRecord.created_at, ArtifactRecord.step_id, ArtifactRecord.name)",
     )
     transitions: Mapped[list[WorkflowTransitionRecord]] = relationship(
         back_populates="workflow",
@@ -221,11 +218,34 @@ class WorkflowTransitionRecord(Base):
     )
 
 
-WORKFLOWS = cast("Table", WorkflowRecord.__table__)
-"""The ``workflows`` table, for Core statements on the hot paths."""
-STEP_EXECUTIONS = cast("Table", StepExecutionRecord.__table__)
-"""The ``step_executions`` table, for Core statements on the hot paths."""
-ARTIFACTS = cast("Table", ArtifactRecord.__table__)
-"""The ``artifacts`` table, for Core statements on the hot paths."""
-TRANSITIONS = cast("Table", WorkflowTransitionRecord.__table__)
-"""The ``workflow_transitions`` table, for Core statements on the hot paths."""
+def _json_attributes(record_class: type[Base]) -> tuple[tuple[str, str], ...]:
+    """The (attribute, column) names of the class's JSON columns."""
+    return tuple(
+        (key, prop.columns[0].name)
+        for key, prop in record_class.__mapper__.column_attrs.items()
+        if isinstance(prop.columns[0].type, JsonPayload)
+    )
+
+
+_JSON_ATTRIBUTES: dict[type[Base], tuple[tuple[str, str], ...]] = {
+    record_class: _json_attributes(record_class)
+    for record_class in (WorkflowRecord, StepExecutionRecord, ArtifactRecord)
+}
+
+
+@event.listens_for(Base, "load", propagate=True)
+@event.listens_for(Base, "refresh", propagate=True)
+def _refuse_undecodable(record: Base, context: Any, *attributes: Any) -> None:
+    """An entity never holds a document it could not decode: its load fails, naming where.
+
+    The half-loaded entity leaves the session first, so a later ``get`` of the
+    same id reads the row again (and fails again) instead of finding it.
+    """
+    values = record.__dict__
+    for key, column in _JSON_ATTRIBUTES.get(type(record), ()):
+        value = values.get(key)
+        if type(value) is Undecodable:
+            session = object_session(record)
+            if session is not None:
+                session.expunge(record)
+            raise value.error(type(record).__tablename__, column, values.get("id"))

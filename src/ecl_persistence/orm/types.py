@@ -1,106 +1,104 @@
-"""Portable column types: the one place where SQLite and PostgreSQL differ in storage."""
+"""Portable column types: each asks the dialect's strategy how it is stored.
+
+Both work both ways: what an entity or a row holds after a read is the
+decoded value (an aware UTC ``datetime``, a JSON value), whoever ran the
+query, through the repositories or through ``uow.session``.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Text
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import JSON, ColumnElement, DateTime, Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from ecl_persistence.domain import MISSING, JsonValue, Missing, encode_json
+from ecl_persistence.dialects import strategy_for
+from ecl_persistence.domain import MISSING, JsonValue, Missing, encode_json, load_json
+from ecl_persistence.errors import SerializationError, StoredValueError
 
-__all__ = ["JsonPayload", "UTCDateTime"]
+__all__ = ["JsonPayload", "JsonText", "UTCDateTime", "Undecodable"]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
     """An aware UTC timestamp: ``timestamptz`` on PostgreSQL, sortable text on SQLite.
 
-    Naive datetimes are refused when bound. SQLite keeps no offset, so values
-    are stored in UTC and UTC is attached again when they are read back.
+    Naive datetimes are refused when bound; values are read back as aware
+    UTC datetimes. Text in a SQLite column that is not a timestamp (SQLite
+    keeps whatever a hand-made ``UPDATE`` wrote) comes back as it is, and the
+    repositories refuse it with an error naming the table, column and row.
     """
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
     def bind_processor(self, dialect: Dialect) -> Any:
-        """Bind in one step per value: UTC for PostgreSQL, SQLAlchemy's text format for SQLite."""
-        if dialect.name == "sqlite":
-            return _sqlite_text
-        return _aware_utc
+        """Bind in one step per value, as the dialect stores timestamps."""
+        bind, _result = strategy_for(dialect).datetime_processors()
+        return bind
 
     def result_processor(self, dialect: Dialect, coltype: object) -> Any:
-        """Read timestamps back as aware UTC datetimes, in one step per value.
-
-        SQLite keeps the text SQLAlchemy wrote (``2025-01-01 12:00:00.000000``),
-        parsed here by ``datetime.fromisoformat``. Text that is not a timestamp
-        (SQLite stores whatever a hand-made ``UPDATE`` wrote) comes back as it
-        is: the repositories then refuse it with an error naming the table,
-        column and row, instead of a bare ``ValueError`` from parsing.
-        PostgreSQL's driver hands back aware datetimes already.
-        """
-        if dialect.name != "sqlite":
-            return _as_utc
-        return _parse_sqlite
+        """Read timestamps back as aware UTC datetimes, in one step per value."""
+        _bind, result = strategy_for(dialect).datetime_processors()
+        return result
 
 
-def _aware_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is UTC:
-        return value
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("naive datetime: ecl-persistence stores aware UTC timestamps only")
-    return value.astimezone(UTC)
+class Undecodable:
+    """What a JSON column holds, once read, when its stored document cannot be read back.
+
+    It keeps why, never the document: the mappers (and the entities' load
+    hook) raise :class:`~ecl_persistence.StoredValueError` naming the
+    table, column and row when they meet one.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        """Why the document cannot be read back (no part of it)."""
+
+    def __repr__(self) -> str:
+        return "<undecodable JSON>"
+
+    def error(self, table: str, column: str, id: object) -> StoredValueError:
+        """The error naming where the undecodable document is stored."""
+        return StoredValueError(
+            f"{table}.{column} of {id} holds JSON that cannot be read back: {self.reason}"
+        )
 
 
-def _sqlite_text(value: datetime | None) -> str | None:
-    # What SQLAlchemy's SQLite DateTime writes: naive UTC, always with microseconds,
-    # so that text order is time order.
-    value = _aware_utc(value)
-    return None if value is None else value.replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is UTC:
-        return value
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def _parse_sqlite(value: Any) -> Any:
-    if value is None:
-        return None
+def _decode_text(text: str | None) -> JsonValue | Missing | Undecodable:
+    if text is None:
+        return MISSING
     try:
-        return _as_utc(datetime.fromisoformat(value))
-    except (ValueError, TypeError):
-        return value
+        return load_json(text)
+    except SerializationError as error:
+        return Undecodable(str(error))
 
 
 class JsonPayload(TypeDecorator[Any]):
     """A JSON document: ``jsonb`` on PostgreSQL, JSON text in a TEXT column on SQLite.
 
-    SQLite gets TEXT, not its JSON type name, because a column named JSON has
-    numeric affinity there: the document ``5`` would be stored as the number 5.
-
     Binding takes a JSON value, or :data:`~ecl_persistence.domain.MISSING` for
-    "no value", which is stored as SQL NULL so that a JSON ``null`` stays
-    distinct from it. Reading returns the raw JSON text (or ``None`` for SQL
-    NULL): the engine built by :class:`~ecl_persistence.Database` installs a
-    pass-through JSON deserializer, and the repositories decode the text where
-    they know the table, column and row it came from.
+    "no value", which is stored as SQL NULL so that a JSON ``null`` (``None``)
+    stays distinct from it. Reading gives the decoded value back, ``MISSING``
+    for SQL NULL, or an :class:`Undecodable` for a stored document that breaks
+    the rules payloads are written under (a NaN, a 65-bit integer, text that
+    is not JSON): reading a row never raises here, the mapping of the row does.
     """
 
     impl = JSON(none_as_null=True)
     cache_ok = True
+    # ``None`` is a document (JSON null), bound like any other: the ORM must
+    # not leave it out of an INSERT as it does for plain NULLs.
+    should_evaluate_none = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        """Use JSONB on PostgreSQL, TEXT on SQLite."""
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.JSONB(none_as_null=True))
-        return dialect.type_descriptor(Text())
+        """Use the dialect's JSON storage: JSONB on PostgreSQL, TEXT on SQLite."""
+        return strategy_for(dialect).json_type(dialect)
 
     def bind_processor(self, dialect: Dialect) -> Any:
         """Encode in one step per value: JSON text for both backends, NULL for MISSING.
@@ -109,6 +107,36 @@ class JsonPayload(TypeDecorator[Any]):
         from the JSONB type's own processor, which calls the same encoder.
         """
         return _json_text
+
+    def column_expression(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Select the document as text, whatever the engine's JSON deserializer.
+
+        The decoding then happens in :meth:`result_processor`, once, with
+        the checks stored payloads must pass, also on an engine the
+        application built with a deserializer of its own.
+        """
+        return JsonText(column, type_=self)
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        """Decode the text in one step per value (see :class:`Undecodable`)."""
+        return _decode_text
+
+
+class JsonText(FunctionElement[Any]):
+    """A JSON column read as its text (see ``DialectStrategy.json_as_text``)."""
+
+    name = "json_text"
+    inherit_cache = True
+
+    def __init__(self, column: ColumnElement[Any], type_: JsonPayload) -> None:
+        super().__init__(column)
+        self.type = type_
+
+
+@compiles(JsonText)
+def _json_as_text(element: JsonText, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = element.clauses
+    return strategy_for(compiler.dialect).json_as_text(compiler.process(column, **kw))
 
 
 def _json_text(value: JsonValue | Missing) -> str | None:

@@ -15,7 +15,7 @@ from ecl_persistence.domain import (
 from ecl_persistence.errors import ValidationError
 
 if TYPE_CHECKING:
-    from ecl_persistence.unit_of_work import UnitOfWork
+    from ecl_persistence.repositories._context import UnitContext
 
 __all__ = ["check_aware", "check_count", "check_id", "check_limit", "check_payloads"]
 
@@ -50,7 +50,7 @@ def check_aware(value: object, name: str) -> datetime:
     return value
 
 
-def check_payloads(uow: UnitOfWork, *payloads: JsonValue | Missing) -> None:
+def check_payloads(uow: UnitContext, *payloads: JsonValue | Missing) -> None:
     """Check payloads again, against the database's ``max_payload_bytes``, before any SQL.
 
     Domain objects checked their payloads when they were built, but a payload

@@ -1,29 +1,45 @@
 """The SQL of claims and leases, and the checks of their arguments.
 
-One set of statements serves both backends. A claim is two statements in
-one transaction: ``SELECT ... ORDER BY created_at, id LIMIT n FOR NO KEY
-UPDATE SKIP LOCKED`` picks and locks the oldest claimable workflows, with the
-state each was in (the audit trail records it), then one ``UPDATE ... WHERE
-id IN (...) RETURNING`` takes exactly those. On PostgreSQL, concurrent
-claimers skip the rows another claimer has locked instead of queueing behind
-it, and the lock holds until the claim commits. SQLite has no ``FOR UPDATE``
-(SQLAlchemy leaves it out there) and needs none, because a writing unit of
-work starts with ``BEGIN IMMEDIATE`` and so holds the database's single write
-lock from its first statement.
+A claim is two statements in one transaction: ``SELECT ... ORDER BY
+created_at, id LIMIT n`` picks the oldest claimable workflows, with the state
+each was in (the audit trail records it), locked as the dialect's strategy
+says, then one ``UPDATE ... WHERE id IN (...) RETURNING`` takes exactly
+those. On PostgreSQL the pick is ``FOR NO KEY UPDATE SKIP LOCKED``:
+concurrent claimers skip the rows another claimer has locked instead of
+queueing behind it, and the lock holds until the claim commits. SQLite has
+no row locks and needs none: a writing unit of work starts with ``BEGIN
+IMMEDIATE`` and so holds the database's single write lock from its first
+statement.
+
+Claims are a queue and stay on rows (``docs/concepts.md``); the lease
+operations on one workflow (claim by id, heartbeat, release) return entities.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, bindparam, literal_column, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 
+from ecl_persistence.dialects import DialectStrategy, LockMode
+from ecl_persistence.dialects.base import AnySelect
 from ecl_persistence.domain import MAX_ID_LENGTH, WorkflowState, check_text, utc_now
 from ecl_persistence.errors import ValidationError
-from ecl_persistence.orm import WORKFLOWS
+from ecl_persistence.orm import WorkflowRecord
 from ecl_persistence.orm.models import CLAIMABLE_STATES
 from ecl_persistence.orm.types import UTCDateTime
 from ecl_persistence.repositories._checks import check_aware
@@ -32,18 +48,21 @@ __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "HEARTBEAT",
     "MAX_LEASE_SECONDS",
-    "PICK",
-    "PICK_BY_DEFINITION",
-    "PICK_BY_ID",
     "RELEASE",
     "STALE",
     "TAKE",
+    "TAKE_ONE",
     "check_definition_ids",
     "check_worker_id",
     "lease_times",
+    "pick",
+    "pick_by_id",
 ]
 
-_T = WORKFLOWS.c
+_W = WorkflowRecord
+# The claim queue reads and writes rows of the table itself.
+_TABLE = cast("Table", WorkflowRecord.__table__)
+_T = _TABLE.c
 
 DEFAULT_LEASE_SECONDS = 30.0
 """How long a claim or a heartbeat holds a workflow unless told otherwise."""
@@ -52,6 +71,9 @@ MAX_LEASE_SECONDS = 24 * 60 * 60.0
 
 _RUNNING = WorkflowState.RUNNING.value
 _PENDING = WorkflowState.PENDING.value
+# Entities returned by the statements below replace what the session's
+# identity map holds for them: no stale workflow survives in a unit of work.
+_FRESH = {"synchronize_session": False, "populate_existing": True}
 
 
 def _literal(value: str) -> ColumnElement[Any]:
@@ -72,56 +94,62 @@ def _claimable(now: ColumnElement[Any]) -> ColumnElement[bool]:
     )
 
 
-def _pick(*, by_definition: bool) -> Any:
+@functools.cache
+def pick(strategy: DialectStrategy, *, by_definition: bool) -> AnySelect:
+    """Lock the oldest claimable workflows (of ``definitions``); their id, state and owner."""
     now = bindparam("now", type_=UTCDateTime())
     queue = select(_T.id, _T.state, _T.lease_owner).where(_claimable(now))
     if by_definition:
         queue = queue.where(_T.definition_id.in_(bindparam("definitions", expanding=True)))
-    # NO KEY UPDATE, the lock an UPDATE of non-key columns takes anyway: it
-    # does not block other transactions inserting step executions of these
-    # workflows (their foreign key checks take KEY SHARE locks).
-    return (
-        queue.order_by(_T.created_at, _T.id)
-        .limit(bindparam("limit"))
-        .with_for_update(skip_locked=True, key_share=True)
-    )
+    queue = queue.order_by(_T.created_at, _T.id).limit(bindparam("limit"))
+    return strategy.lock(queue, LockMode.UPDATE_SKIP_LOCKED)
 
 
-PICK = _pick(by_definition=False)
-"""Lock the oldest claimable workflows of any definition; their id, state and lease owner."""
-PICK_BY_DEFINITION = _pick(by_definition=True)
-"""Lock the oldest claimable workflows of the ``definitions`` given."""
-
-# No condition beyond the ids: the rows were picked, and are locked, by PICK
-# in the same transaction, so nothing can have changed them since.
+# No condition beyond the ids: the rows were picked, and are locked, by the
+# pick in the same transaction, so nothing can have changed them since.
+_TAKE_VALUES: dict[str, Any] = {
+    "state": _RUNNING,
+    "lease_owner": bindparam("worker"),
+    "lease_expires_at": bindparam("expires", type_=UTCDateTime()),
+    "updated_at": bindparam("now", type_=UTCDateTime()),
+    "version": _T.version + 1,
+    "claim_count": _T.claim_count + 1,
+}
 TAKE = (
-    update(WORKFLOWS)
+    update(_TABLE)
     .where(_T.id.in_(bindparam("ids", expanding=True)))
-    .values(
-        state=_RUNNING,
-        lease_owner=bindparam("worker"),
-        lease_expires_at=bindparam("expires", type_=UTCDateTime()),
-        updated_at=bindparam("now", type_=UTCDateTime()),
-        version=_T.version + 1,
-        claim_count=_T.claim_count + 1,
-    )
-    .returning(*WORKFLOWS.c)
+    .values(**_TAKE_VALUES)
+    .returning(*_TABLE.c)
 )
 """Claim the picked workflows for ``worker``: running, leased until ``expires``."""
 
-
-# Waits for, rather than skips, a lock another claim holds: once it commits,
-# PostgreSQL re-checks the conditions against the row it left, so of two
-# racing claims of one workflow exactly one picks it.
-PICK_BY_ID = (
-    select(_T.id, _T.state, _T.lease_owner)
-    .where(_T.id == bindparam("wid"), _claimable(bindparam("now", type_=UTCDateTime())))
-    .with_for_update(key_share=True)
+TAKE_ONE: Update = (
+    update(_W)
+    .where(_W.id == bindparam("wid"))
+    .values(**_TAKE_VALUES)
+    .returning(_W)
+    .execution_options(**_FRESH)
 )
-"""Lock workflow ``wid`` if it is claimable; its id, state and lease owner."""
+"""Claim the one workflow ``wid`` that ``pick_by_id`` locked; returns its entity."""
+
+
+@functools.cache
+def pick_by_id(strategy: DialectStrategy) -> AnySelect:
+    """Lock workflow ``wid`` if it is claimable; its id, state and lease owner.
+
+    Waits for, rather than skips, a lock another claim holds: once it
+    commits, PostgreSQL re-checks the conditions against the row it left, so
+    of two racing claims of one workflow exactly one picks it.
+    """
+    now = bindparam("now", type_=UTCDateTime())
+    chosen = select(_T.id, _T.state, _T.lease_owner).where(
+        _T.id == bindparam("wid"), _claimable(now)
+    )
+    return strategy.lock(chosen, LockMode.UPDATE)
+
 
 STALE = (
-    select(*WORKFLOWS.c)
+    select(*_TABLE.c)
     # The literal lets both planners use an index leading with ``state``.
     .where(
         _T.state == _literal(_RUNNING),
@@ -131,27 +159,29 @@ STALE = (
 )
 """Running workflows whose lease expired before ``now``, the longest expired first."""
 
-_OWNED = and_(_T.id == bindparam("wid"), _T.lease_owner == bindparam("worker"))
+_OWNED = and_(_W.id == bindparam("wid"), _W.lease_owner == bindparam("worker"))
 
-HEARTBEAT = (
-    update(WORKFLOWS)
+HEARTBEAT: Update = (
+    update(_W)
     .where(_OWNED)
     .values(lease_expires_at=bindparam("expires", type_=UTCDateTime()))
-    .returning(*WORKFLOWS.c)
+    .returning(_W)
+    .execution_options(**_FRESH)
 )
 """Extend the lease of its owner; ``version`` stays, since nothing of the workflow changed."""
 
-RELEASE = (
-    update(WORKFLOWS)
+RELEASE: Update = (
+    update(_W)
     .where(_OWNED)
     .values(
         state=_PENDING,
         lease_owner=None,
         lease_expires_at=None,
         updated_at=bindparam("now", type_=UTCDateTime()),
-        version=_T.version + 1,
+        version=_W.version + 1,
     )
-    .returning(*WORKFLOWS.c)
+    .returning(_W)
+    .execution_options(**_FRESH)
 )
 """Give a workflow back to the queue: pending again, without a lease."""
 

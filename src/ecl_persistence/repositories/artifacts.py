@@ -1,9 +1,6 @@
-"""The artifact repository: records of files and objects that steps produced."""
+"""The artifact repository: records of files and objects that steps produced, as entities."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, insert, select
 
@@ -16,64 +13,29 @@ from ecl_persistence.domain import (
     check_text,
 )
 from ecl_persistence.errors import NotFoundError, ValidationError
-from ecl_persistence.orm import ARTIFACTS
+from ecl_persistence.orm import ArtifactRecord
 from ecl_persistence.repositories._checks import check_id, check_payloads
-from ecl_persistence.repositories._rows import build, json_column
+from ecl_persistence.repositories._context import UnitContext
+from ecl_persistence.repositories.mappers import artifact_from_record, artifact_values
 
-if TYPE_CHECKING:
-    from ecl_persistence.unit_of_work import UnitOfWork
+__all__ = ["ArtifactRepository"]
 
-__all__ = ["ArtifactRepository", "artifact_to_domain", "artifact_to_row"]
-
-_T = ARTIFACTS.c
-_TABLE = "artifacts"
+_R = ArtifactRecord
 _ENTITY = "artifact"
 
-_SELECT = select(*ARTIFACTS.c)
-_GET = _SELECT.where(_T.id == bindparam("id"))
-_FOR_WORKFLOW = _SELECT.where(_T.workflow_id == bindparam("wid")).order_by(
-    _T.created_at, _T.step_id, _T.name
+_GET = select(_R).where(_R.id == bindparam("id"))
+_FOR_WORKFLOW = (
+    select(_R)
+    .where(_R.workflow_id == bindparam("wid"))
+    .order_by(_R.created_at, _R.step_id, _R.name)
 )
-_FOR_STEP = _SELECT.where(
-    _T.workflow_id == bindparam("wid"), _T.step_id == bindparam("sid")
-).order_by(_T.created_at, _T.name)
-_INSERT = insert(ARTIFACTS)
-_DELETE = delete(ARTIFACTS).where(_T.id == bindparam("id"))
-
-
-def artifact_to_domain(row: Sequence[Any]) -> Artifact:
-    """Build an :class:`Artifact` from an ``artifacts`` row (table order)."""
-    (id, workflow_id, step_id, name, content_type, path, size_bytes, created_at, metadata) = row
-    return build(
-        lambda: Artifact(
-            id=id,
-            workflow_id=workflow_id,
-            step_id=step_id,
-            name=name,
-            content_type=content_type,
-            path=path,
-            size_bytes=size_bytes,
-            created_at=created_at,
-            metadata=json_column(metadata, table=_TABLE, column="metadata", id=id),  # type: ignore[arg-type]
-        ),
-        table=_TABLE,
-        id=id,
-    )
-
-
-def artifact_to_row(artifact: Artifact) -> dict[str, Any]:
-    """The bind parameters of an ``artifacts`` row for ``artifact``."""
-    return {
-        "id": artifact.id,
-        "workflow_id": artifact.workflow_id,
-        "step_id": artifact.step_id,
-        "name": artifact.name,
-        "content_type": artifact.content_type,
-        "path": artifact.path,
-        "size_bytes": artifact.size_bytes,
-        "created_at": artifact.created_at,
-        "metadata": artifact.metadata,
-    }
+_FOR_STEP = (
+    select(_R)
+    .where(_R.workflow_id == bindparam("wid"), _R.step_id == bindparam("sid"))
+    .order_by(_R.created_at, _R.name)
+)
+_INSERT = insert(_R)
+_DELETE = delete(_R).where(_R.id == bindparam("id")).execution_options(synchronize_session="fetch")
 
 
 class ArtifactRepository:
@@ -81,7 +43,7 @@ class ArtifactRepository:
 
     __slots__ = ("_uow",)
 
-    def __init__(self, uow: UnitOfWork) -> None:
+    def __init__(self, uow: UnitContext) -> None:
         self._uow = uow
 
     async def create(self, artifact: Artifact) -> Artifact:
@@ -95,15 +57,15 @@ class ArtifactRepository:
         action = f"create artifact {artifact.id}"
         self._uow.require_writable(action)
         check_payloads(self._uow, artifact.metadata)
-        await self._uow.execute(_INSERT, artifact_to_row(artifact), action=action)
+        await self._uow.execute(_INSERT, artifact_values(artifact), action=action)
         return artifact
 
     async def get(self, id: ArtifactId) -> Artifact | None:
         """The artifact with this id, or ``None``."""
         check_id(id, "artifact id")
         result = await self._uow.execute(_GET, {"id": id}, action=f"get artifact {id}")
-        row = result.first()
-        return None if row is None else artifact_to_domain(row)
+        record = result.scalars().first()
+        return None if record is None else artifact_from_record(record)
 
     async def list_for_workflow(self, workflow_id: WorkflowId) -> list[Artifact]:
         """Every artifact of the workflow, oldest first."""
@@ -111,7 +73,7 @@ class ArtifactRepository:
         result = await self._uow.execute(
             _FOR_WORKFLOW, {"wid": workflow_id}, action=f"list artifacts of {workflow_id}"
         )
-        return [artifact_to_domain(row) for row in result]
+        return [artifact_from_record(record) for record in result.scalars()]
 
     async def list_for_step(self, workflow_id: WorkflowId, step_id: StepId | str) -> list[Artifact]:
         """The artifacts one step of the workflow produced, oldest first."""
@@ -120,7 +82,7 @@ class ArtifactRepository:
         result = await self._uow.execute(
             _FOR_STEP, {"wid": workflow_id, "sid": step}, action=f"list artifacts of {workflow_id}"
         )
-        return [artifact_to_domain(row) for row in result]
+        return [artifact_from_record(record) for record in result.scalars()]
 
     async def delete(self, id: ArtifactId) -> None:
         """Delete the artifact's record (not the bytes it points to)."""

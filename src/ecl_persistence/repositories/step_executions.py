@@ -1,13 +1,22 @@
-"""The step execution repository: every attempt of every step."""
+"""The step execution repository: every attempt of every step.
+
+One attempt at a time goes through ORM-enabled statements on
+``StepExecutionRecord``; the histories of a workflow, its aggregates and
+``create_many`` use rows of the table (``docs/concepts.md`` says why).
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, case, func, insert, select, update
+from sqlalchemy import Insert, Table, and_, bindparam, case, func, insert, select, update
 
+from ecl_persistence.dialects import DialectStrategy, LockMode
+from ecl_persistence.dialects.base import AnySelect
 from ecl_persistence.domain import (
+    MAX_ERROR_LENGTH,
     MAX_ID_LENGTH,
     MISSING,
     ExecutionStats,
@@ -23,39 +32,42 @@ from ecl_persistence.domain import (
     utc_now,
 )
 from ecl_persistence.errors import InvalidStateTransitionError, NotFoundError, ValidationError
-from ecl_persistence.orm import STEP_EXECUTIONS, WORKFLOWS
+from ecl_persistence.orm import StepExecutionRecord, WorkflowRecord
 from ecl_persistence.repositories._checks import check_count, check_id, check_payloads
-from ecl_persistence.repositories._rows import (
-    json_column,
-    optional_json_column,
-    state_column,
-    step_execution_from_values,
+from ecl_persistence.repositories._context import UnitContext
+from ecl_persistence.repositories.mappers import (
+    step_execution_from_record,
+    step_execution_from_row,
+    step_execution_values,
 )
 
-if TYPE_CHECKING:
-    from ecl_persistence.unit_of_work import UnitOfWork
+__all__ = ["StepExecutionRepository"]
 
-__all__ = ["StepExecutionRepository", "step_execution_to_domain", "step_execution_to_row"]
-
-_T = STEP_EXECUTIONS.c
-_TABLE = "step_executions"
+_R = StepExecutionRecord
+_TABLE = cast("Table", StepExecutionRecord.__table__)
+_T = _TABLE.c
 _ENTITY = "step execution"
 _FINISHED = (StepExecutionState.SUCCEEDED, StepExecutionState.FAILED)
 _OPEN = (StepExecutionState.PENDING.value, StepExecutionState.RUNNING.value)
+# The attribute key of every column, in table order: the bind parameter names.
+_KEYS = {prop.columns[0].name: key for key, prop in _R.__mapper__.column_attrs.items()}
+_FRESH = {"synchronize_session": False, "populate_existing": True}
 
-_SELECT = select(*STEP_EXECUTIONS.c)
-_GET = _SELECT.where(_T.id == bindparam("id"))
-_FOR_WORKFLOW = _SELECT.where(_T.workflow_id == bindparam("wid")).order_by(
+_GET = select(_R).where(_R.id == bindparam("id"))
+_INSERT = insert(_R)
+# create_many: a Core executemany, named by attribute keys like the entity values.
+_INSERT_ROWS = insert(_TABLE).values({column: bindparam(_KEYS[column.name]) for column in _TABLE.c})
+_ROWS = select(*_TABLE.c)
+_FOR_WORKFLOW = _ROWS.where(_T.workflow_id == bindparam("wid")).order_by(
     _T.started_at, _T.attempt, _T.id
 )
-_FOR_STEP = _SELECT.where(
+_FOR_STEP = _ROWS.where(
     _T.workflow_id == bindparam("wid"), _T.step_id == bindparam("sid")
 ).order_by(_T.attempt)
-_INSERT = insert(STEP_EXECUTIONS)
 _GET_STATE = select(_T.state).where(_T.id == bindparam("id"))
 _COMPLETE = (
-    update(STEP_EXECUTIONS)
-    .where(_T.id == bindparam("eid"), _T.state.in_(_OPEN))
+    update(_R)
+    .where(_R.id == bindparam("eid"), _R.state.in_(_OPEN))
     .values(
         state=bindparam("state"),
         output=bindparam("output"),
@@ -63,10 +75,11 @@ _COMPLETE = (
         completed_at=bindparam("now"),
         duration_ms=bindparam("duration_ms"),
         tokens_used=func.coalesce(
-            bindparam("tokens_used", type_=_T.tokens_used.type), _T.tokens_used
+            bindparam("tokens_used", type_=_T.tokens_used.type), _R.tokens_used
         ),
     )
-    .returning(*STEP_EXECUTIONS.c)
+    .returning(_R)
+    .execution_options(**_FRESH)
 )
 _LATEST = (
     select(_T.step_id, func.max(_T.attempt).label("attempt"))
@@ -75,34 +88,40 @@ _LATEST = (
     .subquery("latest")
 )
 _LATEST_ATTEMPTS = (
-    _SELECT.join(_LATEST, and_(_T.step_id == _LATEST.c.step_id, _T.attempt == _LATEST.c.attempt))
+    _ROWS.join(_LATEST, and_(_T.step_id == _LATEST.c.step_id, _T.attempt == _LATEST.c.attempt))
     .where(_T.workflow_id == bindparam("wid"))
     .order_by(_T.started_at, _T.step_id)
 )
-# Serialises the starts of a workflow's steps on PostgreSQL; NO KEY UPDATE
-# still lets other transactions insert rows that reference the workflow.
-# SQLite has no row locks and needs none: BEGIN IMMEDIATE serialises writers.
-_LOCK_WORKFLOW = (
-    select(WORKFLOWS.c.id).where(WORKFLOWS.c.id == bindparam("wid")).with_for_update(key_share=True)
-)
+
+
+@functools.cache
+def _lock_workflow(strategy: DialectStrategy) -> AnySelect:
+    # Serialises the starts of a workflow's steps: a row lock on PostgreSQL
+    # (NO KEY UPDATE, so other transactions can still insert rows that
+    # reference the workflow); the write lock already does it on SQLite.
+    workflow = WorkflowRecord
+    chosen = select(workflow.id).where(workflow.id == bindparam("wid"))
+    return strategy.lock(chosen, LockMode.UPDATE)
 
 
 def _next_attempt_value(column: str) -> Any:
     if column == "attempt":
         return func.coalesce(func.max(_T.attempt), 0) + 1
-    return bindparam(column, type_=_T[column].type)
+    return bindparam(_KEYS[column], type_=_T[column].type)
 
 
 # The next attempt number is computed by the INSERT itself, after the lock above.
-_INSERT_NEXT = (
-    insert(STEP_EXECUTIONS)
+_INSERT_NEXT: Insert = (
+    insert(_R)
     .from_select(
-        [column.name for column in STEP_EXECUTIONS.c],
-        select(*(_next_attempt_value(column.name) for column in STEP_EXECUTIONS.c)).where(
+        [column.name for column in _TABLE.c],
+        select(*(_next_attempt_value(column.name) for column in _TABLE.c)).where(
             _T.workflow_id == bindparam("workflow_id"), _T.step_id == bindparam("step_id")
         ),
     )
-    .returning(*STEP_EXECUTIONS.c)
+    .returning(_R)
+    # The parameters fill the SELECT: no rows of parameters to insert in bulk.
+    .execution_options(dml_strategy="orm")
 )
 
 _STATS = select(
@@ -111,48 +130,11 @@ _STATS = select(
     func.coalesce(func.sum(case((_T.state == StepExecutionState.FAILED.value, 1), else_=0)), 0),
     func.coalesce(func.sum(_T.duration_ms), 0),
     func.coalesce(func.sum(_T.tokens_used), 0),
-).where(_T.workflow_id == bindparam("wid"))
-
-
-def step_execution_to_domain(row: Sequence[Any]) -> StepExecution:
-    """Build a :class:`StepExecution` from a ``step_executions`` row (table order)."""
-    (id, workflow_id, step_id, attempt, state, input, output, error, started_at, completed_at,
-     duration_ms, tokens_used, metadata) = row  # fmt: skip
-    values = (
-        id,
-        workflow_id,
-        step_id,
-        attempt,
-        state_column(StepExecutionState, state, table=_TABLE, id=id),
-        json_column(input, table=_TABLE, column="input", id=id),
-        optional_json_column(output, table=_TABLE, column="output", id=id),
-        error,
-        started_at,
-        completed_at,
-        duration_ms,
-        tokens_used,
-        json_column(metadata, table=_TABLE, column="metadata", id=id),
-    )
-    return step_execution_from_values(values, table=_TABLE, id=id)
-
-
-def step_execution_to_row(execution: StepExecution) -> dict[str, Any]:
-    """The bind parameters of a ``step_executions`` row for ``execution``."""
-    return {
-        "id": execution.id,
-        "workflow_id": execution.workflow_id,
-        "step_id": execution.step_id,
-        "attempt": execution.attempt,
-        "state": execution.state.value,
-        "input": execution.input,
-        "output": execution.output,
-        "error": execution.error,
-        "started_at": execution.started_at,
-        "completed_at": execution.completed_at,
-        "duration_ms": execution.duration_ms,
-        "tokens_used": execution.tokens_used,
-        "metadata": execution.metadata,
-    }
+)
+_STATS_OF_WORKFLOW = _STATS.where(_T.workflow_id == bindparam("wid"))
+_TOTALS_OF_DEFINITION = _STATS.select_from(
+    _TABLE.join(WorkflowRecord.__table__, WorkflowRecord.id == _T.workflow_id)
+).where(WorkflowRecord.definition_id == bindparam("definition_id"))
 
 
 class StepExecutionRepository:
@@ -160,7 +142,7 @@ class StepExecutionRepository:
 
     __slots__ = ("_uow",)
 
-    def __init__(self, uow: UnitOfWork) -> None:
+    def __init__(self, uow: UnitContext) -> None:
         self._uow = uow
 
     async def create(self, execution: StepExecution) -> StepExecution:
@@ -171,8 +153,7 @@ class StepExecutionRepository:
         """
         action = f"create step execution {getattr(execution, 'id', '?')}"
         self._uow.require_writable(action)
-        row = self._row(execution)
-        await self._uow.execute(_INSERT, row, action=action)
+        await self._uow.execute(_INSERT, self._values(execution), action=action)
         return execution
 
     async def start(
@@ -208,12 +189,13 @@ class StepExecutionRepository:
             return await self.create(execution)
         action = f"start step execution {execution.id}"
         self._uow.require_writable(action)
-        row = self._row(execution)
-        locked = await self._uow.execute(_LOCK_WORKFLOW, {"wid": workflow_id}, action=action)
+        values = self._values(execution)
+        lock = _lock_workflow(self._uow.strategy)
+        locked = await self._uow.execute(lock, {"wid": workflow_id}, action=action)
         if locked.first() is None:
             raise NotFoundError("workflow", workflow_id)
-        result = await self._uow.execute(_INSERT_NEXT, row, action=action)
-        return step_execution_to_domain(result.one())
+        result = await self._uow.execute(_INSERT_NEXT, values, action=action)
+        return step_execution_from_record(result.scalars().one())
 
     async def create_many(self, executions: Iterable[StepExecution]) -> list[StepExecution]:
         """Insert many executions in one batch (one round trip, not one per row).
@@ -224,16 +206,16 @@ class StepExecutionRepository:
         batch = list(executions)
         if not batch:
             return []
-        rows = [self._row(execution) for execution in batch]
-        await self._uow.execute(_INSERT, rows, action=f"create {len(rows)} step executions")
+        rows = [self._values(execution) for execution in batch]
+        await self._uow.execute(_INSERT_ROWS, rows, action=f"create {len(rows)} step executions")
         return batch
 
     async def get(self, id: StepExecutionId) -> StepExecution | None:
         """The execution with this id, or ``None``."""
         check_id(id, "step execution id")
         result = await self._uow.execute(_GET, {"id": id}, action=f"get step execution {id}")
-        row = result.first()
-        return None if row is None else step_execution_to_domain(row)
+        record = result.scalars().first()
+        return None if record is None else step_execution_from_record(record)
 
     async def get_for_workflow(self, workflow_id: WorkflowId) -> list[StepExecution]:
         """Every execution of the workflow, in the order they started."""
@@ -241,7 +223,7 @@ class StepExecutionRepository:
         result = await self._uow.execute(
             _FOR_WORKFLOW, {"wid": workflow_id}, action=f"get step executions of {workflow_id}"
         )
-        return [step_execution_to_domain(row) for row in result]
+        return [step_execution_from_row(row) for row in result]
 
     async def get_for_step(
         self, workflow_id: WorkflowId, step_id: StepId | str
@@ -254,7 +236,7 @@ class StepExecutionRepository:
             {"wid": workflow_id, "sid": step},
             action=f"get attempts of a step of {workflow_id}",
         )
-        return [step_execution_to_domain(row) for row in result]
+        return [step_execution_from_row(row) for row in result]
 
     async def latest_attempts(self, workflow_id: WorkflowId) -> dict[StepId, StepExecution]:
         """The latest attempt of each step of the workflow, by step id, in one query.
@@ -265,7 +247,7 @@ class StepExecutionRepository:
         result = await self._uow.execute(
             _LATEST_ATTEMPTS, {"wid": workflow_id}, action=f"get latest attempts of {workflow_id}"
         )
-        latest = (step_execution_to_domain(row) for row in result)
+        latest = (step_execution_from_row(row) for row in result)
         return {execution.step_id: execution for execution in latest}
 
     async def update_completion(
@@ -297,7 +279,7 @@ class StepExecutionRepository:
         if output is not MISSING:
             check_json(output, field="output", max_bytes=self._uow.max_payload_bytes)
         if error is not None:
-            error = check_text(error, field="error", max_length=65536, allow_empty=True)
+            error = check_text(error, field="error", max_length=MAX_ERROR_LENGTH, allow_empty=True)
         params = {
             "eid": id,
             "state": target.value,
@@ -308,14 +290,14 @@ class StepExecutionRepository:
             "tokens_used": check_count(tokens_used, "tokens_used"),
         }
         result = await self._uow.execute(_COMPLETE, params, action=action)
-        row = result.first()
-        if row is None:
+        record = result.scalars().first()
+        if record is None:
             current = await self._uow.execute(_GET_STATE, {"id": id}, action=action)
             value = current.scalar_one_or_none()
             if value is None:
                 raise NotFoundError(_ENTITY, id)
             raise InvalidStateTransitionError(_ENTITY, id, str(value), target.value)
-        return step_execution_to_domain(row)
+        return step_execution_from_record(record)
 
     async def get_stats(self, workflow_id: WorkflowId) -> ExecutionStats:
         """Counts, total duration and total tokens of the workflow's executions.
@@ -324,15 +306,9 @@ class StepExecutionRepository:
         """
         check_id(workflow_id, "workflow id")
         result = await self._uow.execute(
-            _STATS, {"wid": workflow_id}, action=f"get stats of workflow {workflow_id}"
+            _STATS_OF_WORKFLOW, {"wid": workflow_id}, action=f"get stats of workflow {workflow_id}"
         )
         return _stats_of(result.one())
-
-    def _row(self, execution: StepExecution) -> dict[str, Any]:
-        if not isinstance(execution, StepExecution):
-            raise ValidationError("expected a StepExecution")
-        check_payloads(self._uow, execution.input, execution.output, execution.metadata)
-        return step_execution_to_row(execution)
 
     async def get_totals(self, definition_id: str | None = None) -> ExecutionStats:
         """Counts, total duration and total tokens over the executions of many workflows.
@@ -342,7 +318,7 @@ class StepExecutionRepository:
         (a join with ``workflows`` when filtered); all zeros when nothing matches.
         """
         if definition_id is None:
-            result = await self._uow.execute(_TOTALS, action="get totals of step executions")
+            result = await self._uow.execute(_STATS, action="get totals of step executions")
         else:
             checked = check_text(definition_id, field="definition_id", max_length=MAX_ID_LENGTH)
             result = await self._uow.execute(
@@ -352,11 +328,11 @@ class StepExecutionRepository:
             )
         return _stats_of(result.one())
 
-
-_TOTALS = select(*_STATS.selected_columns)
-_TOTALS_OF_DEFINITION = _TOTALS.select_from(
-    STEP_EXECUTIONS.join(WORKFLOWS, WORKFLOWS.c.id == _T.workflow_id)
-).where(WORKFLOWS.c.definition_id == bindparam("definition_id"))
+    def _values(self, execution: StepExecution) -> dict[str, Any]:
+        if not isinstance(execution, StepExecution):
+            raise ValidationError("expected a StepExecution")
+        check_payloads(self._uow, execution.input, execution.output, execution.metadata)
+        return step_execution_values(execution)
 
 
 def _stats_of(row: Sequence[Any]) -> ExecutionStats:

@@ -25,13 +25,8 @@ from ecl_persistence.cli.demo import (
     StepFailedError,
     run_demo,
 )
-from ecl_persistence.cli.render import (
-    console,
-    details_document,
-    echo_json,
-    json_option,
-    print_details,
-)
+from ecl_persistence.cli.documents import details_document, echo_json
+from ecl_persistence.cli.render import console, json_option, print_details
 from ecl_persistence.cli.runtime import (
     CliError,
     ExitCode,
@@ -42,7 +37,7 @@ from ecl_persistence.cli.runtime import (
 )
 from ecl_persistence.config import DatabaseConfig
 from ecl_persistence.database import Database
-from ecl_persistence.domain import WorkflowId
+from ecl_persistence.domain import WorkflowAggregate, WorkflowId
 
 __all__ = ["demo"]
 
@@ -51,10 +46,8 @@ _MIN_LEASE_SECONDS = 0.1
 
 def _default_artifacts_root(config: DatabaseConfig) -> Path:
     """Next to a SQLite file; the working directory for PostgreSQL or memory."""
-    database = config.async_url.database
-    if config.dialect == "sqlite" and database:
-        return Path(database).expanduser().parent
-    return Path.cwd()
+    path = config.strategy.local_file(config.async_url)
+    return Path.cwd() if path is None else path.parent
 
 
 @attrs.frozen
@@ -153,7 +146,7 @@ def demo(
     printer = _Printer(quiet=as_json)
     crash = None if crash_after is None else CrashPlan(crash_after, _crash)
 
-    async def run(db: Database) -> queries.WorkflowDetails:
+    async def run(db: Database) -> WorkflowAggregate:
         status = await read_schema_status(db)
         problem = status.problem()
         if problem is not None:

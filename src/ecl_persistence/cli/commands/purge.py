@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ecl_persistence.cli.render import console, echo_json, json_option
+from ecl_persistence.cli.documents import echo_json
+from ecl_persistence.cli.render import console, json_option
 from ecl_persistence.cli.runtime import database_url_option, run_with_database
 from ecl_persistence.database import Database
 from ecl_persistence.domain import WorkflowState, utc_now

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ecl_persistence.cli.render import echo_json, json_option
+from ecl_persistence.cli.documents import echo_json
+from ecl_persistence.cli.render import json_option
 from ecl_persistence.cli.runtime import (
     CliError,
     ExitCode,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from ecl_persistence.cli import queries
-from ecl_persistence.cli.render import echo_json, json_option, print_summary, summary_document
+from ecl_persistence.cli.documents import echo_json, summary_document
+from ecl_persistence.cli.render import json_option, print_summary
 from ecl_persistence.cli.runtime import database_url_option, run_with_database
 
 __all__ = ["stats"]

@@ -8,15 +8,8 @@ from typing import Any
 import click
 
 from ecl_persistence.cli import queries
-from ecl_persistence.cli.render import (
-    details_document,
-    echo_json,
-    json_option,
-    page_document,
-    print_details,
-    print_page,
-    print_stale,
-)
+from ecl_persistence.cli.documents import details_document, echo_json, page_document
+from ecl_persistence.cli.render import json_option, print_details, print_page, print_stale
 from ecl_persistence.cli.runtime import CliError, ExitCode, database_url_option, run_with_database
 from ecl_persistence.database import Database
 from ecl_persistence.domain import Page, WorkflowId, WorkflowState, utc_now

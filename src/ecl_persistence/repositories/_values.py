@@ -1,11 +1,13 @@
-"""Reading rows back: decode, check, and blame the right table, column and id.
+"""Values read back: check them, and blame the right table, column and id.
 
-A row read back goes through the same rules as a caller's values, but not
+A value read back goes through the same rules as a caller's values, but not
 through the same code: the checks a database can fail (a text column holding
 NUL, a JSON document holding a 65-bit integer, a timestamp that is not one)
 run here, cheaply and in one pass, and the domain object is then built
 without running its validators again. A row that fails any of them is built
 through the validating constructor instead, whose error names the field.
+The JSON columns arrive decoded (or marked :class:`Undecodable`) by their
+column type.
 """
 
 from __future__ import annotations
@@ -27,16 +29,16 @@ from ecl_persistence.domain import (
     StepExecution,
     Workflow,
     WorkflowState,
-    load_json,
 )
-from ecl_persistence.errors import QueryFailedError, SerializationError, ValidationError
+from ecl_persistence.errors import SerializationError, StoredValueError, ValidationError
+from ecl_persistence.orm.types import Undecodable
 
 __all__ = [
     "build",
-    "json_column",
-    "optional_json_column",
+    "json_value",
+    "optional_json_value",
     "same_json",
-    "state_column",
+    "state_value",
     "step_execution_from_values",
     "workflow_from_values",
 ]
@@ -47,29 +49,22 @@ E = TypeVar("E", bound=enum.Enum)
 _INT64_MAX = 2**63 - 1
 
 
-def json_column(text: str | None, *, table: str, column: str, id: object) -> JsonValue:
-    """Decode a NOT NULL JSON column."""
-    if text is None:
-        raise QueryFailedError(f"{table}.{column} of {id} is NULL but must hold JSON")
-    return _decode(text, table=table, column=column, id=id)
+def json_value(value: object, *, table: str, column: str, id: object) -> JsonValue:
+    """Check a decoded NOT NULL JSON column (see :class:`~ecl_persistence.orm.JsonPayload`)."""
+    if value is MISSING:
+        raise StoredValueError(f"{table}.{column} of {id} is NULL but must hold JSON")
+    if type(value) is Undecodable:
+        raise value.error(table, column, id)
+    return value  # type: ignore[return-value]  # JsonPayload decoded and checked it
 
 
-def optional_json_column(
-    text: str | None, *, table: str, column: str, id: object
+def optional_json_value(
+    value: object, *, table: str, column: str, id: object
 ) -> JsonValue | Missing:
-    """Decode a nullable JSON column: SQL NULL is MISSING, JSON ``null`` is ``None``."""
-    if text is None:
-        return MISSING
-    return _decode(text, table=table, column=column, id=id)
-
-
-def _decode(text: str, *, table: str, column: str, id: object) -> JsonValue:
-    try:
-        return load_json(text)
-    except SerializationError as error:
-        raise QueryFailedError(
-            f"{table}.{column} of {id} holds JSON that cannot be read back: {error}"
-        ) from None
+    """Check a decoded nullable JSON column: SQL NULL is MISSING, JSON ``null`` is ``None``."""
+    if type(value) is Undecodable:
+        raise value.error(table, column, id)
+    return value  # type: ignore[return-value]
 
 
 @functools.cache
@@ -77,11 +72,11 @@ def _members(enum_type: type[E]) -> dict[object, E]:
     return {member.value: member for member in enum_type}
 
 
-def state_column(enum_type: type[E], value: object, *, table: str, id: object) -> E:
+def state_value(enum_type: type[E], value: object, *, table: str, id: object) -> E:
     """Parse a state column, refusing a value that is not one of the enum's."""
     member: E | None = _members(enum_type).get(value)
     if member is None:
-        raise QueryFailedError(f"{table}.state of {id} holds an unknown state")
+        raise StoredValueError(f"{table}.state of {id} holds an unknown state")
     return member
 
 
@@ -90,7 +85,7 @@ def build(factory: Callable[[], T], *, table: str, id: object) -> T:
     try:
         return factory()
     except (ValidationError, SerializationError) as error:
-        raise QueryFailedError(
+        raise StoredValueError(
             f"{table} row {id} holds a value that is not valid: {error}"
         ) from None
 

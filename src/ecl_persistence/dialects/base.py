@@ -1,0 +1,134 @@
+"""What a dialect strategy decides: the one contract both backends fulfil.
+
+The rest of the package never tests a dialect's name: it asks the strategy
+of its database. A strategy is stateless and shared; everything it needs
+comes as arguments (the configuration, the engine, the statement).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
+
+from sqlalchemy import Dialect, Insert, Select
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.schema import Column
+from sqlalchemy.types import TypeEngine
+
+if TYPE_CHECKING:
+    from ecl_persistence.config import DatabaseConfig
+    from ecl_persistence.errors import DbError
+
+__all__ = ["AnySelect", "DialectStrategy", "LockMode"]
+
+AnySelect: TypeAlias = "Select[*tuple[Any, ...]]"
+"""A ``SELECT`` of any columns."""
+_S = TypeVar("_S", bound=AnySelect)
+
+
+class LockMode:
+    """How a ``SELECT`` locks the rows it reads, on a backend that has row locks."""
+
+    UPDATE = "update"
+    """``FOR NO KEY UPDATE``: the lock an UPDATE of non-key columns takes anyway; rows
+    that reference the locked ones (foreign keys) can still be inserted."""
+    UPDATE_SKIP_LOCKED = "update-skip-locked"
+    """The same, skipping rows another transaction holds locked instead of waiting."""
+    DELETE_SKIP_LOCKED = "delete-skip-locked"
+    """``FOR UPDATE SKIP LOCKED``: for rows about to be deleted."""
+
+
+class DialectStrategy(abc.ABC):
+    """Everything that differs between SQLite and PostgreSQL, behind one interface."""
+
+    name: ClassVar[str]
+    """The SQLAlchemy dialect name: ``"sqlite"`` or ``"postgresql"``."""
+    driver: ClassVar[str]
+    """The async driver the package uses with this dialect."""
+
+    def __repr__(self) -> str:
+        return f"<{self.name} dialect strategy>"
+
+    # --- engines and connections -----------------------------------------------------
+
+    @abc.abstractmethod
+    def create_engine(self, config: DatabaseConfig) -> AsyncEngine:
+        """Create the engine for ``config``, with its pool and every connection set up."""
+
+    @abc.abstractmethod
+    def adopt_engine(self, engine: AsyncEngine, config: DatabaseConfig) -> None:
+        """Set up an engine the application created, or raise ValidationError if it cannot be."""
+
+    @abc.abstractmethod
+    def read_only_options(self, engine: AsyncEngine) -> dict[str, Any]:
+        """Execution options of ``engine`` for the read-only units of work."""
+
+    def release(self, engine: AsyncEngine) -> None:  # noqa: B027
+        """After an engine built here was disposed: free what the strategy kept for it."""
+
+    def is_memory(self, url: URL) -> bool:
+        """Whether ``url`` names a private in-memory database (one connection, taken in turns)."""
+        return False
+
+    def local_file(self, url: URL) -> Path | None:
+        """The file that holds the database, for a dialect that keeps one."""
+        return None
+
+    # --- statements ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def insert_ignoring_conflicts(
+        self, target: Any, index_elements: Sequence[Column[Any]]
+    ) -> Insert:
+        """An INSERT into ``target`` (an entity or a table) that skips rows already stored.
+
+        A row conflicts when a stored one has the same ``index_elements``.
+        """
+
+    @abc.abstractmethod
+    def lock(self, select: _S, mode: str) -> _S:
+        """``select`` locking the rows it reads in ``mode`` (a :class:`LockMode`), where needed."""
+
+    # --- column types ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def json_type(self, dialect: Dialect) -> TypeEngine[Any]:
+        """The column type JSON documents are stored in."""
+
+    @abc.abstractmethod
+    def json_as_text(self, column_sql: str) -> str:
+        """The SQL that reads the JSON column ``column_sql`` as text."""
+
+    @abc.abstractmethod
+    def datetime_processors(self) -> tuple[Any, Any]:
+        """The bind and result processors of an aware UTC timestamp column."""
+
+    # --- errors ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def classify(self, driver_error: BaseException, action: str) -> DbError | None:
+        """The ecl-persistence error for a driver error of this dialect, or None if not one."""
+
+    def constraint_name(self, driver_error: BaseException) -> str | None:
+        """The name of the constraint a driver error reports, when it says."""
+        name = getattr(driver_error, "constraint_name", None)
+        return name if isinstance(name, str) else None
+
+    # --- migrations ------------------------------------------------------------------
+
+    render_as_batch: ClassVar[bool] = False
+    """Whether Alembic must rebuild tables to alter them (``render_as_batch``)."""
+
+    @abc.abstractmethod
+    def migration_guard(self, connection: Connection) -> AbstractContextManager[None]:
+        """Around a migration on ``connection``: what keeps it safe on this backend."""
+
+    def check_after_migration(self, connection: Connection) -> None:  # noqa: B027
+        """Raise MigrationFailedError if the migration left the database inconsistent.
+
+        Nothing to check unless the dialect's strategy says otherwise.
+        """

@@ -1,0 +1,43 @@
+"""What a repository needs from its unit of work, and nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from sqlalchemy import Executable, Result
+
+from ecl_persistence.dialects import DialectStrategy
+
+__all__ = ["UnitContext"]
+
+
+class UnitContext(Protocol):
+    """The door a repository goes through: one transaction, translated errors, its rules.
+
+    :class:`~ecl_persistence.UnitOfWork` is one; a test can bring another.
+    """
+
+    @property
+    def strategy(self) -> DialectStrategy:
+        """The dialect strategy of the database: the statements that differ ask it."""
+        ...
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """The size limit of one JSON payload."""
+        ...
+
+    def require_writable(self, action: str) -> None:
+        """Raise TransactionFailedError if ``action`` would write where writes are refused."""
+        ...
+
+    async def execute(
+        self,
+        statement: Executable,
+        params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        *,
+        action: str,
+    ) -> Result[Any]:
+        """Execute ``statement`` in the transaction; ``action`` names it in error messages."""
+        ...

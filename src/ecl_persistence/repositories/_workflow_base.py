@@ -1,0 +1,75 @@
+"""What the parts of the workflow repository share: their unit, and how a miss is explained."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Result
+
+from ecl_persistence.domain import Workflow, WorkflowId, WorkflowState
+from ecl_persistence.errors import ConflictError, NotFoundError, ValidationError
+from ecl_persistence.repositories import _workflow_sql as sql
+from ecl_persistence.repositories._context import UnitContext
+from ecl_persistence.repositories._values import state_value
+from ecl_persistence.repositories.mappers import workflow_from_record
+
+__all__ = ["ENTITY", "TABLE_NAME", "WorkflowRepositoryBase", "as_state", "expect_version"]
+
+ENTITY = "workflow"
+"""How errors name a workflow."""
+TABLE_NAME = "workflows"
+"""The table errors name."""
+
+
+class WorkflowRepositoryBase:
+    """The unit of work of a workflow repository and the helpers of its methods."""
+
+    __slots__ = ("_uow",)
+
+    def __init__(self, uow: UnitContext) -> None:
+        self._uow = uow
+
+    async def _diagnose(
+        self, id: WorkflowId, expected_version: int | None, action: str
+    ) -> tuple[WorkflowState, str | None]:
+        """After a write matched no row: raise NotFoundError or ConflictError, else say why.
+
+        Returns the workflow's state and lease owner for the caller to explain.
+        """
+        row = (await self._uow.execute(sql.GET_STATUS, {"id": id}, action=action)).first()
+        if row is None:
+            raise NotFoundError(ENTITY, id)
+        state, version, owner = tuple(row)
+        if expected_version is not None and version != expected_version:
+            raise ConflictError(
+                f"{action}: the workflow is at version {version}, not {expected_version}"
+            )
+        return state_value(WorkflowState, state, table=TABLE_NAME, id=id), owner
+
+
+def one_workflow(result: Result[Any]) -> Workflow | None:
+    """The workflow an ORM statement returned as its one entity, or None."""
+    record = result.scalars().first()
+    return None if record is None else workflow_from_record(record)
+
+
+def as_state(state: object) -> WorkflowState:
+    """``state`` as a :class:`WorkflowState`, also from its exact string value."""
+    if isinstance(state, WorkflowState):
+        return state
+    if type(state) is str:
+        try:
+            return WorkflowState(state)
+        except ValueError:
+            pass
+    raise ValidationError("state is not a workflow state")
+
+
+def expect_version(params: dict[str, Any], expected_version: int | None) -> bool:
+    """Add ``expected_version`` to ``params`` if given; return whether it was."""
+    if expected_version is None:
+        return False
+    if type(expected_version) is not int or expected_version < 1:
+        raise ValidationError("expected_version must be a positive integer")
+    params["expected_version"] = expected_version
+    return True

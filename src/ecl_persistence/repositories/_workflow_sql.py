@@ -1,0 +1,193 @@
+"""The statements of the workflow repository, built once (per dialect where they differ).
+
+Every statement is a module-level object (or one per dialect strategy,
+cached), so SQLAlchemy finds its compiled form in its cache on every call.
+Single-workflow statements are ORM-enabled and return ``WorkflowRecord``
+entities, refreshing any copy the unit of work's session already holds.
+The listings and counts select rows of the table (``docs/concepts.md``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Insert,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.orm import selectinload
+
+from ecl_persistence.dialects import DialectStrategy
+from ecl_persistence.dialects.base import AnySelect
+from ecl_persistence.domain import WORKFLOW_TRANSITIONS, WorkflowState
+from ecl_persistence.orm import WorkflowRecord
+from ecl_persistence.orm.types import UTCDateTime
+from ecl_persistence.repositories import transitions
+
+__all__ = [
+    "COUNT_BY_STATE",
+    "DELETE",
+    "GET",
+    "GET_BY_KEY",
+    "GET_STATUS",
+    "INSERT",
+    "LOAD",
+    "ROWS",
+    "TABLE",
+    "insert_keyed",
+    "list_statement",
+    "record_state",
+    "update_output",
+    "update_state",
+]
+
+_W = WorkflowRecord
+TABLE = cast("Table", WorkflowRecord.__table__)
+"""The ``workflows`` table, for the statements that select rows."""
+_T = TABLE.c
+# Entities returned by the statements below replace what the session's
+# identity map holds for them: no stale workflow survives in a unit of work.
+_FRESH = {"synchronize_session": False, "populate_existing": True}
+
+GET: AnySelect = select(_W).where(_W.id == bindparam("id"))
+"""The workflow ``id``, as an entity."""
+LOAD: AnySelect = GET.options(
+    selectinload(_W.step_executions),
+    selectinload(_W.artifacts),
+    selectinload(_W.transitions),
+).execution_options(populate_existing=True)
+"""The workflow ``id`` with its attempts, artifacts and transitions: four queries in all."""
+GET_BY_KEY: AnySelect = select(_W).where(
+    _W.definition_id == bindparam("definition_id"), _W.idempotency_key == bindparam("key")
+)
+"""The workflow of ``definition_id`` started with idempotency key ``key``."""
+GET_STATUS: AnySelect = select(_W.state, _W.version, _W.lease_owner).where(_W.id == bindparam("id"))
+"""What a write that matched nothing needs to explain itself: state, version, owner."""
+INSERT: Insert = insert(_W)
+"""Insert a workflow from its entity values."""
+DELETE: Delete = (
+    delete(_W).where(_W.id == bindparam("id")).execution_options(synchronize_session="fetch")
+)
+"""Delete the workflow ``id``; the database cascades to its children."""
+ROWS: AnySelect = select(*TABLE.c)
+"""Every column of ``workflows``, for the listings."""
+COUNT_BY_STATE: AnySelect = select(_T.state, func.count())
+"""Count workflows per state (add the ``GROUP BY`` and any filter)."""
+
+
+@functools.cache
+def insert_keyed(strategy: DialectStrategy) -> Insert:
+    """Insert a workflow unless its idempotency key is stored already; returns its id.
+
+    Inserts nothing on a conflict, on both backends, even while the first
+    start is still uncommitted (PostgreSQL waits for it).
+    """
+    statement = strategy.insert_ignoring_conflicts(_W, [_T.definition_id, _T.idempotency_key])
+    return statement.returning(_W.id)
+
+
+def _sources_of(target: WorkflowState) -> tuple[str, ...]:
+    """The states from which ``target`` may be reached."""
+    return tuple(
+        source.value for source, targets in WORKFLOW_TRANSITIONS.items() if target in targets
+    )
+
+
+def _may_move(target: WorkflowState, versioned: bool) -> list[ColumnElement[bool]]:
+    """The workflow ``wid``, if it may move to ``target`` (and is at ``expected_version``)."""
+    conditions = [_W.id == bindparam("wid"), _W.state.in_(_sources_of(target))]
+    if versioned:
+        conditions.append(_W.version == bindparam("expected_version"))
+    return conditions
+
+
+def _update_state(target: WorkflowState, versioned: bool) -> Update:
+    finished = target.is_finished
+    values: dict[str, Any] = {
+        "state": target.value,
+        "error": bindparam("error"),
+        "updated_at": bindparam("now", type_=UTCDateTime()),
+        "completed_at": bindparam("now", type_=UTCDateTime()) if finished else None,
+        "version": _W.version + 1,
+    }
+    if finished:
+        # A finished workflow is nobody's to work on: its lease ends with it.
+        values.update(lease_owner=None, lease_expires_at=None)
+    statement = update(_W).where(*_may_move(target, versioned)).values(**values)
+    return statement.returning(_W).execution_options(**_FRESH)
+
+
+_UPDATE_STATE = {
+    (state, versioned): _update_state(state, versioned)
+    for state in WorkflowState
+    for versioned in (False, True)
+}
+
+
+def update_state(target: WorkflowState, versioned: bool) -> Update:
+    """Move ``wid`` to ``target`` if the lifecycle allows it (and at ``expected_version``)."""
+    return _UPDATE_STATE[target, versioned]
+
+
+@functools.cache
+def record_state(strategy: DialectStrategy, target: WorkflowState, versioned: bool) -> Insert:
+    """Record the move that :func:`update_state` makes next, locking the workflow first."""
+    return transitions.record_change(strategy, target, *_may_move(target, versioned))
+
+
+def _update_output(versioned: bool) -> Update:
+    statement = update(_W).where(_W.id == bindparam("wid"))
+    if versioned:
+        statement = statement.where(_W.version == bindparam("expected_version"))
+    statement = statement.values(
+        output=bindparam("output"),
+        updated_at=bindparam("now", type_=UTCDateTime()),
+        version=_W.version + 1,
+    )
+    return statement.returning(_W).execution_options(**_FRESH)
+
+
+_UPDATE_OUTPUT = {versioned: _update_output(versioned) for versioned in (False, True)}
+
+
+def update_output(versioned: bool) -> Update:
+    """Store the output of ``wid`` (at ``expected_version``)."""
+    return _UPDATE_OUTPUT[versioned]
+
+
+@functools.cache
+def list_statement(filters: frozenset[str]) -> AnySelect:
+    """The query of ``list`` for one set of filters (parameter names), built once.
+
+    Every call with the same filters then runs the same statement object,
+    whose compiled form SQLAlchemy finds in its cache without rebuilding it.
+    """
+    statement = ROWS
+    if "state" in filters:
+        statement = statement.where(_T.state == bindparam("state"))
+    if "definition_id" in filters:
+        statement = statement.where(_T.definition_id == bindparam("definition_id"))
+    if "created_after" in filters:
+        statement = statement.where(_T.created_at > bindparam("created_after"))
+    if "created_before" in filters:
+        statement = statement.where(_T.created_at < bindparam("created_before"))
+    if "cursor_at" in filters:
+        statement = statement.where(
+            tuple_(_T.created_at, _T.id)
+            < tuple_(
+                bindparam("cursor_at", type_=_T.created_at.type),
+                bindparam("cursor_id", type_=_T.id.type),
+            )
+        )
+    return statement.order_by(_T.created_at.desc(), _T.id.desc()).limit(bindparam("limit"))
