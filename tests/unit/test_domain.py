@@ -301,7 +301,8 @@ _json_values: st.SearchStrategy[JsonValue] = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(min_value=MIN_JSON_INT, max_value=MAX_JSON_INT)
-    | st.floats(allow_nan=False, allow_infinity=False)
+    # Adding 0.0 turns -0.0, which payloads refuse, into 0.0 and changes no other float.
+    | st.floats(allow_nan=False, allow_infinity=False).map(lambda x: x + 0.0)
     | _json_text,
     lambda children: (
         st.lists(children, max_size=5) | st.dictionaries(_json_text, children, max_size=5)
@@ -587,7 +588,7 @@ def test_datetime_that_overflows_in_utc_is_rejected() -> None:
         (_workflow, "version", 1.0),
         (_workflow, "state", WorkflowState),
         (_workflow, "state", StepExecutionState.FAILED),
-        (_workflow, "id", str(uuid.uuid4())),
+        (_workflow, "id", str(uuid.uuid4())[:-1]),  # one hex digit short
         (_workflow, "created_at", "2024-01-01T00:00:00Z"),
         (_workflow, "metadata", [1]),
         (_workflow, "metadata", None),
