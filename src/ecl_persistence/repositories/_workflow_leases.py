@@ -20,7 +20,7 @@ from ecl_persistence.errors import ConflictError, InvalidStateTransitionError, N
 from ecl_persistence.repositories import _leases, transitions
 from ecl_persistence.repositories import _workflow_sql as sql
 from ecl_persistence.repositories._checks import check_aware, check_id, check_limit
-from ecl_persistence.repositories._values import state_value
+from ecl_persistence.repositories._values import id_value, state_value
 from ecl_persistence.repositories._workflow_base import (
     ENTITY,
     TABLE_NAME,
@@ -81,6 +81,7 @@ class WorkflowLeases(WorkflowRepositoryBase):
         picked: dict[WorkflowId, tuple[WorkflowState, str | None]] = {}
         for row in await self._uow.execute(statement, params, action=action):
             id, state, owner = tuple(row)
+            id = WorkflowId(id_value(id, table=TABLE_NAME))
             picked[id] = (state_value(WorkflowState, state, table=TABLE_NAME, id=id), owner)
         if not picked:
             return []
@@ -105,7 +106,7 @@ class WorkflowLeases(WorkflowRepositoryBase):
 
     async def claim_by_id(
         self,
-        id: WorkflowId,
+        id: WorkflowId | str,
         worker_id: str,
         *,
         lease_seconds: float = _leases.DEFAULT_LEASE_SECONDS,
@@ -125,7 +126,7 @@ class WorkflowLeases(WorkflowRepositoryBase):
         (not retryable). Nothing changes then.
         """
         action = f"claim workflow {id}"
-        worker = self._lease_checks(id, worker_id, action)
+        id, worker = self._lease_checks(id, worker_id, action)
         start, expires = _leases.lease_times(lease_seconds, now)
         params = {"wid": id, "worker": worker, "now": start, "expires": expires}
         pick = _leases.pick_by_id(self._uow.strategy)
@@ -160,7 +161,7 @@ class WorkflowLeases(WorkflowRepositoryBase):
 
     async def heartbeat(
         self,
-        id: WorkflowId,
+        id: WorkflowId | str,
         worker_id: str,
         *,
         lease_seconds: float = _leases.DEFAULT_LEASE_SECONDS,
@@ -175,12 +176,12 @@ class WorkflowLeases(WorkflowRepositoryBase):
         (not retryable) when the worker lost the lease; nothing changes then.
         """
         action = f"heartbeat workflow {id}"
-        worker = self._lease_checks(id, worker_id, action)
+        id, worker = self._lease_checks(id, worker_id, action)
         _start, expires = _leases.lease_times(lease_seconds, now)
         params = {"wid": id, "worker": worker, "expires": expires}
         return await self._owned(_leases.HEARTBEAT, params, action)
 
-    async def release(self, id: WorkflowId, worker_id: str) -> Workflow:
+    async def release(self, id: WorkflowId | str, worker_id: str) -> Workflow:
         """Give the workflow back: pending again, without a lease, for any worker to claim.
 
         For a worker that stops (a graceful shutdown) before finishing a
@@ -190,7 +191,7 @@ class WorkflowLeases(WorkflowRepositoryBase):
         ConflictError (not retryable) when the worker does not hold the lease.
         """
         action = f"release workflow {id}"
-        worker = self._lease_checks(id, worker_id, action)
+        id, worker = self._lease_checks(id, worker_id, action)
         params = {"wid": id, "worker": worker, "now": utc_now()}
         workflow = await self._owned(_leases.RELEASE, params, action)
         # Only a running workflow holds a lease (a CHECK constraint says so).
@@ -222,10 +223,11 @@ class WorkflowLeases(WorkflowRepositoryBase):
         result = await self._uow.execute(statement, params, action="list stale workflows")
         return [workflow_from_row(row) for row in result]
 
-    def _lease_checks(self, id: WorkflowId, worker_id: str, action: str) -> str:
+    def _lease_checks(
+        self, id: WorkflowId | str, worker_id: str, action: str
+    ) -> tuple[WorkflowId, str]:
         self._uow.require_writable(action)
-        check_id(id, "workflow id")
-        return _leases.check_worker_id(worker_id)
+        return WorkflowId(check_id(id, "workflow id")), _leases.check_worker_id(worker_id)
 
     async def _owned(self, statement: Any, params: dict[str, Any], action: str) -> Workflow:
         """Run a write guarded by lease ownership; explain a miss."""
