@@ -19,7 +19,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ecl_persistence.dialects import strategy_for
-from ecl_persistence.errors import DbError, MigrationFailedError
+from ecl_persistence.errors import (
+    DbError,
+    MigrationFailedError,
+    QueryFailedError,
+    SchemaNotReadyError,
+)
 
 __all__ = [
     "alembic_config",
@@ -27,6 +32,7 @@ __all__ = [
     "check_migration",
     "current_revision",
     "downgrade",
+    "explain_missing_schema",
     "guarded",
     "head_revision",
     "render_as_batch",
@@ -138,6 +144,33 @@ async def downgrade(
 ) -> None:
     """Downgrade the database behind ``engine`` to ``revision`` (``"base"`` empties it)."""
     await _migrate(engine, "downgrade", revision, lock)
+
+
+async def explain_missing_schema(engine: AsyncEngine, error: SchemaNotReadyError) -> DbError:
+    """The error to raise for a statement that found a table or column missing.
+
+    Reads the database's revision (once, on the failure path only): behind
+    the head revision, a :class:`SchemaNotReadyError` saying which revision
+    the database is at, which one the code needs, and to call ``await
+    db.migrate()``; at the head, the missing name is no migration's business
+    (an application's own SQL) and a :class:`QueryFailedError` says only
+    what is missing. If the revision cannot be read, ``error`` as it is.
+    """
+    head = head_revision()
+    try:
+        current = await current_revision(engine)
+    except DbError:
+        return error
+    if current == head:
+        return QueryFailedError(f"{error}, although its schema is at the head revision {head}")
+    at = f"revision {current}" if current is not None else "no revision (it was never migrated)"
+    return SchemaNotReadyError(
+        f"{error}: the database is at {at} and this version of ecl-persistence needs "
+        f"revision {head}; call `await db.migrate()` (or run `ecl-db migrate`)",
+        current_revision=current,
+        head_revision=head,
+        missing=error.missing,
+    )
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -11,6 +11,7 @@ INSERT locks the workflow it records.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,12 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.schema import Column
 from sqlalchemy.types import TypeEngine
 
-from ecl_persistence._messages import first_line
+from ecl_persistence._messages import first_line, raw_first_line
 from ecl_persistence.dialects.base import DialectStrategy, LockMode
 from ecl_persistence.errors import (
     ConflictError,
     ConnectionFailedError,
     DbError,
+    SchemaNotReadyError,
     ValidationError,
 )
 
@@ -50,6 +52,14 @@ _NOT_RETRYABLE = {
     "3D000": "database does not exist",
 }
 _CONFLICT = {"40001", "40P01"}  # serialization failure, deadlock
+_UNDEFINED = {"42P01": "table", "42703": "column"}  # undefined table, undefined column
+# 'relation "workflows" does not exist', 'column "x" of relation "y" does not exist',
+# 'column workflows.x does not exist': names of the schema, never values.
+_UNDEFINED_NAME = re.compile(
+    r'^(?:relation|column) "?(?P<name>[\w.]{1,200})"?'
+    r'(?: of relation "(?P<table>\w{1,100})")? does not exist'
+)
+
 
 
 def _aware_utc(value: datetime | None) -> datetime | None:
@@ -160,12 +170,26 @@ class PostgresqlStrategy(DialectStrategy):
             return ConnectionFailedError(f"{action}: the database connection was lost")
         if state in _CONFLICT:
             return ConflictError(f"{action}: {first_line(driver_error)}; retry the unit of work")
+        if state in _UNDEFINED:
+            return _missing(
+                action, _UNDEFINED[state], _UNDEFINED_NAME.match(raw_first_line(driver_error))
+            )
         return None
 
     @contextmanager
     def migration_guard(self, connection: Connection) -> Iterator[None]:
         """Nothing yet: PostgreSQL runs DDL in the migration's transaction."""
         yield
+
+
+def _missing(action: str, kind: str, named: re.Match[str] | None) -> SchemaNotReadyError:
+    """A table or column the schema lacks; the unit of work then reads the revision."""
+    missing = None
+    if named is not None:
+        table = named.group("table")
+        missing = f"{table}.{named.group('name')}" if table else named.group("name")
+    what = f"{kind} {missing}" if missing else f"a {kind} the statement needs"
+    return SchemaNotReadyError(f"{action}: the database has no {what}", missing=missing)
 
 
 def _name_the_server_in_connect_errors(engine: AsyncEngine, config: DatabaseConfig) -> None:

@@ -37,6 +37,8 @@ from ecl_persistence.errors import (
     ConnectionFailedError,
     DbError,
     MigrationFailedError,
+    SchemaNotReadyError,
+    StoredValueError,
     TransactionFailedError,
     ValidationError,
 )
@@ -55,6 +57,14 @@ _SETUP_DONE = "ecl_sqlite_setup"
 _BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>.+)$")
 _CHECK = re.compile(r"CHECK constraint failed: (?P<name>\S+)")
+# sqlite3's message quotes the stored text that is not UTF-8: it is parsed, never shown.
+_NOT_UTF8 = re.compile(r"^Could not decode to UTF-8 column '(?P<column>[^']{0,100})' with text")
+# A table or column the schema lacks: names of the schema, never values.
+_NO_TABLE = re.compile(r"^no such table: (?:main\.)?(?P<name>[\w.]{1,200})")
+_NO_COLUMN = re.compile(
+    r"^(?:no such column: (?P<name>[\w.]{1,200})"
+    r"|table (?P<table>\w{1,100}) has no column named (?P<column>\w{1,100}))"
+)
 
 
 def _private_memory_url(url: URL) -> URL:
@@ -301,6 +311,16 @@ class SqliteStrategy(DialectStrategy):
                 f"{action}: the SQLite database stayed locked by another writer beyond the timeout",
                 retryable=True,
             )
+        missing = _missing(action, first_line)
+        if missing is not None:
+            return missing
+        not_utf8 = _NOT_UTF8.match(first_line)
+        if not_utf8 is not None:
+            # SQLite names the column of the result, not its table or row.
+            return StoredValueError(
+                f"{action}: a stored value cannot be read back: column "
+                f"{not_utf8.group('column')} of a row holds text that is not valid UTF-8"
+            )
         return None
 
     def constraint_name(self, driver_error: BaseException) -> str | None:
@@ -338,6 +358,19 @@ class SqliteStrategy(DialectStrategy):
             raise MigrationFailedError(
                 f"migration left {len(broken)} rows breaking foreign keys in {', '.join(tables)}"
             )
+
+
+def _missing(action: str, message: str) -> SchemaNotReadyError | None:
+    """A table or column the schema lacks; the unit of work then reads the revision."""
+    table = _NO_TABLE.match(message)
+    if table is not None:
+        name = table.group("name")
+        return SchemaNotReadyError(f"{action}: the database has no table {name}", missing=name)
+    column = _NO_COLUMN.match(message)
+    if column is not None:
+        name = column.group("name") or f"{column.group('table')}.{column.group('column')}"
+        return SchemaNotReadyError(f"{action}: the database has no column {name}", missing=name)
+    return None
 
 
 def _pragma(dbapi_connection: Any, statement: str) -> None:
