@@ -191,7 +191,6 @@ async def test_get_rejects_an_id_that_is_not_a_uuid(db: Database) -> None:
             await uow.workflows.get(cast(Any, new_uuid7().int))
 
 
-
 async def test_create_with_a_duplicate_id_raises_constraint_violation_on_the_primary_key(
     db: Database,
 ) -> None:

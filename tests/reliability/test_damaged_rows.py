@@ -28,10 +28,13 @@ from tests.factories import (
 from tests.reliability._support import SQLITE_ONLY, sqlite_path
 
 from ecl_persistence import (
+    ArtifactId,
     Database,
     QueryFailedError,
     SerializationError,
+    StepExecutionId,
     StoredValueError,
+    WorkflowId,
     WorkflowState,
 )
 from ecl_persistence._messages import first_line
@@ -48,9 +51,9 @@ HUGE_NUMBER = "99999999999999999999"
 class Rows:
     """What the test damaged: one workflow with a step, an artifact and its creation transition."""
 
-    workflow_id: uuid.UUID
-    step_id: uuid.UUID
-    artifact_id: uuid.UUID
+    workflow_id: WorkflowId
+    step_id: StepExecutionId
+    artifact_id: ArtifactId
 
 
 async def _seed(db: Database, *, leased: bool) -> Rows:
@@ -218,7 +221,7 @@ async def test_a_damaged_transition_names_its_table_column_and_row(db: Database)
             SECRET,
             rows.workflow_id.hex,
         )
-        where = ("workflow_transitions.id of a row",)
+        where: tuple[str, ...] = ("workflow_transitions.id of a row",)
     else:
         await raw_execute(
             db,
@@ -243,12 +246,13 @@ async def test_text_that_is_not_utf8_is_never_quoted_in_an_error(db: Database) -
     _sqlite_update(
         db, "UPDATE workflows SET error = CAST(error AS TEXT) WHERE id = ?", rows.workflow_id.hex
     )
-    for read in (
+    reads: tuple[Callable[[UnitOfWork], Awaitable[object]], ...] = (
         lambda uow: uow.workflows.get(rows.workflow_id),
         lambda uow: uow.workflows.list(),
         lambda uow: uow.workflows.list_by_definition(DEFINITION),
         lambda uow: uow.workflows.load(rows.workflow_id),
-    ):
+    )
+    for read in reads:
         async with db.session(read_only=True) as uow:
             with pytest.raises(StoredValueError) as caught:
                 await read(uow)

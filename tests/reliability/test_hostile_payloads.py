@@ -197,6 +197,8 @@ async def test_minus_zero_is_refused_at_the_top_level_too_and_zero_round_trips(
     async with db.session() as uow:
         await uow.workflows.update_output(stored.workflow.id, [0.0, -1.5])
     async with db.session(read_only=True) as uow:
-        output = (await uow.workflows.get(stored.workflow.id)).output  # type: ignore[union-attr]
+        stored_now = await uow.workflows.get(stored.workflow.id)
+    assert stored_now is not None
+    output = cast("list[float]", stored_now.output)
     assert output == [0.0, -1.5]
-    assert [math.copysign(1.0, x) for x in output] == [1.0, -1.0]  # type: ignore[union-attr]
+    assert [math.copysign(1.0, x) for x in output] == [1.0, -1.0]

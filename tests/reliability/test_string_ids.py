@@ -18,8 +18,10 @@ from tests.factories import persist_artifact, persist_step, persist_workflow, st
 
 from ecl_persistence import (
     Artifact,
+    ArtifactId,
     Database,
     StepExecution,
+    StepExecutionId,
     StepExecutionState,
     ValidationError,
     WorkflowId,
@@ -34,9 +36,9 @@ SECRET = "Not-A-Uuid-Secret"
 class Ids:
     """The ids of a stored workflow, one of its steps and one of its artifacts."""
 
-    workflow: uuid.UUID
-    step: uuid.UUID
-    artifact: uuid.UUID
+    workflow: WorkflowId
+    step: StepExecutionId
+    artifact: ArtifactId
 
 
 Spell = Callable[[uuid.UUID], Any]

@@ -9,6 +9,8 @@ extra statement for it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import pytest
 from sqlalchemy import text
 from tests.factories import WorkflowFactory, persist_workflow, statements_run
@@ -21,12 +23,13 @@ from ecl_persistence import (
     WorkflowState,
 )
 from ecl_persistence.migrations import head_revision
+from ecl_persistence.unit_of_work import UnitOfWork
 
 
 async def test_a_database_never_migrated_says_to_migrate(empty_database_url: str) -> None:
     head = head_revision()
     async with Database.from_url(empty_database_url) as db:
-        calls = {
+        calls: dict[str, Callable[[UnitOfWork], Awaitable[object]]] = {
             "create": lambda uow: uow.workflows.create(WorkflowFactory.build()),
             "get": lambda uow: uow.workflows.get(WorkflowFactory.build().id),
             "list": lambda uow: uow.workflows.list(),

@@ -61,7 +61,6 @@ _UNDEFINED_NAME = re.compile(
 )
 
 
-
 def _aware_utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is UTC:
         return value
