@@ -71,7 +71,6 @@ class FileGuard:
             self.check("open a connection")
 
     def opened(self) -> None:
-
         """After a connection opened the path: the first sets the identity, the others match it."""
         if self._identity is None:
             self._identity = self._current()

@@ -15,6 +15,7 @@ __all__ = [
     "InvalidStateTransitionError",
     "MigrationFailedError",
     "NotFoundError",
+    "PurgeFailedError",
     "QueryFailedError",
     "SchemaNotReadyError",
     "SerializationError",
@@ -104,6 +105,21 @@ class TransactionFailedError(DbError):
 
 class MigrationFailedError(DbError):
     """An Alembic migration could not be applied."""
+
+
+class PurgeFailedError(DbError):
+    """A purge failed part way; the batches before the one that failed stay deleted.
+
+    ``deleted`` is how many workflows those batches deleted. The batch's own
+    error is the ``__cause__``, and ``retryable`` is its: running the purge
+    again continues where it stopped.
+    """
+
+    def __init__(self, message: str, *, deleted: int, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.deleted = deleted
+        """How many workflows the purge had deleted (and committed) before it failed."""
+        self.retryable = retryable
 
 
 class SchemaNotReadyError(MigrationFailedError):

@@ -137,6 +137,18 @@ async def our_sessions(url: str) -> list[tuple[int, str | None]]:
     return [(int(row["pid"]), row["state"]) for row in rows]
 
 
+async def our_sessions_waiting(url: str) -> bool:
+    """Whether a session of ours on the database of ``url`` waits for a lock right now."""
+    async with postgres_admin(url) as admin:
+        waiting = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+            "AND datname = $2 AND wait_event_type = 'Lock'",
+            APPLICATION_NAME,
+            make_url(url).database,
+        )
+    return bool(waiting)
+
+
 async def terminate_our_sessions(url: str, pid: int | None = None) -> int:
     """``pg_terminate_backend`` our sessions on the database (or just ``pid``); how many."""
     async with postgres_admin(url) as admin:

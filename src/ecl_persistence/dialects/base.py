@@ -47,6 +47,13 @@ class DialectStrategy(abc.ABC):
 
     name: ClassVar[str]
     """The SQLAlchemy dialect name: ``"sqlite"`` or ``"postgresql"``."""
+    row_locks: ClassVar[bool] = False
+    """Whether transactions lock single rows, so that one may hold rows another wants.
+
+    Without (SQLite), a writer holds the whole database and :meth:`lock`
+    leaves a statement as it is.
+    """
+
     driver: ClassVar[str]
     """The async driver the package uses with this dialect."""
 

@@ -88,6 +88,7 @@ class PostgresqlStrategy(DialectStrategy):
 
     name = "postgresql"
     driver = "asyncpg"
+    row_locks = True
 
     def create_engine(self, config: DatabaseConfig) -> AsyncEngine:
         """A pool of ``max_connections``, timeouts from the config, our ``application_name``."""
