@@ -11,6 +11,7 @@ INSERT locks the workflow it records.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -37,7 +38,10 @@ from ecl_persistence.errors import (
 if TYPE_CHECKING:
     from ecl_persistence.config import DatabaseConfig
 
-__all__ = ["APPLICATION_NAME", "PostgresqlStrategy"]
+__all__ = ["APPLICATION_NAME", "MIGRATION_LOCK", "PostgresqlStrategy"]
+
+_log = logging.getLogger(__name__)
+
 
 _S = TypeVar("_S", bound="Select[*tuple[Any, ...]]")
 
@@ -52,6 +56,8 @@ _NOT_RETRYABLE = {
     "3D000": "database does not exist",
 }
 _CONFLICT = {"40001", "40P01"}  # serialization failure, deadlock
+MIGRATION_LOCK = 0x45434C5F4D494752  # "ECL_MIGR"
+"""The key of the advisory lock migrations take turns on, in each database."""
 _UNDEFINED = {"42P01": "table", "42703": "column"}  # undefined table, undefined column
 # 'relation "workflows" does not exist', 'column "x" of relation "y" does not exist',
 # 'column workflows.x does not exist': names of the schema, never values.
@@ -178,8 +184,27 @@ class PostgresqlStrategy(DialectStrategy):
 
     @contextmanager
     def migration_guard(self, connection: Connection) -> Iterator[None]:
-        """Nothing yet: PostgreSQL runs DDL in the migration's transaction."""
-        yield
+        """An advisory lock of the database held around the migration: migrations take turns.
+
+        Workers that all call ``migrate()`` at start-up would otherwise run
+        the same DDL at once, and all but one fail (two ``CREATE TABLE`` of
+        one name collide in the catalog). The lock is the session's, taken
+        and released outside the migration's transaction, which PostgreSQL
+        runs DDL in; a migration that waited finds the schema at its target
+        and does nothing. A session that dies releases it.
+        """
+        connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+        connection.commit()
+        try:
+            yield
+        finally:
+            try:
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+                connection.commit()
+            except Exception as error:
+                # The lock lives as long as the session: drop the connection.
+                _log.warning("dropping the connection of a migration: %s", type(error).__name__)
+                connection.invalidate()
 
 
 def _missing(action: str, kind: str, named: re.Match[str] | None) -> SchemaNotReadyError:
