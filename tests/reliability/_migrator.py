@@ -38,7 +38,6 @@ def _process(url: str, barrier: Barrier) -> None:
     sys.stdout.flush()
 
 
-
 def main(url: str, processes: int) -> None:
     """Fork ``processes`` migrating processes and wait for them."""
     head_revision()  # the scripts are read before the fork, once

@@ -70,6 +70,9 @@ class DialectStrategy(abc.ABC):
     def adopt_engine(self, engine: AsyncEngine, config: DatabaseConfig) -> None:
         """Set up an engine the application created, or raise ValidationError if it cannot be."""
 
+    def check_url(self, url: URL) -> None:  # noqa: B027
+        """Raise ValidationError for what ``url`` asks that this dialect cannot do."""
+
     @abc.abstractmethod
     def read_only_options(self, engine: AsyncEngine) -> dict[str, Any]:
         """Execution options of ``engine`` for the read-only units of work."""

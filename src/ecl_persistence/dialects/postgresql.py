@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,12 +21,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Dialect, Insert, Select, event
 from sqlalchemy.dialects import postgresql as postgresql_dialect
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.schema import Column
 from sqlalchemy.types import TypeEngine
 
 from ecl_persistence._messages import first_line, raw_first_line
+from ecl_persistence.dialects import _libpq as libpq
 from ecl_persistence.dialects.base import DialectStrategy, LockMode
 from ecl_persistence.errors import (
     ConflictError,
@@ -97,9 +99,23 @@ class PostgresqlStrategy(DialectStrategy):
     row_locks = True
 
     def create_engine(self, config: DatabaseConfig) -> AsyncEngine:
-        """A pool of ``max_connections``, timeouts from the config, our ``application_name``."""
+        """A pool of ``max_connections``, timeouts from the config, our ``application_name``.
+
+        The URL's libpq parameters (``sslmode``, ``connect_timeout``, ...; see
+        ``dialects/_libpq.py``) become asyncpg's arguments; TLS files are read
+        here, and one that cannot be raises ValidationError.
+        """
+        given = libpq.connect_arguments(config.async_url)
+        connect_args: dict[str, Any] = {
+            "timeout": config.timeout_secs if given.timeout is None else given.timeout,
+            "server_settings": {"application_name": APPLICATION_NAME, **given.server_settings},
+        }
+        if given.ssl is not None:
+            connect_args["ssl"] = given.ssl
+        if given.target_session_attrs is not None:
+            connect_args["target_session_attrs"] = given.target_session_attrs
         engine = create_async_engine(
-            config.async_url,
+            given.url,
             echo=config.echo,
             hide_parameters=True,
             pool_size=config.max_connections,
@@ -112,13 +128,15 @@ class PostgresqlStrategy(DialectStrategy):
             # goes back (its session rolls back or commits, a failure drops the
             # connection): a second rollback by the pool would only cost time.
             pool_reset_on_return=None,
-            connect_args={
-                "timeout": config.timeout_secs,
-                "server_settings": {"application_name": APPLICATION_NAME},
-            },
+            connect_args=connect_args,
         )
-        _name_the_server_in_connect_errors(engine, config)
+        waited = "timeout_secs" if given.timeout is None else "connect_timeout in the URL"
+        _name_the_server_in_connect_errors(engine, config, connect_args["timeout"], waited)
         return engine
+
+    def check_url(self, url: URL) -> None:
+        """Refuse a query parameter that is neither libpq's (``sslmode``, ...) nor the dialect's."""
+        libpq.check_query(url)
 
     def adopt_engine(self, engine: AsyncEngine, config: DatabaseConfig) -> None:
         """Nothing to install: refuse a driver other than asyncpg."""
@@ -217,8 +235,10 @@ def _missing(action: str, kind: str, named: re.Match[str] | None) -> SchemaNotRe
     return SchemaNotReadyError(f"{action}: the database has no {what}", missing=missing)
 
 
-def _name_the_server_in_connect_errors(engine: AsyncEngine, config: DatabaseConfig) -> None:
-    """Name the server in the error when it cannot be reached at all."""
+def _name_the_server_in_connect_errors(
+    engine: AsyncEngine, config: DatabaseConfig, timeout: float, setting: str
+) -> None:
+    """Name the server in the error when it cannot be reached at all, or not over TLS."""
     url = config.async_url
     host = url.host or url.query.get("host") or "the default host"
     server = f"{host}:{url.port or 5432}"
@@ -229,11 +249,20 @@ def _name_the_server_in_connect_errors(engine: AsyncEngine, config: DatabaseConf
         # that never answers) do not say which server, or that the wait ran out.
         try:
             return dialect.connect(*cargs, **cparams)
+        except ssl.SSLError as error:
+            # A certificate that does not verify (or a name that does not
+            # match) fails the same way every time.
+            raise ConnectionFailedError(
+                f"cannot connect to the PostgreSQL server at {server} over TLS: "
+                f"{type(error).__name__}: {getattr(error, 'verify_message', None) or error}; "
+                "check sslmode and sslrootcert in the database URL",
+                retryable=False,
+            ) from error
         except OSError as error:
             if isinstance(error, TimeoutError):
                 reason = (
-                    f"no answer within {config.timeout_secs:g} s "
-                    "(raise timeout_secs if the server is slow to accept connections)"
+                    f"no answer within {timeout:g} s "
+                    f"(raise {setting} if the server is slow to accept connections)"
                 )
             else:
                 reason = f"{type(error).__name__}: {error}"
