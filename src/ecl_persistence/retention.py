@@ -171,8 +171,9 @@ async def purge(
                 # full batch found only workflows in use, which stay.
                 more = taken == batch_size and deleted > 0
     except DbError as error:
+        noun = "workflow" if total == 1 else "workflows"
         raise PurgeFailedError(
-            f"purge stopped after deleting {total} workflows: {error}",
+            f"purge stopped after deleting {total} {noun}: {error}",
             deleted=total,
             retryable=error.retryable,
         ) from error

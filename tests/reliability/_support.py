@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import TextClause, event, text
 from sqlalchemy.engine import make_url
 from tests.conftest import asyncpg_url
-from tests.factories import start_python_module
+from tests.factories import raw_execute, start_python_module
 
 from ecl_persistence import APPLICATION_NAME, Database
 
@@ -192,3 +192,27 @@ async def read_marker(child: asyncio.subprocess.Process, marker: str) -> list[st
         error = (await child.stderr.read()).decode()
         pytest.fail(f"child printed {line!r} instead of {marker}; stderr:\n{error}")
     return line.split()[1:]
+
+
+async def poison_deletes(db: Database) -> None:
+    """A trigger that makes deleting the workflows of definition ``poison`` fail, in ``db``.
+
+    Give it a database of the test's own: the trigger stays.
+    """
+    if db.dialect == "sqlite":
+        await raw_execute(
+            db,
+            "CREATE TRIGGER poison BEFORE DELETE ON workflows "
+            "WHEN OLD.definition_id = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+        )
+        return
+    await raw_execute(
+        db,
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF OLD.definition_id = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF; "
+        "RETURN OLD; END $$",
+    )
+    await raw_execute(
+        db,
+        "CREATE TRIGGER poison BEFORE DELETE ON workflows FOR EACH ROW EXECUTE FUNCTION poison()",
+    )

@@ -14,8 +14,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
-from tests.factories import WorkflowFactory, get_workflow, persist_step, raw_execute
-from tests.reliability._support import HANG_GUARD_SECS, POSTGRES_ONLY, our_sessions_waiting, sized
+from tests.factories import WorkflowFactory, get_workflow, persist_step
+from tests.reliability._support import (
+    HANG_GUARD_SECS,
+    POSTGRES_ONLY,
+    our_sessions_waiting,
+    poison_deletes,
+    sized,
+)
 
 from ecl_persistence import (
     ConflictError,
@@ -149,27 +155,6 @@ async def test_purges_racing_late_workers_see_no_deadlock(database_url: str) -> 
             assert (await uow.workflows.count_by_state())[WorkflowState.COMPLETED] == 0
 
 
-async def _poison(db: Database) -> None:
-    """A trigger that makes deleting the workflows of definition ``poison`` fail."""
-    if db.dialect == "sqlite":
-        await raw_execute(
-            db,
-            "CREATE TRIGGER poison BEFORE DELETE ON workflows "
-            "WHEN OLD.definition_id = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
-        )
-        return
-    await raw_execute(
-        db,
-        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "IF OLD.definition_id = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF; "
-        "RETURN OLD; END $$",
-    )
-    await raw_execute(
-        db,
-        "CREATE TRIGGER poison BEFORE DELETE ON workflows FOR EACH ROW EXECUTE FUNCTION poison()",
-    )
-
-
 async def test_a_purge_that_fails_part_way_says_how_many_it_had_deleted(
     empty_database_url: str,
 ) -> None:
@@ -181,7 +166,7 @@ async def test_a_purge_that_fails_part_way_says_how_many_it_had_deleted(
             for workflow in (oldest, older, poisoned, newer):
                 await uow.workflows.create(workflow)
                 await persist_step(uow, workflow)
-        await _poison(db)
+        await poison_deletes(db)
         batches: list[int] = []
         with pytest.raises(PurgeFailedError) as caught:
             await db.purge(finished_before=CUTOFF, batch_size=1, on_batch=batches.append)
