@@ -18,6 +18,8 @@ from tests.factories import WorkflowFactory, persist_workflow, statements_run
 from ecl_persistence import (
     Database,
     MigrationFailedError,
+    PurgeFailedError,
+
     QueryFailedError,
     SchemaNotReadyError,
     WorkflowState,
@@ -48,8 +50,11 @@ async def test_a_database_never_migrated_says_to_migrate(empty_database_url: str
             assert "await db.migrate()" in message, name
             assert error.current_revision is None
             assert error.head_revision == head
-        with pytest.raises(SchemaNotReadyError, match=r"await db\.migrate"):
+        # A purge says how many it deleted before it failed (none), and why.
+        with pytest.raises(PurgeFailedError, match=r"await db\.migrate") as purge_failed:
             await db.purge(finished_before=WorkflowFactory.build().created_at)
+        assert purge_failed.value.deleted == 0
+        assert isinstance(purge_failed.value.__cause__, SchemaNotReadyError)
         # Once migrated, the same database works.
         await db.migrate()
         async with db.session() as uow:
