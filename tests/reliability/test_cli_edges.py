@@ -19,7 +19,7 @@ from datetime import timedelta
 
 import attrs
 import pytest
-from tests.cli.helpers import invoke, on_database
+from tests.cli.helpers import invoke, on_database, workflow_ids
 from tests.factories import REPOSITORY, WorkflowFactory
 from tests.reliability._support import poison_deletes
 
@@ -55,16 +55,8 @@ def _seed(url: str) -> dict[str, Workflow]:
     return workflows
 
 
-def _left(url: str) -> set[str]:
-    async def ids(db: Database) -> set[object]:
-        async with db.session(read_only=True) as uow:
-            return {w.id for w in (await uow.workflows.list(limit=100)).items}
-
-    return {str(id) for id in on_database(url, ids)}
-
-
-def _names(workflows: dict[str, Workflow], *names: str) -> set[str]:
-    return {str(workflows[name].id) for name in names}
+def _names(workflows: dict[str, Workflow], *names: str) -> set[object]:
+    return {workflows[name].id for name in names}
 
 
 @pytest.mark.parametrize("age", ["999999w", "999999d", "106000w"])
@@ -78,7 +70,7 @@ def test_an_age_no_datetime_can_hold_is_a_usage_error_in_one_line(
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert "year 1" in error
     assert "Traceback" not in result.output
-    assert _left(database_url) == _names(workflows, *workflows)
+    assert workflow_ids(database_url) == _names(workflows, *workflows)
 
 
 def test_the_longest_age_a_datetime_holds_is_accepted(database_url: str) -> None:
@@ -86,7 +78,7 @@ def test_the_longest_age_a_datetime_holds_is_accepted(database_url: str) -> None
     result = invoke(["purge", "--older-than", "105000w"], url=database_url)
     assert result.exit_code == 0, result.output
     assert "purged 0 workflows" in result.stdout
-    assert _left(database_url) == _names(workflows, *workflows)
+    assert workflow_ids(database_url) == _names(workflows, *workflows)
 
 
 def test_an_age_of_zero_off_a_terminal_needs_yes(database_url: str) -> None:
@@ -95,13 +87,13 @@ def test_an_age_of_zero_off_a_terminal_needs_yes(database_url: str) -> None:
     assert refused.exit_code == ExitCode.USAGE
     assert "every finished workflow" in refused.stderr
     assert "--yes" in refused.stderr
-    assert _left(database_url) == _names(workflows, *workflows)
+    assert workflow_ids(database_url) == _names(workflows, *workflows)
     counted = invoke(["purge", "--older-than", "0s", "--dry-run"], url=database_url)
     assert counted.exit_code == 0, counted.output
     assert "would purge 3 workflows" in counted.stdout
     confirmed = invoke(["purge", "--older-than", "0h", "--yes"], url=database_url)
     assert confirmed.exit_code == 0, confirmed.output
-    assert _left(database_url) == _names(workflows, "running")
+    assert workflow_ids(database_url) == _names(workflows, "running")
 
 
 @pytest.mark.parametrize(("answer", "left"), [("n", ("old", "older", "recent", "running")),
@@ -115,7 +107,7 @@ def test_on_a_terminal_purge_says_what_it_will_delete_and_asks(
     assert "Purge 2 completed and failed workflows finished before" in result.stderr
     assert "[y/N]" in result.stderr
     assert result.exit_code == (0 if answer == "y" else ExitCode.NO), result.output
-    assert _left(database_url) == _names(workflows, *left)
+    assert workflow_ids(database_url) == _names(workflows, *left)
     # --yes does not ask.
     assert invoke(["purge", "--older-than", "1d", "--yes"], url=database_url).exit_code == 0
 
@@ -128,7 +120,7 @@ def test_on_a_terminal_an_age_of_zero_asks_about_every_finished_workflow(
     result = invoke(["purge", "--older-than", "0d"], url=database_url, input="n\n")
     assert "Purge all 3 completed and failed workflows, however recent" in result.stderr
     assert result.exit_code == ExitCode.NO
-    assert _left(database_url) == _names(workflows, *workflows)
+    assert workflow_ids(database_url) == _names(workflows, *workflows)
 
 
 def _run_on_a_terminal(url: str, *args: str, answer: bytes) -> tuple[int, str]:
@@ -174,7 +166,7 @@ def test_purge_asks_on_a_real_terminal(database_url: str) -> None:
     assert "Purge 2 completed and failed workflows" in seen
     assert code == ExitCode.NO, seen
     assert "nothing purged" in seen
-    assert _left(database_url) == _names(workflows, *workflows)
+    assert workflow_ids(database_url) == _names(workflows, *workflows)
 
 
 def test_a_purge_that_fails_part_way_says_how_many_it_purged(empty_database_url: str) -> None:

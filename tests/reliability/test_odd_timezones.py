@@ -10,11 +10,11 @@ takes a datetime, before any SQL, and never with the tzinfo's own words.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from typing import Any
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from tests.factories import persist_workflow, statements_run
+from tests.timezones import OddTz, RaisingTz
 
 from ecl_persistence import Database, ValidationError, Workflow
 from ecl_persistence.domain import WorkflowId
@@ -23,36 +23,11 @@ from ecl_persistence.unit_of_work import UnitOfWork
 SECRET = "Odd-Tzinfo-Secret"
 
 
-class _Offset(tzinfo):
-    def __init__(self, offset: Any) -> None:
-        self._offset = offset
-
-    def utcoffset(self, dt: datetime | None) -> Any:
-        return self._offset
-
-    def dst(self, dt: datetime | None) -> timedelta:
-        return timedelta(0)
-
-    def tzname(self, dt: datetime | None) -> str:
-        return "odd"
-
-
-class _Raising(tzinfo):
-    def utcoffset(self, dt: datetime | None) -> timedelta:
-        raise RuntimeError(SECRET)
-
-    def dst(self, dt: datetime | None) -> timedelta:
-        raise RuntimeError(SECRET)
-
-    def tzname(self, dt: datetime | None) -> str:
-        raise RuntimeError(SECRET)
-
-
 ODD: dict[str, datetime] = {
-    "offset-of-30-hours": datetime(2024, 1, 1, tzinfo=_Offset(timedelta(hours=30))),
-    "offset-that-is-an-int": datetime(2024, 1, 1, tzinfo=_Offset(3600)),
-    "offset-that-is-a-string": datetime(2024, 1, 1, tzinfo=_Offset(SECRET)),
-    "tzinfo-that-raises": datetime(2024, 1, 1, tzinfo=_Raising()),
+    "offset-of-30-hours": datetime(2024, 1, 1, tzinfo=OddTz(timedelta(hours=30))),
+    "offset-that-is-an-int": datetime(2024, 1, 1, tzinfo=OddTz(3600)),
+    "offset-that-is-a-string": datetime(2024, 1, 1, tzinfo=OddTz(SECRET)),
+    "tzinfo-that-raises": datetime(2024, 1, 1, tzinfo=RaisingTz(SECRET)),
     "before-year-1-in-utc": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))),
     "after-year-9999-in-utc": datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=5))),
 }

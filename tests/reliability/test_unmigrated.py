@@ -19,7 +19,6 @@ from ecl_persistence import (
     Database,
     MigrationFailedError,
     PurgeFailedError,
-
     QueryFailedError,
     SchemaNotReadyError,
     WorkflowState,

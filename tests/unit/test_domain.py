@@ -18,6 +18,7 @@ import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.timezones import OddTz, RaisingTz
 
 import ecl_persistence.domain as domain_package
 from ecl_persistence.domain import (
@@ -715,29 +716,7 @@ def test_domain_does_not_import_sqlalchemy() -> None:
             assert not any(name.split(".")[0] == "sqlalchemy" for name in names), source.name
 
 
-class _RaisingTz(tzinfo):
-    def utcoffset(self, dt: datetime | None) -> timedelta:
-        raise RuntimeError("broken tzinfo")
-
-    def dst(self, dt: datetime | None) -> timedelta:
-        return timedelta(0)
-
-    def tzname(self, dt: datetime | None) -> str:
-        return "test"
-
-
-class _OutOfRangeTz(tzinfo):
-    def utcoffset(self, dt: datetime | None) -> timedelta:
-        return timedelta(days=2)
-
-    def dst(self, dt: datetime | None) -> timedelta:
-        return timedelta(0)
-
-    def tzname(self, dt: datetime | None) -> str:
-        return "test"
-
-
-@pytest.mark.parametrize("zone", [_RaisingTz(), _OutOfRangeTz()], ids=type)
+@pytest.mark.parametrize("zone", [RaisingTz(), OddTz(timedelta(days=2))], ids=type)
 def test_tzinfo_that_misbehaves_is_rejected(zone: tzinfo) -> None:
     with pytest.raises(ValidationError, match="created_at"):
         attrs.evolve(_workflow(), created_at=datetime(2024, 1, 1, tzinfo=zone))
