@@ -145,10 +145,15 @@ class UnitOfWork:
         interrupted: asyncio.CancelledError | None = None
         while not running.done():
             try:
-                await asyncio.wait((running,))
+                await asyncio.shield(running)
             except asyncio.CancelledError as cancellation:
+                if running.cancelled():
+                    raise  # the commit's own task was cancelled (the loop is closing)
                 interrupted = cancellation
+            except BaseException:  # noqa: S110 - the commit failed: read below
+                pass
         try:
+
             with translating("commit"):
                 running.result()
         except BaseException:

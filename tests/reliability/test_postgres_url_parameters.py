@@ -174,3 +174,36 @@ def test_the_command_line_takes_sslmode_and_refuses_the_unknown_in_one_line(
     assert refused.stderr.count("\n") == 1, refused.stderr
     assert "'sslpassword'" in refused.stderr
     assert SECRET not in refused.output
+
+
+@pytest.mark.parametrize(
+    ("options", "settings"),
+    [
+        ("-c search_path=a", {"search_path": "a"}),
+        ("-csearch_path=a --statement-timeout=5s", {"search_path": "a", "statement_timeout": "5s"}),
+        (r"-c application_name=two\ words", {"application_name": "two words"}),
+    ],
+)
+def test_options_take_every_spelling_of_a_setting(options: str, settings: dict[str, str]) -> None:
+    url = DatabaseConfig(url="postgresql://ecl@db.example/ecl").async_url
+    assert connect_arguments(url.update_query_dict({"options": options})).server_settings == (
+        settings
+    )
+
+
+def test_a_client_certificate_is_loaded_and_its_key_needs_the_certificate(
+    tls_cluster: Cluster,
+) -> None:
+    # The server's own pair stands in for a client's: only loading it is checked here.
+    tls = tls_cluster.ca_path.parent
+    query = {"sslmode": "verify-full", "sslrootcert": str(tls_cluster.ca_path)}
+    with_pair = tls_cluster.url(
+        **query, sslcert=str(tls / "server.crt"), sslkey=str(tls / "server.key")
+    )
+    assert isinstance(
+        connect_arguments(DatabaseConfig(url=with_pair).async_url).ssl, ssl.SSLContext
+    )
+    with pytest.raises(ValidationError, match="sslkey needs sslcert"):
+        Database.from_url(tls_cluster.url(**query, sslkey=str(tls / "server.key")))
+    with pytest.raises(ValidationError, match="cannot read the client certificate"):
+        Database.from_url(tls_cluster.url(**query, sslcert=str(tls / "missing.crt")))
