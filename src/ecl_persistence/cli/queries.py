@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import attrs
 
 from ecl_persistence.database import Database
@@ -14,6 +16,9 @@ from ecl_persistence.domain import (
     WorkflowState,
 )
 from ecl_persistence.errors import NotFoundError
+
+# The resolution of stored timestamps on both backends.
+_TICK = timedelta(microseconds=1)
 
 __all__ = [
     "Summary",
@@ -61,11 +66,19 @@ async def list_workflows(
     definition_id: str | None,
     limit: int,
     cursor: str | None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> Page[Workflow]:
-    """One page of workflows, newest first."""
+    """One page of workflows, newest first, created at or after ``since`` and before ``until``."""
     async with db.session(read_only=True) as uow:
         return await uow.workflows.list(
-            state=state, definition_id=definition_id, limit=limit, cursor=cursor
+            state=state,
+            definition_id=definition_id,
+            # The repository's bounds are both exclusive; ``since`` includes its instant.
+            created_after=None if since is None else since - _TICK,
+            created_before=until,
+            limit=limit,
+            cursor=cursor,
         )
 
 
