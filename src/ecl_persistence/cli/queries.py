@@ -16,6 +16,7 @@ from ecl_persistence.domain import (
     WorkflowState,
 )
 from ecl_persistence.errors import NotFoundError
+from ecl_persistence.unit_of_work import UnitOfWork
 
 # The resolution of stored timestamps on both backends.
 _TICK = timedelta(microseconds=1)
@@ -28,6 +29,7 @@ __all__ = [
     "list_workflows",
     "load_details",
     "load_summary",
+    "page_of",
 ]
 
 
@@ -71,15 +73,37 @@ async def list_workflows(
 ) -> Page[Workflow]:
     """One page of workflows, newest first, created at or after ``since`` and before ``until``."""
     async with db.session(read_only=True) as uow:
-        return await uow.workflows.list(
+        return await page_of(
+            uow,
             state=state,
             definition_id=definition_id,
-            # The repository's bounds are both exclusive; ``since`` includes its instant.
-            created_after=None if since is None else since - _TICK,
-            created_before=until,
+            since=since,
+            until=until,
             limit=limit,
             cursor=cursor,
         )
+
+
+async def page_of(
+    uow: UnitOfWork,
+    *,
+    state: WorkflowState | None,
+    definition_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[Workflow]:
+    """In ``uow``: a page of workflows created at or after ``since`` and before ``until``."""
+    return await uow.workflows.list(
+        state=state,
+        definition_id=definition_id,
+        # The repository's bounds are both exclusive; ``since`` includes its instant.
+        created_after=None if since is None else since - _TICK,
+        created_before=until,
+        limit=limit,
+        cursor=cursor,
+    )
 
 
 async def list_stale_workflows(

@@ -21,7 +21,7 @@ from rich.text import Text
 from ecl_persistence.cli.documents import ms_between, payload_size, visible
 from ecl_persistence.cli.queries import Summary
 from ecl_persistence.cli.timeline import layout, origin_line, timeline_table
-from ecl_persistence.cli.times import clock_ms, instant_ms
+from ecl_persistence.cli.times import clock_ms, format_ms, instant_ms
 from ecl_persistence.domain import (
     MISSING,
     ExecutionStats,
@@ -78,18 +78,6 @@ def console() -> Console:
 
 
 # --- values ------------------------------------------------------------------------
-
-
-def format_ms(milliseconds: int | None) -> str:
-    """``-``, ``850 ms``, ``12.3 s`` or ``4 min 05 s``."""
-    if milliseconds is None:
-        return "-"
-    if milliseconds < 1000:
-        return f"{milliseconds} ms"
-    if milliseconds < 60_000:
-        return f"{milliseconds / 1000:.1f} s"
-    minutes, seconds = divmod(milliseconds // 1000, 60)
-    return f"{minutes} min {seconds:02d} s"
 
 
 def _time(value: datetime | None) -> str:

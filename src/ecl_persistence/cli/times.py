@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["clock_ms", "instant_ms", "parse_instant"]
+__all__ = ["clock_ms", "format_ms", "instant_ms", "parse_instant"]
 
 _AGO = re.compile(r"^(\d{1,6})([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -20,6 +20,18 @@ def instant_ms(value: datetime | None) -> str:
     if value is None:
         return "-"
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def format_ms(milliseconds: int | None) -> str:
+    """``-``, ``850 ms``, ``12.3 s`` or ``4 min 05 s``."""
+    if milliseconds is None:
+        return "-"
+    if milliseconds < 1000:
+        return f"{milliseconds} ms"
+    if milliseconds < 60_000:
+        return f"{milliseconds / 1000:.1f} s"
+    minutes, seconds = divmod(milliseconds // 1000, 60)
+    return f"{minutes} min {seconds:02d} s"
 
 
 def clock_ms(value: datetime) -> str:
