@@ -14,7 +14,7 @@ from ecl_persistence import Database, StepExecution, Workflow
 from ecl_persistence.cli import main
 from ecl_persistence.cli.documents import visible
 from ecl_persistence.cli.runtime import ExitCode
-from ecl_persistence.cli.timeline import layout
+from ecl_persistence.cli.timeline import CLIP_FACTOR, annotation, layout
 from ecl_persistence.cli.times import parse_instant
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 250_000, tzinfo=UTC)
@@ -104,13 +104,23 @@ def test_layout_places_bars_in_milliseconds_from_the_first_start() -> None:
     workflow = WorkflowFactory.build()
     first = _attempt(workflow, "a", 1, "succeeded", 5, 10, None)
     second = _attempt(workflow, "b", 1, "running", 20, 0, None)
-    timeline = layout([first, second], now=T0 + timedelta(milliseconds=65))
+    timeline = layout([first, second], now=T0 + timedelta(milliseconds=30))
     assert timeline.origin == first.started_at
     assert [(bar.start_ms, bar.end_ms, bar.open) for bar in timeline.bars] == [
         (0, 10, False),
-        (15, 60, True),
+        (15, 25, True),
     ]
-    assert timeline.span_ms == 60
+    assert timeline.span_ms == 25
+
+
+def test_layout_clips_a_running_attempt_that_would_squash_the_rest() -> None:
+    workflow = WorkflowFactory.build()
+    done = _attempt(workflow, "a", 1, "succeeded", 0, 100, None)
+    stuck = _attempt(workflow, "b", 1, "running", 50, 0, None)
+    timeline = layout([done, stuck], now=T0 + timedelta(days=1))
+    assert timeline.span_ms == CLIP_FACTOR * 100
+    assert (timeline.bars[1].end_ms, timeline.bars[1].elapsed_ms) == (200, 86_400_000 - 50)
+    assert annotation(timeline.bars[1]) == "1439 min 59 s · … running"
 
 
 def test_show_and_list_print_times_to_the_millisecond(ecl_db: Invoke, database_url: str) -> None:

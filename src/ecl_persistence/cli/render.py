@@ -18,9 +18,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ecl_persistence.cli.bars import timeline_table
 from ecl_persistence.cli.documents import ms_between, payload_size, visible
 from ecl_persistence.cli.queries import Summary
-from ecl_persistence.cli.timeline import layout, origin_line, timeline_table
+from ecl_persistence.cli.timeline import layout, origin_line
 from ecl_persistence.cli.times import clock_ms, format_ms, instant_ms
 from ecl_persistence.domain import (
     MISSING,

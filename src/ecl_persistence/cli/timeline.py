@@ -1,33 +1,40 @@
 """Where the time of a workflow went: one bar per attempt on a shared time axis.
 
-:func:`layout` places the attempts (pure arithmetic, shared with the web
-dashboard's Gantt chart); :func:`timeline_table` draws them for a terminal.
+:func:`layout` places the attempts: pure arithmetic, shared by the web
+dashboard's Gantt chart and ``ecl-db workflows show --timeline`` (which
+:mod:`ecl_persistence.cli.bars` draws with rich). Nothing here imports
+click or rich.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import datetime
 
 import attrs
-from rich import box
-from rich.table import Table
-from rich.text import Text
 
-from ecl_persistence.cli.documents import ms_between, visible
-from ecl_persistence.cli.times import instant_ms
+from ecl_persistence.cli.documents import ms_between
+from ecl_persistence.cli.times import format_ms, instant_ms
 from ecl_persistence.domain import StepExecution, StepExecutionState
 
-__all__ = ["Placed", "Timeline", "annotation", "layout", "origin_line", "timeline_table"]
+__all__ = [
+    "CLIP_FACTOR",
+    "Placed",
+    "Timeline",
+    "annotation",
+    "layout",
+    "offset_label",
+    "origin_line",
+]
 
-_MIN_AXIS = 20
-_MAX_LABEL = 32
-_BAR = {
-    StepExecutionState.SUCCEEDED: ("█", "green", ""),
-    StepExecutionState.FAILED: ("█", "red", "✗ failed"),
-    StepExecutionState.RUNNING: ("▒", "yellow", "… running"),
-    StepExecutionState.PENDING: ("·", "dim", "pending"),
+CLIP_FACTOR = 2
+"""How far (times the finished attempts' span) a running attempt may stretch the axis."""
+_MINUTE_MS = 60_000
+_MARKS = {
+    StepExecutionState.SUCCEEDED: "",
+    StepExecutionState.FAILED: "✗ failed",
+    StepExecutionState.RUNNING: "… running",
+    StepExecutionState.PENDING: "pending",
 }
 
 
@@ -39,7 +46,9 @@ class Placed:
     start_ms: int
     end_ms: int
     open: bool
-    """Still running: the bar ends at the time the timeline was drawn."""
+    """Still running: the bar reaches the time the timeline was drawn (or the clip)."""
+    elapsed_ms: int
+    """How long the attempt ran (a running one: until now), whatever the bar's length."""
 
 
 @attrs.frozen
@@ -65,76 +74,50 @@ def _end_ms(execution: StepExecution, origin: datetime, now: datetime) -> tuple[
 
 
 def layout(executions: Sequence[StepExecution], now: datetime) -> Timeline:
-    """Place every attempt between the first start and the last end (``now`` for running ones)."""
+    """Place every attempt between the first start and the last end (``now`` for running ones).
+
+    A running attempt that would stretch the axis past :data:`CLIP_FACTOR`
+    times the rest (a worker that died long ago) is clipped to the rest's
+    end; its annotation still says how long it has been running.
+    """
     if not executions:
         return Timeline(origin=None, span_ms=1, bars=())
     origin = min(execution.started_at for execution in executions)
-    bars = []
-    for execution in executions:
-        end, still_open = _end_ms(execution, origin, now)
-        bars.append(Placed(execution, ms_between(origin, execution.started_at), end, still_open))
+    ends = [_end_ms(execution, origin, now) for execution in executions]
+    closed = [end for end, still_open in ends if not still_open]
+    starts = [ms_between(origin, execution.started_at) for execution in executions]
+    limit = CLIP_FACTOR * max([1, *closed, *starts])
+    bars = [
+        Placed(
+            execution,
+            start,
+            min(end, max(limit, start)) if still_open and closed else end,
+            still_open,
+            end - start,
+        )
+        for execution, start, (end, still_open) in zip(executions, starts, ends, strict=True)
+    ]
     span = max(1, *(bar.end_ms for bar in bars))
     return Timeline(origin=origin, span_ms=span, bars=tuple(bars))
 
 
-def _seconds(milliseconds: int) -> str:
-    return f"+{milliseconds} ms" if milliseconds < 1000 else f"+{milliseconds / 1000:.3f} s"
+def offset_label(milliseconds: float) -> str:
+    """An offset on the axis: ``+250 ms``, ``+1.250 s``."""
+    if milliseconds < 1000:
+        return f"+{milliseconds:.0f} ms"
+    return f"+{milliseconds / 1000:.3f} s"
 
 
 def annotation(bar: Placed) -> str:
     """What follows a bar: duration, tokens, and a mark for a failed or unfinished attempt."""
     execution = bar.execution
-    parts = [f"{bar.end_ms - bar.start_ms:,} ms"]
+    elapsed = bar.elapsed_ms
+    parts = [f"{elapsed:,} ms" if elapsed < _MINUTE_MS else format_ms(elapsed)]
     if execution.tokens_used is not None:
         parts.append(f"{execution.tokens_used:,} tokens")
-    mark = _BAR[execution.state][2]
-    if mark:
-        parts.append(mark)
+    if _MARKS[execution.state]:
+        parts.append(_MARKS[execution.state])
     return " · ".join(parts)
-
-
-def _axis(width: int, span_ms: int) -> Text:
-    """Tick labels at the start, the middle and the end of the axis."""
-    line = [" "] * width
-    for fraction in (0.0, 0.5, 1.0):
-        label = _seconds(round(span_ms * fraction))
-        column = min(width - len(label), max(0, round((width - 1) * fraction) - len(label) // 2))
-        if fraction == 1.0:
-            column = width - len(label)
-        line[column : column + len(label)] = label
-    return Text("".join(line), style="dim")
-
-
-def _track(bar: Placed, width: int, span_ms: int, note: str) -> Text:
-    first = min(width - 1, math.floor(bar.start_ms / span_ms * width))
-    last = max(first + 1, min(width, math.ceil(bar.end_ms / span_ms * width)))
-    char, style, _mark = _BAR[bar.execution.state]
-    track = Text(" " * first)
-    track.append(char * (last - first), style=style)
-    failed = bar.execution.state is StepExecutionState.FAILED
-    track.append(" " + note, style="red" if failed else "")
-    return track
-
-
-def timeline_table(timeline: Timeline, width: int) -> Table:
-    """A table of one row per attempt: step, attempt, start offset, then its bar and annotation."""
-    notes = [annotation(bar) for bar in timeline.bars]
-    labels = [min(_MAX_LABEL, len(visible(bar.execution.step_id))) for bar in timeline.bars]
-    fixed = max([4, *labels]) + 8 + 12 + max([0, *map(len, notes)]) + 8
-    axis_width = max(_MIN_AXIS, width - fixed)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column("step", max_width=_MAX_LABEL, overflow="ellipsis", no_wrap=True)
-    table.add_column("attempt", justify="right", no_wrap=True)
-    table.add_column("start", justify="right", no_wrap=True)
-    table.add_column(_axis(axis_width, timeline.span_ms), no_wrap=True)
-    for bar, note in zip(timeline.bars, notes, strict=True):
-        table.add_row(
-            Text(visible(bar.execution.step_id)),
-            str(bar.execution.attempt),
-            _seconds(bar.start_ms),
-            _track(bar, axis_width, timeline.span_ms, note),
-        )
-    return table
 
 
 def origin_line(timeline: Timeline) -> str:

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import attrs
 
-from ecl_persistence.cli.timeline import annotation, layout
+from ecl_persistence.cli.timeline import annotation, layout, offset_label
 from ecl_persistence.domain import StepExecution, StepExecutionState
 
 __all__ = [
@@ -88,12 +88,6 @@ class Gantt:
     """Attempts left out of the chart beyond :data:`MAX_BARS`."""
 
 
-def _offset(milliseconds: float) -> str:
-    if milliseconds < 1000:
-        return f"+{milliseconds:.0f} ms"
-    return f"+{milliseconds / 1000:.3f} s"
-
-
 def gantt(executions: Sequence[StepExecution], now: datetime) -> Gantt:
     """Place the attempts (the first :data:`MAX_BARS`) on a time axis from the first start."""
     timeline = layout(executions[:MAX_BARS], now)
@@ -112,12 +106,12 @@ def gantt(executions: Sequence[StepExecution], now: datetime) -> Gantt:
                 note=note,
                 title=(
                     f"{execution.step_id} attempt {execution.attempt}: {execution.state.value}, "
-                    f"started {_offset(placed.start_ms)}, {note}"
+                    f"started {offset_label(placed.start_ms)}, {note}"
                 ),
             )
         )
     ticks = tuple(
-        Tick(_LABEL_WIDTH + _PLOT_WIDTH * i / _TICKS, _offset(timeline.span_ms * i / _TICKS))
+        Tick(_LABEL_WIDTH + _PLOT_WIDTH * i / _TICKS, offset_label(timeline.span_ms * i / _TICKS))
         for i in range(_TICKS + 1)
     )
     return Gantt(
