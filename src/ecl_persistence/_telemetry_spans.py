@@ -9,17 +9,29 @@ the callers emit nothing.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import attrs
 
-__all__ = ["Instruments", "Tracked", "instruments", "log_failure", "observations", "start", "use"]
+__all__ = [
+    "RECHECK_SECONDS",
+    "Instruments",
+    "Tracked",
+    "instruments",
+    "log_failure",
+    "observations",
+    "start",
+    "use",
+]
 
 _log = logging.getLogger("ecl_persistence.telemetry")
 _NAME = "ecl_persistence"
 _API_MODULES = ("opentelemetry.trace", "opentelemetry.metrics")
 _SECONDS = "s"
+RECHECK_SECONDS = 1.0
+"""How soon an SDK configured after the first unit of work is noticed, at the latest."""
 # Buckets for durations of milliseconds to minutes, as the DB semantic conventions advise.
 _BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0)
 
@@ -42,6 +54,8 @@ class _State:
     tracer_provider: Any = None
     meter_provider: Any = None
     made: Instruments | None = None
+    idle_until: float = 0.0
+    """Until when (monotonic) no provider is known to be configured: no need to look again."""
     api: Any = None
     """The API's ``trace``, ``metrics`` and ``context`` modules; False without the API."""
 
@@ -53,6 +67,7 @@ def use(tracer_provider: Any, meter_provider: Any) -> None:
     """Use these providers (``None``: the global ones); the instruments are made again."""
     _STATE.tracer_provider, _STATE.meter_provider = tracer_provider, meter_provider
     _STATE.made = None
+    _STATE.idle_until = 0.0
 
 
 def _api() -> Any:
@@ -74,17 +89,24 @@ def instruments() -> Instruments | None:
     """The instruments, or ``None`` while no SDK (no real provider) is configured.
 
     Once made they stay: OpenTelemetry's global providers are set only once.
+    While there are none, the providers are looked at again at most every
+    :data:`RECHECK_SECONDS`: the check on every unit of work is a clock read.
     """
     made = _STATE.made
     if made is not None:
         return made
+    now = time.monotonic()
+    if now < _STATE.idle_until:
+        return None
     api = _api()
     if api is False:
+        _STATE.idle_until = now + RECHECK_SECONDS
         return None
     trace, metrics, _context = api
     tracer_provider = _STATE.tracer_provider or trace.get_tracer_provider()
     meter_provider = _STATE.meter_provider or metrics.get_meter_provider()
     if _placeholder(tracer_provider) and _placeholder(meter_provider):
+        _STATE.idle_until = now + RECHECK_SECONDS
         return None
     from ecl_persistence import __version__
 

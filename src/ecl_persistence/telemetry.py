@@ -16,6 +16,10 @@ costs one check of the providers. Once the application configures an SDK:
   ``db.client.operation.duration``, and, only when asked for
   (:class:`WorkflowStateGauge`, it queries), ``ecl.workflow.count`` by state.
 
+While no SDK is configured the providers are looked at again at most once
+a second, so an SDK configured after the first unit of work is noticed
+within a second; :func:`instrument` takes effect at once.
+
 Tokens by model and cost come with the token and cost ledger (tool issue 16):
 :func:`_usage_attributes` is where they plug in.
 """
@@ -31,11 +35,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from ecl_persistence import _telemetry_spans as spans
+from ecl_persistence.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
     from ecl_persistence.database import Database
     from ecl_persistence.recorder import StepRecording
-    from ecl_persistence.unit_of_work import UnitOfWork
 
 __all__ = ["WorkflowStateGauge", "instrument", "is_active", "observed_step", "unit_of_work_class"]
 
@@ -59,10 +63,11 @@ def is_active() -> bool:
 
 def unit_of_work_class() -> type[UnitOfWork]:
     """The class :meth:`Database.session` makes: the traced one while telemetry is active."""
+    if spans.instruments() is None:
+        return UnitOfWork
     from ecl_persistence._telemetry_units import TracedUnitOfWork
-    from ecl_persistence.unit_of_work import UnitOfWork
 
-    return TracedUnitOfWork if spans.instruments() is not None else UnitOfWork
+    return TracedUnitOfWork
 
 
 def observed_step(

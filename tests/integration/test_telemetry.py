@@ -205,6 +205,7 @@ def test_without_the_api_nothing_is_instrumented(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(_telemetry_spans._STATE, "api", None)
     monkeypatch.setattr(_telemetry_spans._STATE, "made", None)
+    monkeypatch.setattr(_telemetry_spans._STATE, "idle_until", 0.0)
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
     assert not telemetry.is_active()
     assert telemetry.unit_of_work_class() is UnitOfWork
