@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from tests.factories import WorkflowFactory
+from tests.integration.test_docs_examples import python_blocks
 
 from ecl_persistence import Database, NotFoundError, StepRecorder, UnitOfWork, telemetry
 from ecl_persistence.domain import new_uuid7
@@ -220,3 +221,22 @@ def test_importing_the_package_does_not_import_opentelemetry() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.stdout == "False\n", done.stderr
+
+
+def test_the_observability_page_example_prints_its_spans(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    [script] = [b for b in python_blocks("observability.md") if "asyncio.run(" in b]
+    try:
+        exec(compile(script, "docs/observability.md", "exec"), {"__name__": "__main__"})
+    finally:
+        telemetry.instrument()
+    assert capsys.readouterr().out.splitlines() == [
+        "create workflows",
+        "ecl.unit_of_work",
+        "start step_executions",
+        "ecl.unit_of_work",
+        "update_completion step_executions",
+        "ecl.unit_of_work",
+        "step search",
+    ]
