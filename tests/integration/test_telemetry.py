@@ -7,6 +7,7 @@ providers can be set only once per process).
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +24,14 @@ from opentelemetry.trace import SpanKind, StatusCode
 from tests.factories import WorkflowFactory
 from tests.integration.test_docs_examples import python_blocks
 
-from ecl_persistence import Database, NotFoundError, StepRecorder, UnitOfWork, telemetry
+from ecl_persistence import (
+    ConnectionFailedError,
+    Database,
+    NotFoundError,
+    StepRecorder,
+    UnitOfWork,
+    telemetry,
+)
 from ecl_persistence.domain import new_uuid7
 
 SECRET = "payload-that-must-stay-private"
@@ -240,3 +248,29 @@ def test_the_observability_page_example_prints_its_spans(
         "ecl.unit_of_work",
         "step search",
     ]
+
+
+async def test_the_gauge_keeps_its_last_counts_when_a_count_fails(
+    db: Database,
+    exported: Exported,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gauge = telemetry.WorkflowStateGauge(db)
+    await gauge.refresh()
+    calls: list[int] = []
+
+    async def broken() -> dict[str, int]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise asyncio.CancelledError
+        raise ConnectionFailedError("the server went away")
+
+    monkeypatch.setattr(gauge, "refresh", broken)
+    with pytest.raises(asyncio.CancelledError):
+        await gauge.run(seconds=0)
+    assert len(calls) == 2
+    assert "could not count workflows by state" in caplog.text
+    assert "went away" not in caplog.text
+    points = exported.points("ecl.workflow.count")
+    assert {p.attributes["ecl.workflow.state"]: p.value for p in points}["pending"] == 0

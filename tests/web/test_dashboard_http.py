@@ -12,8 +12,8 @@ import pytest
 from starlette.testclient import TestClient
 from tests.web.seed import LISTED, SECRET, TOTAL_TOKENS, XSS_ERROR, XSS_STEP, Seeded
 
-from ecl_persistence import DatabaseConfig
-from ecl_persistence.web import create_app
+from ecl_persistence import DatabaseConfig, QueryFailedError
+from ecl_persistence.web import create_app, pages
 from ecl_persistence.web.guard import LOOPBACK_HOSTS, token_matches
 
 TOKEN = "a-long-enough-token-for-tests"
@@ -220,3 +220,31 @@ def test_the_dashboard_needs_neither_click_nor_rich(tmp_path: Path) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert (done.returncode, done.stdout) == (0, "built\n"), done.stderr
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "title"),
+    [
+        (QueryFailedError("list workflows failed"), 503, "503 Database error"),
+        (RuntimeError("a bug with a secret in it"), 500, "500 Internal error"),
+    ],
+)
+def test_other_failures_give_a_page_without_details(
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+    status: int,
+    title: str,
+) -> None:
+    async def fail(*args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(pages, "load_listing", fail)
+    response = client.get("/")
+    assert response.status_code == status
+    assert title in response.text
+    assert str(error) not in response.text
+    assert "Traceback" not in response.text
+    assert type(error).__name__ in caplog.text
+    assert str(error) not in caplog.text
