@@ -15,6 +15,7 @@ from tests.web.seed import LISTED, SECRET, TOTAL_TOKENS, XSS_ERROR, XSS_STEP, Se
 from ecl_persistence import DatabaseConfig, QueryFailedError
 from ecl_persistence.web import create_app, pages
 from ecl_persistence.web.guard import LOOPBACK_HOSTS, token_matches
+from ecl_persistence.web.server import is_loopback
 
 TOKEN = "a-long-enough-token-for-tests"
 
@@ -248,3 +249,26 @@ def test_other_failures_give_a_page_without_details(
     assert "Traceback" not in response.text
     assert type(error).__name__ in caplog.text
     assert str(error) not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.0.2.7", False),
+        ("dashboard.example", False),
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_the_ipv6_loopback_name_is_answered_too(client: TestClient) -> None:
+    assert client.get("/", headers={"host": "[::1]:8000"}).status_code == 200
+    assert client.get("/", headers={"host": "[::2]:8000"}).status_code == 421
