@@ -125,6 +125,11 @@ class _Cursor:
 
     def _keep(self, cursor: sqlite3.Cursor) -> None:
         # Runs on the driver's thread; the event loop reads these after the trip.
+        # The sqlite3 cursor is closed within the same trip, also when the task
+        # that sent the statement was cancelled meanwhile: a live statement
+        # would keep its connection's transaction, and so SQLite's write lock,
+        # past the close that SQLAlchemy gives an interrupted connection
+        # (tests/reliability/test_interruptions.py).
         try:
             self.description = cursor.description
             self._rows = cursor.fetchall() if cursor.description else []

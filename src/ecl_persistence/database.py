@@ -32,8 +32,6 @@ APPLICATION_NAME = "ecl-persistence"
 
 _READ_ONLY = "ecl_read_only"
 
-_log = logging.getLogger(__name__)
-
 
 class _WithoutCallArguments(logging.Filter):
     """Drop the arguments from aiosqlite's DEBUG records of the calls it runs.
@@ -127,19 +125,6 @@ def _install_sqlite_setup(engine: AsyncEngine, config: DatabaseConfig) -> None:
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "invalidate")
-    def _on_invalidate(dbapi_connection: Any, record: ConnectionPoolEntry, error: Any) -> None:
-        # SQLAlchemy gives up on a connection whose statement was cut short
-        # (a cancelled task). The driver's cursor of that statement lives on
-        # until garbage collection, and closing a sqlite3 connection that
-        # still has one only marks it closed: its transaction, and with it
-        # the write lock, would stay and block every writer. Rolling back
-        # first releases the lock now; the driver runs it after the statement.
-        try:
-            dbapi_connection.rollback()
-        except Exception as failure:
-            _log.debug("rollback of an invalidated SQLite connection failed: %r", failure)
-
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # A read-only unit reads in autocommit, as on PostgreSQL: each
@@ -183,8 +168,8 @@ def build_engine(config: DatabaseConfig) -> AsyncEngine:
     """Create the async engine for ``config``, set up for its dialect.
 
     SQLite: ``foreign_keys``, ``busy_timeout``, WAL and ``synchronous=NORMAL``
-    on every connection, ``BEGIN IMMEDIATE`` for writes, and a rollback before
-    a connection is given up; an in-memory database keeps a single connection
+    on every connection, ``BEGIN IMMEDIATE`` for writes;
+    an in-memory database keeps a single connection
     to a private named database that lives until the engine is disposed.
     PostgreSQL: a pool of ``max_connections``, a retry on a dead pooled
     connection, connect and checkout timeouts, our ``application_name``, and
