@@ -81,6 +81,9 @@ class OneTripConnection(aiosqlite.Connection):
                 connection.execute(begin)
             return function(connection)
 
+        # A closure without call arguments: aiosqlite logs every call it runs,
+        # arguments included, at DEBUG, and a statement's values are payloads
+        # (tests/reliability/test_secrets.py).
         result: _T = await self._execute(call)  # type: ignore[no-untyped-call]
         return result
 

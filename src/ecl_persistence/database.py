@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import logging
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable
@@ -31,28 +29,6 @@ APPLICATION_NAME = "ecl-persistence"
 """The ``application_name`` our PostgreSQL sessions carry, to find them in ``pg_stat_activity``."""
 
 _READ_ONLY = "ecl_read_only"
-
-
-class _WithoutCallArguments(logging.Filter):
-    """Drop the arguments from aiosqlite's DEBUG records of the calls it runs.
-
-    aiosqlite logs every call it hands to its thread ("executing ...") with
-    the call's arguments, which are the statement's bound parameters:
-    payloads, at DEBUG, for anyone who turns the root logger up.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                f"{getattr(arg.func, '__qualname__', 'a call')}(...)"
-                if isinstance(arg, functools.partial)
-                else arg
-                for arg in record.args
-            )
-        return True
-
-
-_AIOSQLITE_FILTER = _WithoutCallArguments()
 
 
 def _raw_json(text: str) -> str:
@@ -197,7 +173,6 @@ def build_engine(config: DatabaseConfig) -> AsyncEngine:
         engine = create_async_engine(url, async_creator=connector, **pool, **common)
         connector.bind(engine)
         _install_sqlite_setup(engine, config)
-        logging.getLogger("aiosqlite").addFilter(_AIOSQLITE_FILTER)
         if config.is_memory:
             _keep_memory_database(engine, url)
         return engine
