@@ -12,12 +12,18 @@ executed, fetched and its cursor closed in one trip; the ``BEGIN`` chosen
 for a transaction travels with its first statement; and a commit or roll
 back when no transaction is open (a read in autocommit, the pool's reset)
 costs nothing. A read then takes one trip and a write transaction two.
+
+Streaming (``stream_results``, ``yield_per``, ``AsyncConnection.stream`` and
+``AsyncSession.stream``) works, as an API only: there is no server-side
+cursor on SQLite here. Every row of the statement is fetched in its one trip,
+and the stream hands them out from memory, partition by partition; memory
+grows with the size of the result as for any other read.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,10 +97,15 @@ class OneTripConnection(aiosqlite.Connection):
 class _Cursor:
     """The cursor SQLAlchemy's adapter drives: the results are fetched during ``execute``.
 
-    SQLAlchemy's adapter buffers rows itself and only ever calls ``fetchall``.
+    SQLAlchemy's default adapter buffers the rows itself and only calls
+    :meth:`fetchall`. Its server-side adapter (``stream_results``,
+    ``yield_per``, ``AsyncConnection.stream``, ``AsyncSession.stream``)
+    calls :meth:`fetchone`, :meth:`fetchmany` and iterates: those serve the
+    rows buffered during ``execute``, with no further trip.
     """
 
     arraysize = 1
+    """How many rows :meth:`fetchmany` returns when it is given no size."""
 
     def __init__(self, connection: OneTripConnection) -> None:
         self._connection = connection
@@ -102,6 +113,7 @@ class _Cursor:
         self.rowcount = -1
         self.lastrowid: int | None = None
         self._rows: list[_Row] = []
+        self._next = 0  # the index in ``_rows`` of the next row to hand out
 
     def __await__(self) -> Generator[Any, None, _Cursor]:
         # SQLAlchemy 2.0 awaits ``connection.cursor()``; 2.1 enters it instead.
@@ -136,19 +148,43 @@ class _Cursor:
         try:
             self.description = cursor.description
             self._rows = cursor.fetchall() if cursor.description else []
+            self._next = 0
             self.rowcount = cursor.rowcount
             self.lastrowid = cursor.lastrowid
         finally:
             cursor.close()
 
+    async def fetchone(self) -> _Row | None:
+        """The next row, or ``None`` when none is left."""
+        if self._next >= len(self._rows):
+            return None
+        row = self._rows[self._next]
+        self._next += 1
+        return row
+
+    async def fetchmany(self, size: int | None = None) -> list[_Row]:
+        """The next ``size`` rows (:attr:`arraysize` by default); fewer at the end."""
+        start = self._next
+        self._next = min(start + (self.arraysize if size is None else size), len(self._rows))
+        return self._rows[start : self._next]
+
     async def fetchall(self) -> list[_Row]:
         """Every remaining row."""
         rows, self._rows = self._rows, []
-        return rows
+        start, self._next = self._next, 0
+        return rows[start:] if start else rows
+
+    def __aiter__(self) -> AsyncIterator[_Row]:
+        return self._remaining()
+
+    async def _remaining(self) -> AsyncIterator[_Row]:
+        while (row := await self.fetchone()) is not None:
+            yield row
 
     async def close(self) -> None:
         """Drop the rows not fetched; the sqlite3 cursor is already closed."""
         self._rows = []
+        self._next = 0
 
 
 def connect(database: str, **kwargs: Any) -> OneTripConnection:
