@@ -23,9 +23,10 @@ grows with the size of the result as for any other read.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
@@ -71,13 +72,14 @@ class OneTripConnection(aiosqlite.Connection):
         if self._take_begin() is None and self._in_transaction:
             await super().rollback()
 
-    async def run(self, function: Callable[[sqlite3.Connection], _T]) -> _T:
+    async def trip(self, function: Callable[[sqlite3.Connection], _T]) -> _T:
         """Call ``function`` with the sqlite3 connection on the driver's thread.
 
         This goes through ``Connection._execute``, the one door every aiosqlite
-        call takes to its thread (unchanged from aiosqlite 0.17 to 0.22); the
+        call takes to its thread (unchanged from aiosqlite 0.16 to 0.22); the
         trip-count tests in ``tests/integration/test_connections.py`` would
-        notice if it moved.
+        notice if it moved. Not named ``run``: up to aiosqlite 0.21 the
+        connection is itself the ``Thread``, and ``run`` its worker loop.
         """
         begin = self._take_begin()
 
@@ -130,12 +132,12 @@ class _Cursor:
 
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> _Cursor:
         """Execute ``sql`` and fetch every row it returns, in one trip."""
-        await self._connection.run(lambda c: self._keep(c.execute(sql, parameters or ())))
+        await self._connection.trip(lambda c: self._keep(c.execute(sql, parameters or ())))
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> _Cursor:
         """Execute ``sql`` once per parameter set, in one trip."""
-        await self._connection.run(lambda c: self._keep(c.executemany(sql, parameters)))
+        await self._connection.trip(lambda c: self._keep(c.executemany(sql, parameters)))
         return self
 
     def _keep(self, cursor: sqlite3.Cursor) -> None:
@@ -199,5 +201,7 @@ def connect(database: str, **kwargs: Any) -> OneTripConnection:
         )
     connection = OneTripConnection(lambda: sqlite3.connect(database, **kwargs), 64)
     # As SQLAlchemy does for aiosqlite: a forgotten connection never keeps the process alive.
-    connection._thread.daemon = True
+    # The worker thread is ``_thread`` since aiosqlite 0.22; before, the connection was the thread.
+    worker = cast("threading.Thread", getattr(connection, "_thread", connection))
+    worker.daemon = True
     return connection
