@@ -59,6 +59,9 @@ class OneTripConnection(aiosqlite.Connection):
     def _in_transaction(self) -> bool:
         # sqlite3 reads this from the library; no statement of this connection
         # runs meanwhile, since SQLAlchemy awaits each call before the next.
+        # The exception, a statement whose task was cancelled, may still be on
+        # the thread: SQLAlchemy then closes the connection instead, and the
+        # close, queued behind the statement, rolls its transaction back.
         connection = self._connection
         return connection is not None and connection.in_transaction
 
