@@ -141,6 +141,7 @@ def floors(session: nox.Session) -> None:
     the test tools stay at their latest. Migration tests included.
     """
     project = PYPROJECT["project"]
+    ensure_debian_packages(session, *DEBIAN_PACKAGES["postgres"])
     install(session, "tests")
     session.install(*_floors([*project["dependencies"], *project["optional-dependencies"]["cli"]]))
     session.install("uv")  # tests/migrations/test_wheel.py builds and installs the wheel
