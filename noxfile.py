@@ -31,18 +31,22 @@ DATABASES = {"sqlite": "not postgresql", "postgres": "postgresql"}
 COVERAGE_FAIL_UNDER = 95
 # Debian packages a database's tests need, as (binary, package): the throwaway
 # clusters of tests/support sign their certificates with openssl and put
-# PgBouncer in front of a server.
+# PgBouncer in front of a server; the dashboard's tests drive Debian's Chromium
+# (Playwright's own browser download is not used).
+CHROMIUM = ("/usr/bin/chromium", "chromium")
 DEBIAN_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
-    "sqlite": (),
-    "postgres": (("/usr/bin/openssl", "openssl"), ("/usr/sbin/pgbouncer", "pgbouncer")),
+    "sqlite": (CHROMIUM,),
+    "postgres": (("/usr/bin/openssl", "openssl"), ("/usr/sbin/pgbouncer", "pgbouncer"), CHROMIUM),
 }
+# The package as the tests use it: the command, the dashboard, the OpenTelemetry API.
+EXTRAS = ".[cli,web,otel]"
 _apt_updated = False
 
 
 def install(session: nox.Session, *groups: str, editable: bool = True) -> None:
-    """Install the dependency groups, and the package (editable, with its cli extra)."""
+    """Install the dependency groups, and the package (editable, with its extras)."""
     requirements = [r for group in groups for r in nox.project.dependency_groups(PYPROJECT, group)]
-    session.install(*(["-e", ".[cli]"] if editable else []), *requirements)
+    session.install(*(["-e", EXTRAS] if editable else []), *requirements)
 
 
 @nox.session

@@ -44,7 +44,9 @@ async def test_stream_yields_every_row_in_order(db: Database, workflows: list[Wo
 
 async def test_stream_scalars_yields_every_value(db: Database, workflows: list[Workflow]) -> None:
     async with db.engine.connect() as connection:
-        result = await connection.stream_scalars(select(WorkflowRecord.id).order_by(WorkflowRecord.id))
+        result = await connection.stream_scalars(
+            select(WorkflowRecord.id).order_by(WorkflowRecord.id)
+        )
         assert [value async for value in result] == [workflow.id for workflow in workflows]
 
 
