@@ -36,6 +36,7 @@ from ecl_persistence.orm import StepExecutionRecord, WorkflowRecord
 from ecl_persistence.repositories._checks import check_count, check_id, check_payloads
 from ecl_persistence.repositories._context import UnitContext
 from ecl_persistence.repositories.mappers import (
+    row_insert,
     step_execution_from_record,
     step_execution_from_row,
     step_execution_values,
@@ -54,9 +55,8 @@ _KEYS = {prop.columns[0].name: key for key, prop in _R.__mapper__.column_attrs.i
 _FRESH = {"synchronize_session": False, "populate_existing": True}
 
 _GET = select(_R).where(_R.id == bindparam("id"))
-_INSERT = insert(_R)
-# create_many: a Core executemany, named by attribute keys like the entity values.
-_INSERT_ROWS = insert(_TABLE).values({column: bindparam(_KEYS[column.name]) for column in _TABLE.c})
+_INSERT = row_insert(_R)
+"""Insert attempts from their entity values: one, or many in one executemany."""
 _ROWS = select(*_TABLE.c)
 _FOR_WORKFLOW = _ROWS.where(_T.workflow_id == bindparam("wid")).order_by(
     _T.started_at, _T.attempt, _T.id
@@ -207,7 +207,7 @@ class StepExecutionRepository:
         if not batch:
             return []
         rows = [self._values(execution) for execution in batch]
-        await self._uow.execute(_INSERT_ROWS, rows, action=f"create {len(rows)} step executions")
+        await self._uow.execute(_INSERT, rows, action=f"create {len(rows)} step executions")
         return batch
 
     async def get(self, id: StepExecutionId) -> StepExecution | None:
