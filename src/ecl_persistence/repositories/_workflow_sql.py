@@ -62,6 +62,8 @@ _FRESH = {"synchronize_session": False, "populate_existing": True}
 
 GET: AnySelect = select(_W).where(_W.id == bindparam("id"))
 """The workflow ``id``, as an entity."""
+GET_ROW: AnySelect = select(*TABLE.c).where(_T.id == bindparam("id"))
+"""The workflow ``id``, as a row (``workflows.get``: see ``docs/concepts.md``)."""
 LOAD: AnySelect = GET.options(
     selectinload(_W.step_executions),
     selectinload(_W.artifacts),
