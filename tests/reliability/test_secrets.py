@@ -205,6 +205,27 @@ async def test_sqlite_driver_debug_records_carry_no_bound_values(
     assert PAYLOAD not in logged(caplog)
 
 
+async def test_the_engine_log_at_debug_shows_no_row_value(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # At DEBUG, SQLAlchemy logs every row a statement returns; hide_parameters
+    # covers bound values only.
+    caplog.set_level(logging.DEBUG, logger="sqlalchemy.engine")
+    workflow = WorkflowFactory.build(input={"api_key": PAYLOAD})
+    async with Database.from_url(database_url) as db:
+        async with db.session() as uow:
+            await uow.workflows.create(workflow)
+        async with db.session(read_only=True) as uow:
+            stored = await uow.workflows.get(workflow.id)
+            listed = await uow.workflows.list_by_definition(workflow.definition_id)
+    assert stored is not None
+    assert stored.input == {"api_key": PAYLOAD}
+    assert [w.id for w in listed] == [workflow.id]
+    rows = [record for record in caplog.records if record.msg == "Row %r"]
+    assert len(rows) >= 2, "the engine logged no row: the check below would prove nothing"
+    assert PAYLOAD not in logged(caplog)
+
+
 async def test_sqlalchemy_statement_errors_hide_the_bound_payload(database_url: str) -> None:
     # Straight on the engine, without the package's translation: SQLAlchemy's
     # own error text holds the statement but not its parameters.
