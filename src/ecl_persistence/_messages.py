@@ -32,5 +32,4 @@ def first_line(error: BaseException) -> str:
     line = _ARGUMENT_ECHO.sub(r"\1", raw_first_line(error))
     line = _TEXT_ECHO.sub(r"\1 (value hidden)", line)
     line = _QUOTED_AFTER_COLON.sub(r"\1(value hidden)", line)
-
     return _QUOTED_VALUE.sub("value (hidden)", line)[:_MAX_CHARS]

@@ -28,7 +28,7 @@ from sqlalchemy.types import TypeEngine
 
 from ecl_persistence._messages import first_line, raw_first_line
 from ecl_persistence.dialects import _libpq as libpq
-from ecl_persistence.dialects.base import DialectStrategy, LockMode
+from ecl_persistence.dialects.base import ENGINE_LOGGING_NAME, DialectStrategy, LockMode
 from ecl_persistence.errors import (
     ConflictError,
     ConnectionFailedError,
@@ -118,6 +118,7 @@ class PostgresqlStrategy(DialectStrategy):
             given.url,
             echo=config.echo,
             hide_parameters=True,
+            logging_name=ENGINE_LOGGING_NAME,
             pool_size=config.max_connections,
             max_overflow=0,
             pool_timeout=config.timeout_secs,

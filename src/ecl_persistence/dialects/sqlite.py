@@ -33,7 +33,7 @@ from ecl_persistence._sqlite_driver import FileGuard, OneTripConnection
 from ecl_persistence._sqlite_driver import connect as sqlite_connect
 from ecl_persistence.dialects import _sqlite_errors as sqlite_errors
 from ecl_persistence.dialects._sqlite_dialect import DRIVER_NAME, OneTripDialect
-from ecl_persistence.dialects.base import DialectStrategy
+from ecl_persistence.dialects.base import ENGINE_LOGGING_NAME, DialectStrategy
 from ecl_persistence.errors import (
     DbError,
     MigrationFailedError,
@@ -96,7 +96,6 @@ class _Connector:
             self._guard.before_open()
         # isolation_level=None: the "begin" hook below decides how every
         # transaction starts, not sqlite3.
-
         connection = sqlite_connect(*args, **kwargs, timeout=self._timeout, isolation_level=None)
         await connection
         if self._guard is not None:
@@ -114,7 +113,6 @@ def _file_guard(url: URL) -> FileGuard | None:
     database = url.database or ""
     if url.query.get("uri") or database.startswith("file:"):
         return None
-
     return FileGuard(Path(os.path.abspath(Path(database).expanduser())))
 
 
@@ -204,6 +202,7 @@ class SqliteStrategy(DialectStrategy):
             async_creator=connector,
             echo=config.echo,
             hide_parameters=True,
+            logging_name=ENGINE_LOGGING_NAME,
             # A unit of work always ends its transaction before the connection
             # goes back (its session rolls back or commits, a failure drops the
             # connection): a second rollback by the pool would only cost time.

@@ -93,9 +93,8 @@ def check_json(
     """Check that ``value`` can be stored as JSON, and return it unchanged.
 
     Accepted are ``None``, ``bool``, ``int`` from :data:`MIN_JSON_INT` to
-    :data:`MAX_JSON_INT`, finite ``float`` other than ``-0.0``, ``str`` without NUL or lone
-
-    surrogates, and ``list`` and ``dict`` (with ``str`` keys) of those, nested
+    :data:`MAX_JSON_INT`, finite ``float`` other than ``-0.0``, ``str`` without NUL or
+    lone surrogates, and ``list`` and ``dict`` (with ``str`` keys) of those, nested
     at most :data:`MAX_JSON_DEPTH` deep, encoding to at most ``max_bytes``
     UTF-8 bytes with :func:`encode_json`.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import bindparam, delete, select
 
 from ecl_persistence.domain import (
     MAX_ID_LENGTH,
@@ -16,7 +16,7 @@ from ecl_persistence.errors import NotFoundError, ValidationError
 from ecl_persistence.orm import ArtifactRecord
 from ecl_persistence.repositories._checks import check_id, check_payloads
 from ecl_persistence.repositories._context import UnitContext
-from ecl_persistence.repositories.mappers import artifact_from_record, artifact_values
+from ecl_persistence.repositories.mappers import artifact_from_record, artifact_values, row_insert
 
 __all__ = ["ArtifactRepository"]
 
@@ -34,7 +34,7 @@ _FOR_STEP = (
     .where(_R.workflow_id == bindparam("wid"), _R.step_id == bindparam("sid"))
     .order_by(_R.created_at, _R.name)
 )
-_INSERT = insert(_R)
+_INSERT = row_insert(_R)
 _DELETE = delete(_R).where(_R.id == bindparam("id")).execution_options(synchronize_session="fetch")
 
 
@@ -91,7 +91,6 @@ class ArtifactRepository:
         id = check_id(id, "artifact id")
         action = f"delete artifact {id}"
         self._uow.require_writable(action)
-
         result = await self._uow.execute(_DELETE, {"id": id}, action=action)
         if int(getattr(result, "rowcount", 0)) == 0:
             raise NotFoundError(_ENTITY, id)

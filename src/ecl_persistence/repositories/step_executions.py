@@ -36,6 +36,7 @@ from ecl_persistence.orm import StepExecutionRecord, WorkflowRecord
 from ecl_persistence.repositories._checks import check_count, check_id, check_payloads
 from ecl_persistence.repositories._context import UnitContext
 from ecl_persistence.repositories.mappers import (
+    row_insert,
     step_execution_from_record,
     step_execution_from_row,
     step_execution_values,
@@ -51,12 +52,10 @@ _FINISHED = (StepExecutionState.SUCCEEDED, StepExecutionState.FAILED)
 _OPEN = (StepExecutionState.PENDING.value, StepExecutionState.RUNNING.value)
 # The attribute key of every column, in table order: the bind parameter names.
 _KEYS = {prop.columns[0].name: key for key, prop in _R.__mapper__.column_attrs.items()}
-_FRESH = {"synchronize_session": False, "populate_existing": True}
 
 _GET = select(_R).where(_R.id == bindparam("id"))
-_INSERT = insert(_R)
-# create_many: a Core executemany, named by attribute keys like the entity values.
-_INSERT_ROWS = insert(_TABLE).values({column: bindparam(_KEYS[column.name]) for column in _TABLE.c})
+_INSERT = row_insert(_R)
+"""Insert attempts from their entity values: one, or many in one executemany."""
 _ROWS = select(*_TABLE.c)
 _FOR_WORKFLOW = _ROWS.where(_T.workflow_id == bindparam("wid")).order_by(
     _T.started_at, _T.attempt, _T.id
@@ -66,8 +65,8 @@ _FOR_STEP = _ROWS.where(
 ).order_by(_T.attempt)
 _GET_STATE = select(_T.state).where(_T.id == bindparam("id"))
 _COMPLETE = (
-    update(_R)
-    .where(_R.id == bindparam("eid"), _R.state.in_(_OPEN))
+    update(_TABLE)
+    .where(_T.id == bindparam("eid"), _T.state.in_(_OPEN))
     .values(
         state=bindparam("state"),
         output=bindparam("output"),
@@ -75,11 +74,10 @@ _COMPLETE = (
         completed_at=bindparam("now"),
         duration_ms=bindparam("duration_ms"),
         tokens_used=func.coalesce(
-            bindparam("tokens_used", type_=_T.tokens_used.type), _R.tokens_used
+            bindparam("tokens_used", type_=_T.tokens_used.type), _T.tokens_used
         ),
     )
-    .returning(_R)
-    .execution_options(**_FRESH)
+    .returning(*_TABLE.c)
 )
 _LATEST = (
     select(_T.step_id, func.max(_T.attempt).label("attempt"))
@@ -194,7 +192,6 @@ class StepExecutionRepository:
         locked = await self._uow.execute(lock, {"wid": execution.workflow_id}, action=action)
         if locked.first() is None:
             raise NotFoundError("workflow", execution.workflow_id)
-
         result = await self._uow.execute(_INSERT_NEXT, values, action=action)
         return step_execution_from_record(result.scalars().one())
 
@@ -208,7 +205,7 @@ class StepExecutionRepository:
         if not batch:
             return []
         rows = [self._values(execution) for execution in batch]
-        await self._uow.execute(_INSERT_ROWS, rows, action=f"create {len(rows)} step executions")
+        await self._uow.execute(_INSERT, rows, action=f"create {len(rows)} step executions")
         return batch
 
     async def get(self, id: StepExecutionId | str) -> StepExecution | None:
@@ -291,14 +288,15 @@ class StepExecutionRepository:
             "tokens_used": check_count(tokens_used, "tokens_used"),
         }
         result = await self._uow.execute(_COMPLETE, params, action=action)
-        record = result.scalars().first()
-        if record is None:
+        row = result.first()
+        if row is None:
             current = await self._uow.execute(_GET_STATE, {"id": id}, action=action)
             value = current.scalar_one_or_none()
             if value is None:
                 raise NotFoundError(_ENTITY, id)
             raise InvalidStateTransitionError(_ENTITY, id, str(value), target.value)
-        return step_execution_from_record(record)
+        self._uow.keep_fresh(_R, row)
+        return step_execution_from_row(row)
 
     async def get_stats(self, workflow_id: WorkflowId | str) -> ExecutionStats:
         """Counts, total duration and total tokens of the workflow's executions.

@@ -53,6 +53,7 @@ from ecl_persistence.repositories.mappers import (
     step_execution_from_record,
     transition_from_record,
     workflow_from_record,
+    workflow_from_row,
     workflow_values,
 )
 
@@ -128,9 +129,10 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
     async def get(self, id: WorkflowId | str) -> Workflow | None:
         """The workflow with this id (a UUID or its text), or ``None``."""
         id = check_id(id, "workflow id")
-        return one_workflow(
-            await self._uow.execute(sql.GET, {"id": id}, action=f"get workflow {id}")
-        )
+        row = (
+            await self._uow.execute(sql.GET_ROW, {"id": id}, action=f"get workflow {id}")
+        ).first()
+        return None if row is None else workflow_from_row(row)
 
     async def load(self, id: WorkflowId | str) -> WorkflowAggregate | None:
         """The workflow with its attempts, artifacts, transitions and stats, or ``None``.
@@ -251,7 +253,6 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
         id = check_id(id, "workflow id")
         action = f"delete workflow {id}"
         self._uow.require_writable(action)
-
         result = await self._uow.execute(sql.DELETE, {"id": id}, action=action)
         if _rowcount(result) == 0:
             raise NotFoundError(ENTITY, id)
