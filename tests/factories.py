@@ -237,6 +237,30 @@ async def stored_artifact(db: Database, artifact_id: ArtifactId) -> Artifact:
     return artifact
 
 
+SNAPSHOT_TABLES = ("workflows", "step_executions", "artifacts", "workflow_transitions")
+"""Every table of the package, as :func:`snapshot` reads them."""
+
+
+async def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, raw as the driver returns it, in id order: to compare."""
+    async with db.engine.connect() as connection:
+        return {
+            table: [
+                tuple(row)
+                for row in await connection.execute(text(f"SELECT * FROM {table} ORDER BY id"))
+            ]
+            for table in SNAPSHOT_TABLES
+        }
+
+
+async def claim_one(db: Database, worker: str, **options: Any) -> Workflow:
+    """Claim exactly one workflow for ``worker`` in a unit of work of its own; fail if none."""
+    async with db.session() as uow:
+        claimed = await uow.workflows.claim(worker, **options)
+    assert len(claimed) == 1, f"{worker} claimed {len(claimed)} workflows, not one"
+    return claimed[0]
+
+
 @contextmanager
 def statements_run(db: Database) -> Iterator[list[str]]:
     """Collect every statement the engine sends to the driver inside the block."""
