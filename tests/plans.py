@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -47,3 +49,63 @@ async def forbid_seq_scan(uow: UnitOfWork) -> None:
     """
     if uow.dialect == "postgresql":
         await uow.execute(text("SET LOCAL enable_seqscan = off"), action="plan")
+
+
+# "SCAN t" alone reads the whole table; "SCAN t USING INDEX i" walks an index in
+# order and stops at the LIMIT.
+_SQLITE_TABLE_SCAN = re.compile(r"\bSCAN \w+\b(?! USING)")
+
+
+def _sqlite_problems(plan: list[str]) -> list[str]:
+    problems = [line for line in plan if _SQLITE_TABLE_SCAN.search(line)]
+    # Sorting the whole result is refused; "RIGHT PART OF ORDER BY" only orders
+    # the ties of the index's order (the rows of one workflow with equal times).
+    problems += [line for line in plan if "TEMP B-TREE FOR ORDER BY" in line]
+    if not any("USING" in line or line.startswith("SEARCH") for line in plan):
+        problems.append("no index used")
+    return problems
+
+
+def _postgres_problems(plan: Any) -> list[str]:
+    problems: list[str] = []
+    stack = [plan[0]["Plan"]]
+    while stack:
+        node = stack.pop()
+        if node["Node Type"] == "Seq Scan":
+            problems.append(f"Seq Scan on {node.get('Relation Name')}")
+        stack.extend(node.get("Plans", []))
+    return problems
+
+
+async def explain_plan(
+    db: Database, sql: str, parameters: Any, generic: bool
+) -> tuple[str, list[str]]:
+    """The plan of ``sql`` with ``parameters`` as text, and what is wrong with it.
+
+    Wrong is a scan of a whole table, on SQLite also a sort of the whole
+    result or no index at all. ``generic`` asks PostgreSQL for the plan a
+    prepared statement settles on instead of one for these values.
+    """
+    async with db.engine.connect() as connection:
+        if db.dialect == "sqlite":
+            rows = await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", parameters)
+            lines = [str(row[-1]) for row in rows]
+            return "\n".join(lines), _sqlite_problems(lines)
+        mode = "force_generic_plan" if generic else "force_custom_plan"
+        await connection.exec_driver_sql(f"SET plan_cache_mode = {mode}")
+        result = await connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}", parameters)
+        plan = result.scalar()
+        await connection.rollback()
+        document = json.loads(plan) if isinstance(plan, str) else plan
+        return json.dumps(document), _postgres_problems(document)
+
+
+async def explain_problems(db: Database, sql: str, parameters: Any, generic: bool) -> list[str]:
+    """What :func:`explain_plan` finds wrong with the plan of ``sql``."""
+    _plan, problems = await explain_plan(db, sql, parameters, generic)
+    return problems
+
+
+def plan_modes(db: Database) -> tuple[bool, ...]:
+    """The ``generic`` values to explain with: SQLite plans every statement afresh."""
+    return (False, True) if db.dialect == "postgresql" else (False,)
