@@ -26,6 +26,7 @@ from ecl_persistence.domain import (
 )
 from ecl_persistence.errors import DbError, LeaseLostError, ValidationError
 from ecl_persistence.recorder import describe_exception
+from ecl_persistence.workers.endings import RetryLater, retryable, why_released
 from ecl_persistence.workers.heartbeat import keep_lease
 from ecl_persistence.workers.retry import Retry
 from ecl_persistence.workers.steps import DEFAULT_RETRY, StepFunction, Steps
@@ -50,14 +51,6 @@ class RunContext:
     """Called once when the run is over, whatever the way."""
 
 
-class _RetryLater(BaseException):
-    """The run released its workflow until a step's next attempt is due: leave the block.
-
-    A BaseException, like a cancellation, so that no ``except Exception`` of
-    the block's own code keeps it from leaving.
-    """
-
-
 class WorkflowRun:
     """One claimed workflow, worked on under its lease; use it with ``async with run:``.
 
@@ -73,9 +66,12 @@ class WorkflowRun:
     first); an exception fails it with
     :func:`~ecl_persistence.recorder.describe_exception` (a retryable
     database error releases it instead, for a later claim); a cancellation,
-    or a worker's shutdown, releases it. Exceptions are recorded, logged by
-    type, and not propagated, so one workflow's failure does not end the
-    worker; a cancellation from outside still propagates. Get runs from
+    or a worker's shutdown, releases it; KeyboardInterrupt and SystemExit
+    write nothing and leave the lease to expire, as a crash would. An
+    exception that failed or released the workflow is logged by its type and
+    not propagated, so one workflow's failure does not end the worker; so is
+    LeaseLostError. A cancellation from outside propagates, and so does what
+    the block raises after it ended the run itself. Get runs from
     :meth:`Worker.runs <ecl_persistence.Worker.runs>`.
     """
 
@@ -258,7 +254,7 @@ class WorkflowRun:
         await self.release(
             run_after=due, reason=f"step {step_id} retries after {delay_seconds:g} s"
         )
-        raise _RetryLater
+        raise RetryLater
 
     # --- the worker's side -----------------------------------------------------------
 
@@ -315,10 +311,14 @@ class WorkflowRun:
     async def _exit(self, exc: BaseException | None) -> bool:
         """End the run after its block; whether to suppress what the block raised."""
         ours = self._uncancel_ours(exc)
-        if isinstance(exc, _RetryLater) or (self._ended is not None and ours):
+        if isinstance(exc, RetryLater) or (self._ended is not None and ours):
             return True
         if self._ended is not None:
-            if isinstance(exc, Exception):
+            # Over before the block was: a lost lease (or a write that found
+            # the run over) is no failure of the worker; the workflow is not
+            # this run's to record anything on. What else the block raised
+            # after ending the run itself is the caller's.
+            if isinstance(exc, LeaseLostError) or (self.lost and isinstance(exc, Exception)):
                 _log.warning(
                     "the block of workflow %s raised %s after its run was over (%s)",
                     self._workflow.id,
@@ -330,14 +330,19 @@ class WorkflowRun:
         if exc is None:
             await self._quietly(self.complete())
             return True
-        if isinstance(exc, Exception) and not _retryable(exc):
+        if isinstance(exc, Exception) and not retryable(exc):
             _log.warning("workflow %s failed: %s", self._workflow.id, type(exc).__name__)
             await self._quietly(self.fail(exc))
             return True
-        # A cancellation, a shutdown, a retryable database error, KeyboardInterrupt:
-        # the work is not done but not failed either. Give it back.
-        await self._quietly(self.release(reason=_why_released(exc, self._shutdown)))
-        return ours or isinstance(exc, Exception)
+        if isinstance(exc, Exception | asyncio.CancelledError):
+            # A retryable database error, a cancellation, a shutdown: the work
+            # is not done but not failed either. Give it back.
+            await self._quietly(self.release(reason=why_released(exc, self._shutdown)))
+            return ours or isinstance(exc, Exception)
+        # KeyboardInterrupt, SystemExit: the process is going down. Write
+        # nothing; the lease expires and another worker takes over, as after a
+        # crash. (install_signal_handlers turns SIGINT into a clean stop.)
+        return False
 
     def _uncancel_ours(self, exc: BaseException | None) -> bool:
         """Whether ``exc`` is a cancellation the run made (and only the run): take it back."""
@@ -377,15 +382,3 @@ class WorkflowRun:
         await self._stop_heartbeat()
         self._done.set()
         self._context.ended(self)
-
-
-def _retryable(error: Exception) -> bool:
-    return isinstance(error, DbError) and error.retryable
-
-
-def _why_released(exc: BaseException, shutdown: bool) -> str:
-    if shutdown:
-        return "the worker shut down"
-    if isinstance(exc, asyncio.CancelledError):
-        return "the run was cancelled"
-    return f"interrupted by {type(exc).__name__}"
