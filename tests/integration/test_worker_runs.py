@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import signal
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +26,7 @@ from ecl_persistence import (
     JsonValue,
     LeaseLostError,
     StepExecutionState,
+    StepRecorder,
     StepRecording,
     ValidationError,
     Worker,
@@ -400,3 +403,77 @@ async def test_a_worker_refuses_bad_settings(
 async def test_stop_refuses_a_bad_grace_period(db: Database) -> None:
     with pytest.raises(ValidationError, match="grace_seconds"):
         await Worker(db, "w1").stop(grace_seconds=-1)
+
+
+async def test_keyboard_interrupt_in_a_block_writes_nothing_and_leaves_the_lease(
+    db: Database,
+) -> None:
+    workflow = WorkflowFactory.build()
+    await create_workflows(db, workflow)
+    run = await next_run(Worker(db, "w1"))
+    claimed = run.workflow
+    with pytest.raises(KeyboardInterrupt):
+        async with run:
+            raise KeyboardInterrupt
+    # As after a crash: still leased to w1, for another worker once it expires.
+    assert await stored_workflow(db, workflow.id) == claimed
+    assert run.ended
+
+
+async def test_what_a_block_raises_after_ending_its_run_propagates(db: Database) -> None:
+    await create_workflows(db, WorkflowFactory.build())
+    run = await next_run(Worker(db, "w1"))
+    with pytest.raises(ValueError, match="after the end"):
+        async with run:
+            await run.complete()
+            raise ValueError("after the end")
+    assert (await stored_workflow(db, run.workflow.id)).state is W.COMPLETED
+
+
+async def test_a_second_signal_stops_without_waiting_for_the_grace_period(db: Database) -> None:
+    workflow = WorkflowFactory.build()
+    await create_workflows(db, workflow)
+    worker = Worker(db, "w1")
+    worker.install_signal_handlers(grace_seconds=GUARD * 2)
+    entered = asyncio.Event()
+
+    async def work() -> None:
+        async for run in worker.runs():
+            async with run:
+                entered.set()
+                await asyncio.sleep(GUARD * 2)
+
+    async with asyncio.timeout(GUARD):
+        task = asyncio.create_task(work())
+        await entered.wait()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        assert worker.stopping
+        assert not task.done()
+        os.kill(os.getpid(), signal.SIGINT)
+        await task
+    released = await stored_workflow(db, workflow.id)
+    assert (released.state, released.lease_owner) == (W.PENDING, None)
+    async with db.session(read_only=True) as uow:
+        assert (await uow.workflows.history(workflow.id))[-1].reason == "the worker shut down"
+
+
+async def test_a_recorder_under_a_lost_lease_records_nothing(db: Database) -> None:
+    await create_workflows(db, WorkflowFactory.build(created_at=at(0)))
+    async with db.session() as uow:
+        (mine,) = await uow.workflows.claim("w1", lease_seconds=1, now=at(1))
+    recorder = StepRecorder(db)
+    reached = []
+    with pytest.raises(LeaseLostError):
+        async with recorder.step(mine.id, "search", {}, lease=mine.lease) as recording:
+            async with db.session() as uow:
+                await uow.workflows.claim("w2", now=at(5))
+            recording.output = {"late": True}
+    # Its start was made under the lease; its end is refused: the attempt stays running.
+    with pytest.raises(LeaseLostError):
+        async with recorder.step(mine.id, "summarise", {}, lease=mine.lease):
+            reached.append("never")
+    assert reached == []
+    async with db.session(read_only=True) as uow:
+        attempts = await uow.step_executions.get_for_workflow(mine.id)
+    assert [(a.step_id, a.state) for a in attempts] == [("search", S.RUNNING)]
