@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
+import pytest
 from sqlalchemy import event, text
+from tests.conftest import create_postgres_database, drop_postgres_database
 
 from ecl_persistence import Database, UnitOfWork
+
+T = TypeVar("T")
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
+]
+"""The ``params`` of a module-scoped fixture that gives a database of each backend."""
 
 
 @asynccontextmanager
@@ -109,3 +121,67 @@ async def explain_problems(db: Database, sql: str, parameters: Any, generic: boo
 def plan_modes(db: Database) -> tuple[bool, ...]:
     """The ``generic`` values to explain with: SQLite plans every statement afresh."""
     return (False, True) if db.dialect == "postgresql" else (False,)
+
+
+def populated_database(
+    backend: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    populate: Callable[[str], Coroutine[Any, Any, T]],
+) -> Iterator[tuple[str, T]]:
+    """A scratch database of ``backend``, filled by ``populate(url)``; dropped afterwards.
+
+    For module-scoped fixtures whose tests explain queries over many rows:
+    yields the URL and what ``populate`` returned (the samples to query).
+    """
+    if backend == "sqlite":
+        directory = tmp_path_factory.mktemp("plans")
+        url = f"sqlite:///{directory / 'plans.db'}"
+        yield url, asyncio.run(populate(url))
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    url = create_postgres_database()
+    try:
+        yield url, asyncio.run(populate(url))
+    finally:
+        drop_postgres_database(url)
+
+
+async def statements_sent(
+    db: Database,
+    operation: Callable[[UnitOfWork], Awaitable[object]],
+    *,
+    starts: tuple[str, ...] = ("SELECT",),
+    read_only: bool = True,
+) -> list[tuple[str, Any]]:
+    """The statements (and parameters) that ``operation`` sends, those that begin with ``starts``.
+
+    ``operation`` runs in a unit of work of its own, read-only unless told
+    otherwise; a writing one is rolled back, so the database stays as it was.
+    """
+    wanted = tuple(start.upper() for start in starts)
+    sent: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
+        if statement.lstrip().upper().startswith(wanted):
+            sent.append((statement, parameters))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with db.session(read_only=read_only) as uow:
+            await operation(uow)
+            if not read_only:
+                await uow.rollback()
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    return sent
+
+
+async def assert_plans_read_indexes(
+    db: Database, name: str, statements: list[tuple[str, Any]]
+) -> None:
+    """Fail, naming ``name``, unless every statement's plan passes :func:`explain_plan`."""
+    assert statements, f"{name} sent no statement that reads"
+    for sql, parameters in statements:
+        for generic in plan_modes(db):
+            plan, problems = await explain_plan(db, sql, parameters, generic)
+            assert not problems, f"{name} (generic plan: {generic}): {problems}\n{sql}\n{plan}"

@@ -15,16 +15,20 @@ few in flight; ``test_stale_and_claim_by_id.py`` checks its plan.)
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
-from tests.conftest import create_postgres_database, drop_postgres_database
-from tests.plans import explain_plan, plan_modes
+from sqlalchemy import text
+from tests.plans import (
+    BACKENDS,
+    assert_plans_read_indexes,
+    explain_plan,
+    plan_modes,
+    populated_database,
+    statements_sent,
+)
 from tests.reliability._support import sized
 
 from ecl_persistence import (
@@ -123,28 +127,12 @@ async def _populate(url: str) -> dict[str, Any]:
         return {"leased": leased, "pending": pending, "running": running}
 
 
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
-    ],
-)
+@pytest.fixture(scope="module", params=BACKENDS)
 def queue(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """A database of either backend with a long history and a queue, shared by this module."""
-    if request.param == "sqlite":
-        directory = tmp_path_factory.mktemp("queue")
-        url = f"sqlite:///{directory / 'queue.db'}"
-        yield url, asyncio.run(_populate(url))
-        shutil.rmtree(directory, ignore_errors=True)
-        return
-    url = create_postgres_database()
-    try:
-        yield url, asyncio.run(_populate(url))
-    finally:
-        drop_postgres_database(url)
+    yield from populated_database(request.param, tmp_path_factory, _populate)
 
 
 Operation = Callable[[UnitOfWork, dict[str, Any]], Awaitable[object]]
@@ -193,21 +181,11 @@ OPERATIONS: dict[str, Operation] = {
 _READING = ("SELECT", "UPDATE", "DELETE", "INSERT INTO step_executions", "INSERT INTO artifacts")
 
 
-async def _statements(db: Database, operation: Operation, sample: dict[str, Any]) -> list[Any]:
-    sent: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
-        if statement.lstrip().upper().startswith(tuple(w.upper() for w in _READING)):
-            sent.append((statement, parameters))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        async with db.session() as uow:
-            await operation(uow, sample)
-            await uow.rollback()  # the database stays as it is for the next operation
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
-    return sent
+async def _statements(db: Database, name: str, sample: dict[str, Any]) -> list[tuple[str, Any]]:
+    operation = OPERATIONS[name]
+    return await statements_sent(
+        db, lambda uow: operation(uow, sample), starts=_READING, read_only=False
+    )
 
 
 @pytest.mark.parametrize("name", list(OPERATIONS))
@@ -216,12 +194,7 @@ async def test_worker_operations_read_an_index_and_no_whole_table(
 ) -> None:
     url, sample = queue
     async with Database.from_url(url) as db:
-        statements = await _statements(db, OPERATIONS[name], sample)
-        assert statements, f"{name} sent no statement that reads"
-        for sql, parameters in statements:
-            for generic in plan_modes(db):
-                plan, problems = await explain_plan(db, sql, parameters, generic)
-                assert not problems, f"{name} (generic plan: {generic}): {problems}\n{sql}\n{plan}"
+        await assert_plans_read_indexes(db, name, await _statements(db, name, sample))
 
 
 async def test_a_claim_walks_the_queue_index_in_its_order(
@@ -241,7 +214,7 @@ async def test_a_claim_walks_the_queue_index_in_its_order(
             ["claim"] if postgres else ["claim", "claim-one-definition", "claim-three-definitions"]
         )
         for name in names:
-            (pick, parameters), *_take = await _statements(db, OPERATIONS[name], sample)
+            (pick, parameters), *_take = await _statements(db, name, sample)
             for generic in plan_modes(db):
                 plan, _problems = await explain_plan(db, pick, parameters, generic)
                 assert QUEUE_INDEX in plan, f"{name}: {plan}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from tests.factories import WorkflowFactory, create_workflows, stored_workflow
+from tests.factories import (
+    WorkflowFactory,
+    create_workflows,
+    db_counts,
+    stored_workflow,
+    terminate_when_completed,
+)
 
 from ecl_persistence import Database, StepExecutionState, Workflow, WorkflowState
 
@@ -134,28 +139,13 @@ async def test_the_twenty_line_worker_of_the_docs_runs_as_written(
             env={**os.environ, "ECL_DATABASE_URL": database_url},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        try:
-            async with asyncio.timeout(60):
-                # Another process does the work: only the database tells when it is done.
-                while (await db_counts(db))[WorkflowState.COMPLETED] < len(workflows):  # noqa: ASYNC110
-                    await asyncio.sleep(0.1)
-            process.send_signal(signal.SIGTERM)
-            _out, err = await asyncio.wait_for(process.communicate(), 60)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        assert process.returncode == 0, err.decode()
+        [(_out, err)] = await terminate_when_completed(db, [process], len(workflows))
+        assert process.returncode == 0, err
         for workflow in workflows:
             done = await stored_workflow(db, workflow.id)
             assert done.output == {"summary": f"3 pages about {workflow.input['topic']}"}  # type: ignore[index,call-overload]
             assert done.lease_owner is None
         assert (await db_counts(db))[WorkflowState.PENDING] == 1  # not of its definitions
-
-
-async def db_counts(db: Database) -> dict[WorkflowState, int]:
-    async with db.session(read_only=True) as uow:
-        return await uow.workflows.count_by_state()
 
 
 async def test_the_fencing_snippet_of_the_workers_page_writes_under_the_lease(

@@ -13,16 +13,20 @@ prepared statement settles on.
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
-from tests.conftest import create_postgres_database, drop_postgres_database
-from tests.plans import explain_problems, plan_modes
+from sqlalchemy import text
+from tests.plans import (
+    BACKENDS,
+    assert_plans_read_indexes,
+    explain_problems,
+    plan_modes,
+    populated_database,
+    statements_sent,
+)
 
 from ecl_persistence import (
     Artifact,
@@ -91,28 +95,12 @@ async def _populate(url: str) -> dict[str, Any]:
         return {"workflow": sample, "cursor": page.next_cursor}
 
 
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
-    ],
-)
+@pytest.fixture(scope="module", params=BACKENDS)
 def populated(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """A database of either backend holding thousands of rows, shared by this module's tests."""
-    if request.param == "sqlite":
-        directory = tmp_path_factory.mktemp("plans")
-        url = f"sqlite:///{directory / 'plans.db'}"
-        yield url, asyncio.run(_populate(url))
-        shutil.rmtree(directory, ignore_errors=True)
-        return
-    url = create_postgres_database()
-    try:
-        yield url, asyncio.run(_populate(url))
-    finally:
-        drop_postgres_database(url)
+    yield from populated_database(request.param, tmp_path_factory, _populate)
 
 
 Read = Callable[[UnitOfWork, dict[str, Any]], Awaitable[object]]
@@ -165,34 +153,14 @@ READS: dict[str, Read] = {
 }
 
 
-async def _statements(db: Database, read: Read, sample: dict[str, Any]) -> list[tuple[str, Any]]:
-    sent: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            sent.append((statement, parameters))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        async with db.session(read_only=True) as uow:
-            await read(uow, sample)
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
-    return sent
-
-
 @pytest.mark.parametrize("name", list(READS))
 async def test_repository_read_uses_an_index_and_no_full_scan(
     populated: tuple[str, dict[str, Any]], name: str
 ) -> None:
     url, sample = populated
     async with Database.from_url(url) as db:
-        statements = await _statements(db, READS[name], sample)
-        assert statements, f"{name} sent no SELECT"
-        for sql, parameters in statements:
-            for generic in plan_modes(db):
-                problems = await explain_problems(db, sql, parameters, generic)
-                assert not problems, f"{name} (generic plan: {generic}): {problems}\n{sql}"
+        statements = await statements_sent(db, lambda uow: READS[name](uow, sample))
+        await assert_plans_read_indexes(db, name, statements)
 
 
 async def test_the_plan_check_catches_a_full_scan(populated: tuple[str, dict[str, Any]]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ from tests.factories import (
     create_workflows,
     leased_workflow,
     stored_workflow,
+    terminate_when_completed,
 )
 
 from ecl_persistence import (
@@ -200,19 +200,7 @@ async def test_the_example_script_works_until_sigterm_then_exits_0(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         cwd=tmp_path, env=environment,
     )  # fmt: skip
-    try:
-        async with Database.from_url(database_url) as db, asyncio.timeout(60):
-            while True:
-                async with db.session(read_only=True) as uow:
-                    done = await uow.workflows.count_by_state()
-                if done[WorkflowState.COMPLETED] == 3:
-                    break
-                await asyncio.sleep(0.1)
-        process.send_signal(signal.SIGTERM)
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, err.decode()
-    assert out.decode().strip() == "w1: handled 3 workflows"
+    async with Database.from_url(database_url) as db:
+        [(out, err)] = await terminate_when_completed(db, [process], 3)
+    assert process.returncode == 0, err
+    assert out.strip() == "w1: handled 3 workflows"

@@ -16,7 +16,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tests.factories import WorkflowFactory, create_workflows, snapshot, start_python_module
+from tests.factories import (
+    WorkflowFactory,
+    create_workflows,
+    snapshot,
+    start_python_module,
+    terminate_when_completed,
+)
 from tests.reliability._support import our_sessions, sized, sqlite_write_lock_is_free
 from tests.worker_process import FETCH_OUTPUT, STEPS, read_effects, run_steps, steps_of
 
@@ -122,13 +128,7 @@ async def test_four_workers_complete_every_workflow_once_and_never_rerun_a_succe
     processes = [await spawn("work", database_url, f"w{n}", str(effects)) for n in range(4)]
     try:
         await go(processes)
-        async with asyncio.timeout(TIMEOUT):
-            # Other processes do the work: only the database can tell when it is done.
-            while (await states(db))[WorkflowState.COMPLETED] < count:  # noqa: ASYNC110
-                await asyncio.sleep(0.2)
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        outputs = await asyncio.gather(*(finish(process) for process in processes))
+        outputs = await terminate_when_completed(db, processes, count, seconds=TIMEOUT)
     finally:
         kill_all(processes)
 
@@ -275,14 +275,9 @@ async def test_a_paused_worker_woken_after_a_takeover_has_every_write_refused(
     assert len(stored) == 1
 
 
-async def test_sigterm_lets_the_step_in_hand_finish_stops_claiming_and_exits_0(
-    db: Database, database_url: str
-) -> None:
-    first, *others = [
-        WorkflowFactory.build(created_at=utc_now() + timedelta(seconds=n)) for n in range(3)
-    ]
-    await create_workflows(db, first, *others)
-    process = await spawn("slow", database_url, "w1", "0.5", "10")
+async def sigterm_in_a_step(database_url: str, first: Workflow, seconds: str, grace: str) -> None:
+    """Start a worker whose step takes ``seconds``; SIGTERM it in its first step; it exits 0."""
+    process = await spawn("slow", database_url, "w1", seconds, grace)
     try:
         assert await line_of(process) == ["in-step", str(first.id)]
         process.send_signal(signal.SIGTERM)
@@ -291,6 +286,16 @@ async def test_sigterm_lets_the_step_in_hand_finish_stops_claiming_and_exits_0(
         kill_all([process])
     assert process.returncode == 0, err
     assert out.split()[-1] == "stopped"
+
+
+async def test_sigterm_lets_the_step_in_hand_finish_stops_claiming_and_exits_0(
+    db: Database, database_url: str
+) -> None:
+    first, *others = [
+        WorkflowFactory.build(created_at=utc_now() + timedelta(seconds=n)) for n in range(3)
+    ]
+    await create_workflows(db, first, *others)
+    await sigterm_in_a_step(database_url, first, "0.5", "10")
     async with db.session(read_only=True) as uow:
         done = await uow.workflows.get(first.id)
         untouched = [await uow.workflows.get(w.id) for w in others]
@@ -304,15 +309,7 @@ async def test_sigterm_past_the_grace_period_releases_the_workflow_and_exits_0(
 ) -> None:
     workflow = WorkflowFactory.build()
     await create_workflows(db, workflow)
-    process = await spawn("slow", database_url, "w1", "3600", "0.2")
-    try:
-        assert await line_of(process) == ["in-step", str(workflow.id)]
-        process.send_signal(signal.SIGTERM)
-        out, err = await finish(process)
-    finally:
-        kill_all([process])
-    assert process.returncode == 0, err
-    assert out.split()[-1] == "stopped"
+    await sigterm_in_a_step(database_url, workflow, "3600", "0.2")
     async with db.session(read_only=True) as uow:
         released = await uow.workflows.get(workflow.id)
         (attempt,) = await uow.step_executions.get_for_step(workflow.id, "work")

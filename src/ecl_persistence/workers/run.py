@@ -104,7 +104,7 @@ class WorkflowRun:
         self._shutdown = False
         self._done = asyncio.Event()
         heartbeat = keep_lease(
-            context.db, self.lease, context.lease_seconds, self._beaten, self.lost_lease
+            context.db, self.lease, context.lease_seconds, self._beaten, self._lost_lease
         )
         self._heartbeat = asyncio.get_running_loop().create_task(
             heartbeat, name=f"heartbeat of workflow {workflow.id}"
@@ -241,14 +241,14 @@ class WorkflowRun:
                 workflow_id=self._workflow.id,
             )
 
-    def lost_lease(self, error: LeaseLostError) -> None:
+    def _lost_lease(self, error: LeaseLostError) -> None:
         """A write found the lease lost: the run is over and its block is cancelled."""
         if self._ended is None:
             self._ended = "lost"
             _log.warning("worker %s lost workflow %s", self._worker, self._workflow.id)
             self._cancel_block()
 
-    async def retry_later(self, step_id: StepId, delay_seconds: float) -> NoReturn:
+    async def _retry_later(self, step_id: StepId, delay_seconds: float) -> NoReturn:
         """Release the workflow until ``delay_seconds`` from now, then leave the block."""
         due = utc_now() + timedelta(seconds=delay_seconds)
         await self.release(
@@ -256,7 +256,7 @@ class WorkflowRun:
         )
         raise RetryLater
 
-    # --- the worker's side -----------------------------------------------------------
+    # --- the worker's side (and the steps') -----------------------------------------
 
     @property
     def entered(self) -> bool:
@@ -267,12 +267,12 @@ class WorkflowRun:
         """Wait until the run is over and its heartbeat stopped."""
         await self._done.wait()
 
-    def shut_down(self) -> None:
+    def _shut_down(self) -> None:
         """The worker is going away: cancel the block, which then releases the workflow."""
         self._shutdown = True
         self._cancel_block()
 
-    async def give_back(self, reason: str) -> None:
+    async def _give_back(self, reason: str) -> None:
         """Release a run that was never entered (or whose block is gone); log a failure."""
         if self._ended is None:
             with contextlib.suppress(DbError):
@@ -292,7 +292,7 @@ class WorkflowRun:
             async with self._context.db.session() as uow:
                 yield uow
         except LeaseLostError as error:
-            self.lost_lease(error)
+            self._lost_lease(error)
             raise
 
     async def _finished(self, workflow: Workflow, how: str) -> Workflow:
@@ -356,7 +356,7 @@ class WorkflowRun:
         try:
             await asyncio.shield(write)
         except LeaseLostError:
-            pass  # logged by lost_lease
+            pass  # logged by _lost_lease
         except DbError as error:
             _log.warning(
                 "could not end the run of workflow %s: %s", self._workflow.id, type(error).__name__
@@ -368,7 +368,16 @@ class WorkflowRun:
 
     async def _stop_heartbeat(self) -> None:
         heartbeat = self._heartbeat
-        if heartbeat is asyncio.current_task() or heartbeat.done():
+        if heartbeat is asyncio.current_task():
+            return
+        if heartbeat.done():
+            if not heartbeat.cancelled() and heartbeat.exception() is not None:
+                error = heartbeat.exception()
+                _log.error(
+                    "the heartbeat of workflow %s stopped: %s",
+                    self._workflow.id,
+                    type(error).__name__,
+                )
             return
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -55,11 +55,11 @@ class StepHost(Protocol):
         """Raise LeaseLostError if the run is over (lost, released or finished)."""
         ...
 
-    def lost_lease(self, error: LeaseLostError) -> None:
+    def _lost_lease(self, error: LeaseLostError) -> None:
         """A write found the lease lost: the run is over."""
         ...
 
-    async def retry_later(self, step_id: StepId, delay_seconds: float) -> NoReturn:
+    async def _retry_later(self, step_id: StepId, delay_seconds: float) -> NoReturn:
         """Release the workflow until the step's next attempt is due, and end the run."""
         ...
 
@@ -101,7 +101,7 @@ class Steps:
                 return outcome.output
             failure = outcome.error
             if isinstance(failure, LeaseLostError):
-                self._host.lost_lease(failure)
+                self._host._lost_lease(failure)
                 raise failure
             self._host.check_live()
             failures = self._failures[step] = failures + 1
@@ -109,7 +109,7 @@ class Steps:
                 raise failure
             delay = policy.delay_after(failures)
             if delay > self._host.lease_seconds:
-                await self._host.retry_later(step, delay)
+                await self._host._retry_later(step, delay)
             await asyncio.sleep(delay)
 
     async def _attempt(self, step: StepId, input: JsonValue, fn: StepFunction) -> _Done | _Failed:
@@ -130,7 +130,7 @@ class Steps:
                     raised = error
                     raise
         except LeaseLostError as error:
-            self._host.lost_lease(error)
+            self._host._lost_lease(error)
             raise
         except Exception as error:
             if error is not raised:

@@ -143,7 +143,7 @@ class Worker:
         finally:
             self._iterating = False
             for run in waiting:
-                await run.give_back("the worker stopped before running it")
+                await run._give_back("the worker stopped before running it")
             if self._stopper is not None and self._stopper is not asyncio.current_task():
                 await asyncio.shield(self._stopper)
 
@@ -174,11 +174,11 @@ class Worker:
         self._wakeup.notify()
         for run in list(self._active):
             if not run.entered:
-                await run.give_back("the worker stopped before running it")
+                await run._give_back("the worker stopped before running it")
         if await self._wait_for_runs(grace):
             return
         for run in list(self._active):
-            run.shut_down()
+            run._shut_down()
         if not await self._wait_for_runs(self._lease_seconds):
             _log.warning("worker %s stopped with runs that ignore cancellation", self)
 
@@ -204,7 +204,7 @@ class Worker:
             )
             return
         for run in list(self._active):
-            run.shut_down()
+            run._shut_down()
 
     async def _claim(self, limit: int) -> list[WorkflowRun]:
         async with self._db.session() as uow:
