@@ -25,12 +25,14 @@ from ecl_persistence import (
     Database,
     JsonValue,
     LeaseLostError,
+    QueryFailedError,
     StepExecutionState,
     StepRecorder,
     StepRecording,
     ValidationError,
     Worker,
     Workflow,
+    WorkflowRepository,
     WorkflowRun,
     WorkflowState,
 )
@@ -477,3 +479,56 @@ async def test_a_recorder_under_a_lost_lease_records_nothing(db: Database) -> No
     async with db.session(read_only=True) as uow:
         attempts = await uow.step_executions.get_for_workflow(mine.id)
     assert [(a.step_id, a.state) for a in attempts] == [("search", S.RUNNING)]
+
+
+async def test_a_write_through_the_run_that_finds_the_lease_taken_ends_the_run(
+    db: Database,
+) -> None:
+    workflow = WorkflowFactory.build()
+    await create_workflows(db, workflow)
+    async with await next_run(Worker(db, "w1", lease_seconds=60)) as run:
+        async with db.session() as uow:
+            (theirs,) = await uow.workflows.claim("w2", now=utc_now() + timedelta(seconds=61))
+        with pytest.raises(LeaseLostError, match="'w2' under claim 2"):
+            await run.complete(output={"late": True})
+        assert run.lost
+    assert await stored_workflow(db, workflow.id) == theirs
+
+
+async def test_the_heartbeat_goes_on_after_a_database_error(
+    db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    workflow = WorkflowFactory.build()
+    await create_workflows(db, workflow)
+    real = WorkflowRepository.heartbeat
+    failures = iter([ConnectionFailedError("the server is restarting")])
+
+    async def flaky(self: WorkflowRepository, *args: Any, **options: Any) -> Workflow:
+        for error in failures:
+            raise error
+        return await real(self, *args, **options)
+
+    monkeypatch.setattr(WorkflowRepository, "heartbeat", flaky)
+    with caplog.at_level(logging.WARNING, "ecl_persistence"):
+        async with await next_run(Worker(db, "w1", lease_seconds=0.6)) as run:
+            claimed = run.workflow
+            await asyncio.sleep(0.9)  # a failed beat, then one that renews
+            assert not run.ended
+    assert "heartbeat of workflow" in caplog.text
+    assert "ConnectionFailedError" in caplog.text
+    done = await stored_workflow(db, workflow.id)
+    assert done.state is W.COMPLETED
+    assert claimed.lease_expires_at is not None
+    assert run.workflow.lease_expires_at is None  # completed: the lease ended with it
+
+
+async def test_a_claim_error_that_will_not_pass_ends_the_iteration(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: Worker, limit: int) -> list[WorkflowRun]:
+        raise QueryFailedError("claim workflows failed: a column is missing")
+
+    monkeypatch.setattr(Worker, "_claim", broken)
+    with pytest.raises(QueryFailedError, match="column is missing"):
+        async for _run in Worker(db, "w1").runs():
+            pass

@@ -18,12 +18,15 @@ from tests.factories import (
 )
 
 from ecl_persistence import (
+    Artifact,
     AttemptsExhaustedError,
+    ConnectionFailedError,
     Database,
     JsonValue,
     LeaseLostError,
     Retry,
     StepExecution,
+    StepExecutionRepository,
     StepExecutionState,
     StepRecording,
     ValidationError,
@@ -332,3 +335,55 @@ async def test_steps_of_one_run_may_run_side_by_side(db: Database) -> None:
     assert sorted((e.step_id, e.attempt, e.state) for e in recorded) == [
         (f"part-{n}", 1, S.SUCCEEDED) for n in range(4)
     ]
+
+
+async def test_a_step_whose_attempt_cannot_be_recorded_never_runs_nor_counts_as_failed(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workflow = WorkflowFactory.build()
+    await create_workflows(db, workflow)
+
+    async def unreachable(self: StepExecutionRepository, *args: Any, **options: Any) -> Any:
+        raise ConnectionFailedError("the server went away")
+
+    monkeypatch.setattr(StepExecutionRepository, "start", unreachable)
+    step = Calls()
+    async with await one_run(db) as run:
+        await run.step("search", {}, step, retry=QUICK)
+    assert step.seen == []
+    # A database error that may pass: the workflow is given back, not failed.
+    released = await stored_workflow(db, workflow.id)
+    assert (released.state, released.error) == (WorkflowState.PENDING, None)
+
+
+async def test_a_step_that_finds_the_lease_lost_is_not_retried(db: Database) -> None:
+    workflow = WorkflowFactory.build()
+    await create_workflows(db, workflow)
+    calls = 0
+    run = await one_run(db, lease_seconds=60)
+
+    async def writes_late(recording: StepRecording) -> JsonValue:
+        nonlocal calls
+        calls += 1
+        async with db.session() as uow:
+            await uow.workflows.claim("w2", now=utc_now() + timedelta(seconds=61))
+        await run.add_artifact(Artifact.new(workflow.id, "search", "a", path="a", size_bytes=1))
+        return None
+
+    async with run:
+        await run.step("search", {}, writes_late, retry=QUICK)
+    assert calls == 1
+    assert run.lost
+
+
+async def test_a_step_that_used_its_attempts_in_this_run_is_not_run_again(db: Database) -> None:
+    workflow = WorkflowFactory.build()
+    await create_workflows(db, workflow)
+    step = Calls(failures=10)
+    async with await one_run(db) as run:
+        with pytest.raises(TimeoutError):
+            await run.step("search", {}, step, retry=QUICK)
+        with pytest.raises(AttemptsExhaustedError):
+            await run.step("search", {}, step, retry=QUICK)
+        await run.release()
+    assert len(step.seen) == 3
