@@ -458,6 +458,8 @@ async def test_a_second_signal_stops_without_waiting_for_the_grace_period(db: Da
     assert (released.state, released.lease_owner) == (W.PENDING, None)
     async with db.session(read_only=True) as uow:
         assert (await uow.workflows.history(workflow.id))[-1].reason == "the worker shut down"
+    # Stopped: SIGINT is a KeyboardInterrupt again.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 async def test_a_recorder_under_a_lost_lease_records_nothing(db: Database) -> None:

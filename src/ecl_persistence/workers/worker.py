@@ -26,6 +26,7 @@ DEFAULT_GRACE_SECONDS = 10.0
 MAX_CONCURRENCY = 1000
 """The most runs one worker holds at a time."""
 _MAX_LEASE_SECONDS = 24 * 60 * 60.0
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 _log = logging.getLogger("ecl_persistence.workers")
 
@@ -188,10 +189,11 @@ class Worker:
         Call it from inside the running event loop (Unix only). The
         iteration of :meth:`runs` ends once the worker has stopped, so a
         program whose main task iterates returns normally (exit code 0).
+        Once stopped, the signals get their default handling back.
         """
         _seconds(grace_seconds, "grace_seconds", _MAX_LEASE_SECONDS, zero=True)
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in _SIGNALS:
             loop.add_signal_handler(signum, self._on_signal, grace_seconds)
 
     # --- inside ----------------------------------------------------------------------
@@ -200,11 +202,20 @@ class Worker:
         if self._stopper is None:
             _log.info("worker %s stopping", self)
             self._stopper = asyncio.get_running_loop().create_task(
-                self.stop(grace_seconds=grace_seconds), name=f"stop {self._worker_id}"
+                self._stop_on_signal(grace_seconds), name=f"stop {self._worker_id}"
             )
             return
         for run in list(self._active):
             run._shut_down()
+
+    async def _stop_on_signal(self, grace_seconds: float) -> None:
+        try:
+            await self.stop(grace_seconds=grace_seconds)
+        finally:
+            # Stopped: the signals mean again what they meant before.
+            loop = asyncio.get_running_loop()
+            for signum in _SIGNALS:
+                loop.remove_signal_handler(signum)
 
     async def _claim(self, limit: int) -> list[WorkflowRun]:
         async with self._db.session() as uow:
