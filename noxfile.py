@@ -11,6 +11,7 @@ import os
 import shutil
 
 import nox
+from packaging.requirements import Requirement
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = True
@@ -30,18 +31,22 @@ DATABASES = {"sqlite": "not postgresql", "postgres": "postgresql"}
 COVERAGE_FAIL_UNDER = 95
 # Debian packages a database's tests need, as (binary, package): the throwaway
 # clusters of tests/support sign their certificates with openssl and put
-# PgBouncer in front of a server.
+# PgBouncer in front of a server; the dashboard's tests drive Debian's Chromium
+# (Playwright's own browser download is not used).
+CHROMIUM = ("/usr/bin/chromium", "chromium")
 DEBIAN_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
-    "sqlite": (),
-    "postgres": (("/usr/bin/openssl", "openssl"), ("/usr/sbin/pgbouncer", "pgbouncer")),
+    "sqlite": (CHROMIUM,),
+    "postgres": (("/usr/bin/openssl", "openssl"), ("/usr/sbin/pgbouncer", "pgbouncer"), CHROMIUM),
 }
+# The package as the tests use it: the command, the dashboard, the OpenTelemetry API.
+EXTRAS = ".[cli,web,otel]"
 _apt_updated = False
 
 
 def install(session: nox.Session, *groups: str, editable: bool = True) -> None:
-    """Install the dependency groups, and the package (editable, with its cli extra)."""
+    """Install the dependency groups, and the package (editable, with its extras)."""
     requirements = [r for group in groups for r in nox.project.dependency_groups(PYPROJECT, group)]
-    session.install(*(["-e", ".[cli]"] if editable else []), *requirements)
+    session.install(*(["-e", EXTRAS] if editable else []), *requirements)
 
 
 @nox.session
@@ -116,6 +121,36 @@ def soak(session: nox.Session) -> None:
     """The long variants of the reliability tests on both databases; not in the default run."""
     install(session, "tests")
     session.run("pytest", "tests/reliability", *session.posargs, env={"ECL_TEST_SOAK": "1"})
+
+
+def _floors(requirements: list[str]) -> list[str]:
+    """Each requirement pinned to the lowest version it allows, its ``>=`` bound."""
+    pins = []
+    for line in requirements:
+        requirement = Requirement(line)
+        bounds = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+        if len(bounds) != 1:
+            raise ValueError(f"{line!r} in pyproject.toml needs exactly one '>=' floor")
+        extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
+        pins.append(f"{requirement.name}{extras}=={bounds[0]}")
+    return pins
+
+
+@nox.session
+def floors(session: nox.Session) -> None:
+    """The test suite on both databases at the declared floors (not in the default run).
+
+    The package's dependencies and its cli extra are pinned to the ``>=``
+    bounds in pyproject.toml, so the check cannot drift from what is declared;
+    the test tools stay at their latest. Migration tests included.
+    """
+    project = PYPROJECT["project"]
+    ensure_debian_packages(session, *DEBIAN_PACKAGES["postgres"])
+    install(session, "tests")
+    session.install(*_floors([*project["dependencies"], *project["optional-dependencies"]["cli"]]))
+    session.install("uv")  # tests/migrations/test_wheel.py builds and installs the wheel
+    for marker in DATABASES.values():
+        session.run("pytest", "-m", marker, "tests", *session.posargs)
 
 
 @nox.session

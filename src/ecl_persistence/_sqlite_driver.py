@@ -12,14 +12,21 @@ executed, fetched and its cursor closed in one trip; the ``BEGIN`` chosen
 for a transaction travels with its first statement; and a commit or roll
 back when no transaction is open (a read in autocommit, the pool's reset)
 costs nothing. A read then takes one trip and a write transaction two.
+
+Streaming (``stream_results``, ``yield_per``, ``AsyncConnection.stream`` and
+``AsyncSession.stream``) works, as an API only: there is no server-side
+cursor on SQLite here. Every row of the statement is fetched in its one trip,
+and the stream hands them out from memory, partition by partition; memory
+grows with the size of the result as for any other read.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Generator, Iterable, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
@@ -54,6 +61,9 @@ class OneTripConnection(aiosqlite.Connection):
     def _in_transaction(self) -> bool:
         # sqlite3 reads this from the library; no statement of this connection
         # runs meanwhile, since SQLAlchemy awaits each call before the next.
+        # The exception, a statement whose task was cancelled, may still be on
+        # the thread: SQLAlchemy then closes the connection instead, and the
+        # close, queued behind the statement, rolls its transaction back.
         connection = self._connection
         return connection is not None and connection.in_transaction
 
@@ -67,13 +77,14 @@ class OneTripConnection(aiosqlite.Connection):
         if self._take_begin() is None and self._in_transaction:
             await super().rollback()
 
-    async def run(self, function: Callable[[sqlite3.Connection], _T]) -> _T:
+    async def trip(self, function: Callable[[sqlite3.Connection], _T]) -> _T:
         """Call ``function`` with the sqlite3 connection on the driver's thread.
 
         This goes through ``Connection._execute``, the one door every aiosqlite
-        call takes to its thread (unchanged from aiosqlite 0.17 to 0.22); the
+        call takes to its thread (unchanged from aiosqlite 0.16 to 0.22); the
         trip-count tests in ``tests/integration/test_connections.py`` would
-        notice if it moved.
+        notice if it moved. Not named ``run``: up to aiosqlite 0.21 the
+        connection is itself the ``Thread``, and ``run`` its worker loop.
         """
         begin = self._take_begin()
 
@@ -83,6 +94,9 @@ class OneTripConnection(aiosqlite.Connection):
                 connection.execute(begin)
             return function(connection)
 
+        # A closure without call arguments: aiosqlite logs every call it runs,
+        # arguments included, at DEBUG, and a statement's values are payloads
+        # (tests/reliability/test_secrets.py).
         result: _T = await self._execute(call)  # type: ignore[no-untyped-call]
         return result
 
@@ -90,10 +104,15 @@ class OneTripConnection(aiosqlite.Connection):
 class _Cursor:
     """The cursor SQLAlchemy's adapter drives: the results are fetched during ``execute``.
 
-    SQLAlchemy's adapter buffers rows itself and only ever calls ``fetchall``.
+    SQLAlchemy's default adapter buffers the rows itself and only calls
+    :meth:`fetchall`. Its server-side adapter (``stream_results``,
+    ``yield_per``, ``AsyncConnection.stream``, ``AsyncSession.stream``)
+    calls :meth:`fetchone`, :meth:`fetchmany` and iterates: those serve the
+    rows buffered during ``execute``, with no further trip.
     """
 
     arraysize = 1
+    """How many rows :meth:`fetchmany` returns when it is given no size."""
 
     def __init__(self, connection: OneTripConnection) -> None:
         self._connection = connection
@@ -101,6 +120,7 @@ class _Cursor:
         self.rowcount = -1
         self.lastrowid: int | None = None
         self._rows: list[_Row] = []
+        self._next = 0  # the index in ``_rows`` of the next row to hand out
 
     def __await__(self) -> Generator[Any, None, _Cursor]:
         # SQLAlchemy 2.0 awaits ``connection.cursor()``; 2.1 enters it instead.
@@ -117,32 +137,61 @@ class _Cursor:
 
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> _Cursor:
         """Execute ``sql`` and fetch every row it returns, in one trip."""
-        await self._connection.run(lambda c: self._keep(c.execute(sql, parameters or ())))
+        await self._connection.trip(lambda c: self._keep(c.execute(sql, parameters or ())))
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> _Cursor:
         """Execute ``sql`` once per parameter set, in one trip."""
-        await self._connection.run(lambda c: self._keep(c.executemany(sql, parameters)))
+        await self._connection.trip(lambda c: self._keep(c.executemany(sql, parameters)))
         return self
 
     def _keep(self, cursor: sqlite3.Cursor) -> None:
         # Runs on the driver's thread; the event loop reads these after the trip.
+        # The sqlite3 cursor is closed within the same trip, also when the task
+        # that sent the statement was cancelled meanwhile: a live statement
+        # would keep its connection's transaction, and so SQLite's write lock,
+        # past the close that SQLAlchemy gives an interrupted connection
+        # (tests/reliability/test_interruptions.py).
         try:
             self.description = cursor.description
             self._rows = cursor.fetchall() if cursor.description else []
+            self._next = 0
             self.rowcount = cursor.rowcount
             self.lastrowid = cursor.lastrowid
         finally:
             cursor.close()
 
+    async def fetchone(self) -> _Row | None:
+        """The next row, or ``None`` when none is left."""
+        if self._next >= len(self._rows):
+            return None
+        row = self._rows[self._next]
+        self._next += 1
+        return row
+
+    async def fetchmany(self, size: int | None = None) -> list[_Row]:
+        """The next ``size`` rows (:attr:`arraysize` by default); fewer at the end."""
+        start = self._next
+        self._next = min(start + (self.arraysize if size is None else size), len(self._rows))
+        return self._rows[start : self._next]
+
     async def fetchall(self) -> list[_Row]:
         """Every remaining row."""
         rows, self._rows = self._rows, []
-        return rows
+        start, self._next = self._next, 0
+        return rows[start:] if start else rows
+
+    def __aiter__(self) -> AsyncIterator[_Row]:
+        return self._remaining()
+
+    async def _remaining(self) -> AsyncIterator[_Row]:
+        while (row := await self.fetchone()) is not None:
+            yield row
 
     async def close(self) -> None:
         """Drop the rows not fetched; the sqlite3 cursor is already closed."""
         self._rows = []
+        self._next = 0
 
 
 def connect(database: str, **kwargs: Any) -> OneTripConnection:
@@ -157,5 +206,7 @@ def connect(database: str, **kwargs: Any) -> OneTripConnection:
         )
     connection = OneTripConnection(lambda: sqlite3.connect(database, **kwargs), 64)
     # As SQLAlchemy does for aiosqlite: a forgotten connection never keeps the process alive.
-    connection._thread.daemon = True
+    # The worker thread is ``_thread`` since aiosqlite 0.22; before, the connection was the thread.
+    worker = cast("threading.Thread", getattr(connection, "_thread", connection))
+    worker.daemon = True
     return connection

@@ -16,6 +16,7 @@ from ecl_persistence.dialects import strategy_for
 from ecl_persistence.domain import WorkflowState
 from ecl_persistence.errors import ValidationError
 from ecl_persistence.retention import DEFAULT_PURGE_BATCH, FINISHED_STATES, purge
+from ecl_persistence.telemetry import unit_of_work_class
 from ecl_persistence.unit_of_work import UnitOfWork
 
 __all__ = ["Database", "build_engine"]
@@ -118,7 +119,9 @@ class Database:
     def session(self, *, read_only: bool = False) -> UnitOfWork:
         """Return a new unit of work; use it with ``async with``."""
         factory = self._read_sessions if read_only else self._sessions
-        return UnitOfWork(factory, self.config, read_only=read_only, lock=self._memory_lock)
+        return unit_of_work_class()(
+            factory, self.config, read_only=read_only, lock=self._memory_lock
+        )
 
     async def migrate(self, revision: str = "head") -> None:
         """Upgrade the schema to ``revision`` (the newest by default); idempotent."""

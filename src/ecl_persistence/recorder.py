@@ -38,6 +38,7 @@ from ecl_persistence.domain import (
 )
 from ecl_persistence.errors import DbError, ValidationError
 from ecl_persistence.repositories._checks import check_count
+from ecl_persistence.telemetry import observed_step
 
 if TYPE_CHECKING:
     from ecl_persistence.database import Database
@@ -139,6 +140,7 @@ class StepRecorder:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    @observed_step
     @asynccontextmanager
     async def step(
         self,

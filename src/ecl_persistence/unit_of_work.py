@@ -12,6 +12,8 @@ from sqlalchemy import Executable, Result
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from ecl_persistence._translate import raise_translated, translating
 from ecl_persistence.errors import DbError, StoredValueError, TransactionFailedError
@@ -185,6 +187,23 @@ class UnitOfWork:
         if session is None:
             session = self._session = self._factory()
         return session
+
+    def keep_fresh(self, record_class: type[Any], row: Sequence[Any]) -> None:
+        """After a write through rows: the entity the session holds for ``row``, if any, gets it.
+
+        The repositories change some records with plain statements (the hot
+        paths of ``docs/concepts.md``); an entity of the same row that the
+        application loaded through :attr:`session` must not stay stale.
+        ``row`` holds every column of the table, in table order.
+        """
+        session = self._session
+        if session is None:
+            return
+        held = session.sync_session.identity_map.get(identity_key(record_class, (row[0],)))
+        if held is not None:
+            keys = record_class.__mapper__.column_attrs.keys()
+            for key, value in zip(keys, row, strict=True):
+                set_committed_value(held, key, value)
 
     def require_writable(self, action: str) -> None:
         """Raise :class:`TransactionFailedError` if ``action`` would write in a read-only unit."""

@@ -105,6 +105,23 @@ async def test_the_driver_cursor_serves_both_sqlalchemy_adapter_protocols(
         assert await entered.fetchall() == [], "leaving the block drops unread rows"
 
 
+async def test_a_streamed_result_is_fetched_in_the_statement_s_one_trip(
+    sqlite_db: Database, trips: list[str]
+) -> None:
+    """SQLite has no server-side cursor: a stream serves the rows fetched at once."""
+    async with sqlite_db.engine.connect() as connection:
+        streaming = await connection.execution_options(stream_results=True)
+        result = await streaming.stream(
+            text(
+                "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 5) "
+                "SELECT n FROM c"
+            )
+        )
+        partitions = [partition async for partition in result.partitions(2)]
+        assert [[n for (n,) in partition] for partition in partitions] == [[1, 2], [3, 4], [5]]
+        assert len(trips) == 1, trips
+
+
 async def test_a_unit_that_runs_no_statement_makes_no_trip(
     sqlite_db: Database, trips: list[str]
 ) -> None:

@@ -20,8 +20,14 @@ import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import StatementError
-from tests.factories import REPOSITORY, WORKFLOWS_TABLE, WorkflowFactory, workflow_row
-from tests.reliability._support import POSTGRES_ONLY
+from tests.factories import (
+    REPOSITORY,
+    WORKFLOWS_TABLE,
+    StepExecutionFactory,
+    WorkflowFactory,
+    workflow_row,
+)
+from tests.reliability._support import POSTGRES_ONLY, SQLITE_ONLY
 
 from ecl_persistence import (
     ConnectionFailedError,
@@ -166,6 +172,58 @@ async def test_payload_values_stay_out_of_errors_logs_and_echo(
     assert "INSERT INTO workflows" in out + logged(logs)  # echo was on and captured
     for place in [*map(exposed, errors), logged(logs), out, err]:
         assert PAYLOAD not in place
+
+
+@SQLITE_ONLY
+async def test_sqlite_driver_debug_records_carry_no_bound_values(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # aiosqlite logs every call it runs on its thread with the call's arguments;
+    # the driver's calls must carry no statement parameter, so no payload.
+    caplog.set_level(logging.DEBUG, logger="aiosqlite")
+    workflow = WorkflowFactory.build(input={"api_key": PAYLOAD}, metadata={"note": PAYLOAD})
+    steps = StepExecutionFactory.build_batch(2, workflow_id=workflow.id, input={"q": PAYLOAD})
+    async with Database.from_url(database_url) as db:
+        async with db.session() as uow:
+            await uow.workflows.create(workflow)
+            await uow.step_executions.create_many(steps)
+            await uow.workflows.update_output(workflow.id, {"answer": PAYLOAD})
+        async with db.session(read_only=True) as uow:
+            stored = await uow.workflows.get(workflow.id)
+            listed = await uow.workflows.list_by_definition(workflow.definition_id)
+            stored_steps = await uow.step_executions.get_for_workflow(workflow.id)
+    assert stored is not None
+    assert stored.output == {"answer": PAYLOAD}
+    assert [w.id for w in listed] == [workflow.id]
+    assert [s.input for s in stored_steps] == [{"q": PAYLOAD}] * 2
+    driver_records = [record for record in caplog.records if record.name == "aiosqlite"]
+    # The driver's records were captured: one "executing" per call on its thread.
+    assert sum(record.msg.startswith("executing") for record in driver_records) >= 6
+    for record in driver_records:
+        assert PAYLOAD not in record.getMessage()
+        assert PAYLOAD not in repr(record.args)
+    assert PAYLOAD not in logged(caplog)
+
+
+async def test_the_engine_log_at_debug_shows_no_row_value(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # At DEBUG, SQLAlchemy logs every row a statement returns; hide_parameters
+    # covers bound values only.
+    caplog.set_level(logging.DEBUG, logger="sqlalchemy.engine")
+    workflow = WorkflowFactory.build(input={"api_key": PAYLOAD})
+    async with Database.from_url(database_url) as db:
+        async with db.session() as uow:
+            await uow.workflows.create(workflow)
+        async with db.session(read_only=True) as uow:
+            stored = await uow.workflows.get(workflow.id)
+            listed = await uow.workflows.list_by_definition(workflow.definition_id)
+    assert stored is not None
+    assert stored.input == {"api_key": PAYLOAD}
+    assert [w.id for w in listed] == [workflow.id]
+    rows = [record for record in caplog.records if record.msg == "Row %r"]
+    assert len(rows) >= 2, "the engine logged no row: the check below would prove nothing"
+    assert PAYLOAD not in logged(caplog)
 
 
 async def test_sqlalchemy_statement_errors_hide_the_bound_payload(database_url: str) -> None:

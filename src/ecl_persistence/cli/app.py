@@ -8,6 +8,7 @@ from ecl_persistence import __version__
 from ecl_persistence.cli.commands.demo import demo
 from ecl_persistence.cli.commands.purge import purge
 from ecl_persistence.cli.commands.schema import check, current, migrate
+from ecl_persistence.cli.commands.serve import serve
 from ecl_persistence.cli.commands.stats import stats
 from ecl_persistence.cli.commands.workflows import workflows
 from ecl_persistence.cli.runtime import database_url_option
@@ -29,5 +30,5 @@ def cli() -> None:
     """Look after an ECL workflow database: migrate it, run a demo, inspect what it holds."""
 
 
-for _command in (migrate, current, check, demo, workflows, stats, purge):
+for _command in (migrate, current, check, demo, workflows, stats, purge, serve):
     cli.add_command(_command)

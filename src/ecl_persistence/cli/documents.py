@@ -8,12 +8,12 @@ otherwise their size in bytes stands in for them.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import attrs
-import click
 
 from ecl_persistence.cli.queries import Summary
 from ecl_persistence.domain import (
@@ -37,13 +37,38 @@ __all__ = [
     "page_document",
     "payload_size",
     "summary_document",
+    "visible",
     "workflow_document",
 ]
+
+# C0 and C1 controls, DEL, and the invisible marks that reorder or hide text
+# (bidirectional overrides and isolates, zero-width characters).
+_INVISIBLE = "\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff"
+_HIDDEN = re.compile(f"[\x00-\x1f{_INVISIBLE}]")
+_HIDDEN_IN_LINES = re.compile(f"[\x00-\x08\x0b-\x1f{_INVISIBLE}]")
 
 
 def echo_json(document: Any) -> None:
     """Print ``document`` as indented JSON on standard output."""
+    import click  # here: the web dashboard uses this module without the cli extra
+
     click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str, *, lines: bool = False) -> str:
+    r"""``text`` with every control or invisible character shown as an escape (like ``\x1b``).
+
+    Stored text (step ids, errors, actors) is anyone's: shown as it is, an
+    escape sequence would drive the terminal, and a bidirectional override
+    would make it read as something else. With ``lines`` (error messages),
+    newlines and tabs are kept.
+    """
+    return (_HIDDEN_IN_LINES if lines else _HIDDEN).sub(_escape, text)
 
 
 def _iso(value: datetime | None) -> str | None:

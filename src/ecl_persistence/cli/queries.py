@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import attrs
 
 from ecl_persistence.database import Database
@@ -14,6 +16,10 @@ from ecl_persistence.domain import (
     WorkflowState,
 )
 from ecl_persistence.errors import NotFoundError
+from ecl_persistence.unit_of_work import UnitOfWork
+
+# The resolution of stored timestamps on both backends.
+_TICK = timedelta(microseconds=1)
 
 __all__ = [
     "Summary",
@@ -23,6 +29,7 @@ __all__ = [
     "list_workflows",
     "load_details",
     "load_summary",
+    "page_of",
 ]
 
 
@@ -61,12 +68,42 @@ async def list_workflows(
     definition_id: str | None,
     limit: int,
     cursor: str | None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> Page[Workflow]:
-    """One page of workflows, newest first."""
+    """One page of workflows, newest first, created at or after ``since`` and before ``until``."""
     async with db.session(read_only=True) as uow:
-        return await uow.workflows.list(
-            state=state, definition_id=definition_id, limit=limit, cursor=cursor
+        return await page_of(
+            uow,
+            state=state,
+            definition_id=definition_id,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
         )
+
+
+async def page_of(
+    uow: UnitOfWork,
+    *,
+    state: WorkflowState | None,
+    definition_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[Workflow]:
+    """In ``uow``: a page of workflows created at or after ``since`` and before ``until``."""
+    return await uow.workflows.list(
+        state=state,
+        definition_id=definition_id,
+        # The repository's bounds are both exclusive; ``since`` includes its instant.
+        created_after=None if since is None else since - _TICK,
+        created_before=until,
+        limit=limit,
+        cursor=cursor,
+    )
 
 
 async def list_stale_workflows(

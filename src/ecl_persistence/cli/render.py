@@ -18,8 +18,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ecl_persistence.cli.documents import ms_between, payload_size
+from ecl_persistence.cli.bars import timeline_table
+from ecl_persistence.cli.documents import ms_between, payload_size, visible
 from ecl_persistence.cli.queries import Summary
+from ecl_persistence.cli.timeline import layout, origin_line
+from ecl_persistence.cli.times import clock_ms, format_ms, instant_ms
 from ecl_persistence.domain import (
     MISSING,
     ExecutionStats,
@@ -41,6 +44,7 @@ __all__ = [
     "print_page",
     "print_stale",
     "print_summary",
+    "print_timeline",
 ]
 
 _STATE_STYLES = {
@@ -77,29 +81,14 @@ def console() -> Console:
 # --- values ------------------------------------------------------------------------
 
 
-def format_ms(milliseconds: int | None) -> str:
-    """``-``, ``850 ms``, ``12.3 s`` or ``4 min 05 s``."""
-    if milliseconds is None:
-        return "-"
-    if milliseconds < 1000:
-        return f"{milliseconds} ms"
-    if milliseconds < 60_000:
-        return f"{milliseconds / 1000:.1f} s"
-    minutes, seconds = divmod(milliseconds // 1000, 60)
-    return f"{minutes} min {seconds:02d} s"
-
-
 def _time(value: datetime | None) -> str:
-    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+    # Milliseconds: the steps and changes of one workflow are often within a second.
+    return "-" if value is None else f"{instant_ms(value)} UTC"
 
 
-def _instant(value: datetime) -> str:
-    # Milliseconds: the changes of one workflow are often within a second.
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def _clock(value: datetime) -> str:
-    return value.strftime("%H:%M:%S")
+def _plain(value: str | None, *, lines: bool = False) -> Text:
+    """Stored text as a rich ``Text``: never read as markup, controls shown as escapes."""
+    return Text("-" if value is None else visible(value, lines=lines))
 
 
 def _count(value: int | None) -> str:
@@ -113,7 +102,7 @@ def _state(state: WorkflowState | StepExecutionState) -> Text:
 def _lease(workflow: Workflow) -> str:
     if workflow.lease_owner is None or workflow.lease_expires_at is None:
         return "-"
-    return f"{workflow.lease_owner} until {_time(workflow.lease_expires_at)}"
+    return f"{visible(workflow.lease_owner)} until {_time(workflow.lease_expires_at)}"
 
 
 def _workflow_ms(workflow: Workflow) -> int | None:
@@ -164,17 +153,17 @@ def print_details(details: WorkflowAggregate, *, payloads: bool = False) -> None
         out,
         f"Workflow {workflow.id}",
         {
-            "definition": workflow.definition_id,
+            "definition": _plain(workflow.definition_id),
             "state": _state(workflow.state),
             "created": _time(workflow.created_at),
             "completed": _time(workflow.completed_at),
             "duration": format_ms(_workflow_ms(workflow)),
             "version": str(workflow.version),
-            "lease": _lease(workflow),
+            "lease": Text(_lease(workflow)),
             "claims": str(workflow.claim_count),
-            "error": workflow.error or "-",
-            "input": _payload_cell(workflow.input, payloads),
-            "output": _payload_cell(workflow.output, payloads),
+            "error": _plain(workflow.error or "-", lines=True),
+            "input": Text(_payload_cell(workflow.input, payloads)),
+            "output": Text(_payload_cell(workflow.output, payloads)),
         },
     )
     _print_transitions(out, details.transitions)
@@ -186,13 +175,13 @@ def print_details(details: WorkflowAggregate, *, payloads: bool = False) -> None
     history.add_column("error", overflow="fold")
     for execution in details.step_executions:
         history.add_row(
-            execution.step_id,
+            _plain(execution.step_id),
             str(execution.attempt),
             _state(execution.state),
-            _clock(execution.started_at),
+            clock_ms(execution.started_at),
             format_ms(execution.duration_ms),
             _count(execution.tokens_used),
-            execution.error or "",
+            _plain(execution.error or "", lines=True),
         )
     out.print(history)
     if details.artifacts:
@@ -207,11 +196,11 @@ def print_details(details: WorkflowAggregate, *, payloads: bool = False) -> None
             )
         for artifact in details.artifacts:
             artifacts.add_row(
-                artifact.step_id,
-                artifact.name,
-                artifact.content_type,
+                _plain(artifact.step_id),
+                _plain(artifact.name),
+                _plain(artifact.content_type),
                 f"{artifact.size_bytes:,} B",
-                artifact.path,
+                _plain(artifact.path),
             )
         out.print(artifacts)
     else:
@@ -237,11 +226,11 @@ def _print_transitions(out: Console, transitions: tuple[WorkflowTransition, ...]
             change.append_text(_state(transition.from_state)).append(" → ")
         change.append_text(_state(transition.to_state))
         table.add_row(
-            _instant(transition.at),
+            instant_ms(transition.at),
             change,
             str(transition.version),
-            transition.actor or "-",
-            transition.reason or "",
+            _plain(transition.actor),
+            _plain(transition.reason or "", lines=True),
         )
     out.print(table)
 
@@ -261,9 +250,9 @@ def print_page(page: Page[Workflow]) -> None:
     for workflow in page.items:
         table.add_row(
             str(workflow.id),
-            workflow.definition_id,
+            _plain(workflow.definition_id),
             _state(workflow.state),
-            workflow.created_at.strftime("%Y-%m-%d %H:%M"),
+            instant_ms(workflow.created_at),
             format_ms(_workflow_ms(workflow)),
         )
     out.print(table)
@@ -288,9 +277,9 @@ def print_stale(workflows: Sequence[Workflow], now: datetime) -> None:
         expired = workflow.lease_expires_at
         table.add_row(
             str(workflow.id),
-            workflow.definition_id,
-            workflow.lease_owner or "-",
-            "-" if expired is None else expired.strftime("%Y-%m-%d %H:%M:%S"),
+            _plain(workflow.definition_id),
+            _plain(workflow.lease_owner),
+            instant_ms(expired),
             "-" if expired is None else format_ms(ms_between(expired, now)),
             str(workflow.claim_count),
         )
@@ -323,3 +312,20 @@ def print_summary(summary: Summary) -> None:
             "tokens": f"{totals.total_tokens:,}",
         },
     )
+
+
+def print_timeline(details: WorkflowAggregate, now: datetime) -> None:
+    """Print one bar per attempt on a time axis: where the workflow's time and tokens went.
+
+    Bars start and end to the millisecond; a failed attempt is red and
+    marked ``✗``, a running one reaches ``now``. Each bar ends with its
+    duration and tokens.
+    """
+    out = console()
+    workflow = details.workflow
+    _heading(out, f"Timeline of workflow {workflow.id} ({visible(workflow.definition_id)})")
+    timeline = layout(details.step_executions, now)
+    out.print(origin_line(timeline), soft_wrap=True)
+    if timeline.bars:
+        out.print(timeline_table(timeline, out.width))
+    out.print(_stats_line(details.stats), soft_wrap=True)

@@ -8,6 +8,7 @@ comes as arguments (the configuration, the engine, the statement).
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -23,7 +24,28 @@ if TYPE_CHECKING:
     from ecl_persistence.config import DatabaseConfig
     from ecl_persistence.errors import DbError
 
-__all__ = ["AnySelect", "DialectStrategy", "LockMode"]
+__all__ = ["ENGINE_LOGGING_NAME", "AnySelect", "DialectStrategy", "LockMode"]
+
+ENGINE_LOGGING_NAME = "ecl_persistence"
+"""The ``logging_name`` of the engines the strategies build: their logger is
+``sqlalchemy.engine.Engine.ecl_persistence``, whose row records are redacted."""
+
+
+class _WithoutRows(logging.Filter):
+    """Hide the values of the rows SQLAlchemy logs at DEBUG: they are payloads.
+
+    ``hide_parameters`` keeps bound values out of the engine's log; the rows
+    a statement returns are logged (``Row (...)``) whenever the engine's
+    logger is at DEBUG, with every stored value in them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Row %r":
+            record.args = ("(values hidden)",)
+        return True
+
+
+logging.getLogger(f"sqlalchemy.engine.Engine.{ENGINE_LOGGING_NAME}").addFilter(_WithoutRows())
 
 AnySelect: TypeAlias = "Select[*tuple[Any, ...]]"
 """A ``SELECT`` of any columns."""

@@ -24,7 +24,7 @@ from sqlalchemy.schema import Column
 from sqlalchemy.types import TypeEngine
 
 from ecl_persistence._messages import first_line
-from ecl_persistence.dialects.base import DialectStrategy, LockMode
+from ecl_persistence.dialects.base import ENGINE_LOGGING_NAME, DialectStrategy, LockMode
 from ecl_persistence.errors import (
     ConflictError,
     ConnectionFailedError,
@@ -86,6 +86,7 @@ class PostgresqlStrategy(DialectStrategy):
             config.async_url,
             echo=config.echo,
             hide_parameters=True,
+            logging_name=ENGINE_LOGGING_NAME,
             pool_size=config.max_connections,
             max_overflow=0,
             pool_timeout=config.timeout_secs,

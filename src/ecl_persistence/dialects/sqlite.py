@@ -32,7 +32,7 @@ from sqlalchemy.types import TypeEngine
 from ecl_persistence._sqlite_driver import OneTripConnection
 from ecl_persistence._sqlite_driver import connect as sqlite_connect
 from ecl_persistence.dialects._sqlite_dialect import DRIVER_NAME, OneTripDialect
-from ecl_persistence.dialects.base import DialectStrategy
+from ecl_persistence.dialects.base import ENGINE_LOGGING_NAME, DialectStrategy
 from ecl_persistence.errors import (
     ConnectionFailedError,
     DbError,
@@ -186,6 +186,7 @@ class SqliteStrategy(DialectStrategy):
             async_creator=connector,
             echo=config.echo,
             hide_parameters=True,
+            logging_name=ENGINE_LOGGING_NAME,
             # A unit of work always ends its transaction before the connection
             # goes back (its session rolls back or commits, a failure drops the
             # connection): a second rollback by the pool would only cost time.

@@ -32,6 +32,13 @@ class UnitContext(Protocol):
         """Raise TransactionFailedError if ``action`` would write where writes are refused."""
         ...
 
+    def keep_fresh(self, record_class: type[Any], row: Sequence[Any]) -> None:
+        """After a write through rows: the entity the session holds for ``row``, if any, gets it.
+
+        ``row`` holds every column of ``record_class``'s table, in table order.
+        """
+        ...
+
     async def execute(
         self,
         statement: Executable,

@@ -19,6 +19,7 @@ from ecl_persistence.dialects.base import AnySelect
 from ecl_persistence.domain import StepExecutionState
 from ecl_persistence.orm import StepExecutionRecord, WorkflowRecord
 from ecl_persistence.repositories import _leases
+from ecl_persistence.repositories.mappers import row_insert
 
 __all__ = [
     "FOR_STEP",
@@ -27,7 +28,6 @@ __all__ = [
     "GET_STATE",
     "GET_WORKFLOW",
     "INSERT",
-    "INSERT_ROWS",
     "KEYS",
     "LATEST_ATTEMPTS",
     "ROWS",
@@ -49,9 +49,8 @@ KEYS = {prop.columns[0].name: key for key, prop in _R.__mapper__.column_attrs.it
 _FRESH = {"synchronize_session": False, "populate_existing": True}
 
 GET = select(_R).where(_R.id == bindparam("id"))
-INSERT = insert(_R)
-# create_many: a Core executemany, named by attribute keys like the entity values.
-INSERT_ROWS = insert(_TABLE).values({column: bindparam(KEYS[column.name]) for column in _TABLE.c})
+INSERT = row_insert(_R)
+"""Insert attempts from their entity values: one, or many in one executemany."""
 ROWS = select(*_TABLE.c)
 FOR_WORKFLOW = ROWS.where(_T.workflow_id == bindparam("wid")).order_by(
     _T.started_at, _T.attempt, _T.id
@@ -60,9 +59,11 @@ FOR_STEP = ROWS.where(_T.workflow_id == bindparam("wid"), _T.step_id == bindpara
     _T.attempt
 )
 GET_STATE = select(_T.state).where(_T.id == bindparam("id"))
+# Through the table: a hot path of rows (docs/concepts.md); the unit keeps an
+# entity the session holds fresh.
 _COMPLETE = (
-    update(_R)
-    .where(_R.id == bindparam("eid"), _R.state.in_(_OPEN))
+    update(_TABLE)
+    .where(_T.id == bindparam("eid"), _T.state.in_(_OPEN))
     .values(
         state=bindparam("state"),
         output=bindparam("output"),
@@ -70,12 +71,11 @@ _COMPLETE = (
         completed_at=bindparam("now"),
         duration_ms=bindparam("duration_ms"),
         tokens_used=func.coalesce(
-            bindparam("tokens_used", type_=_T.tokens_used.type), _R.tokens_used
+            bindparam("tokens_used", type_=_T.tokens_used.type), _T.tokens_used
         ),
-        metadata_=func.coalesce(bindparam("metadata", type_=_T.metadata.type), _R.metadata_),
+        metadata=func.coalesce(bindparam("metadata", type_=_T.metadata.type), _T.metadata),
     )
-    .returning(_R)
-    .execution_options(**_FRESH)
+    .returning(*_TABLE.c)
 )
 GET_WORKFLOW = select(_T.workflow_id).where(_T.id == bindparam("id"))
 _LATEST = (
@@ -109,7 +109,7 @@ def complete(strategy: DialectStrategy, fenced: bool) -> Update:
     # The lease is checked, and the workflow locked first, in the statement that writes.
     parent = _leases.fenced_parent(strategy)
     return _COMPLETE.where(
-        _R.workflow_id == bindparam("fence_workflow"), _R.workflow_id.in_(parent)
+        _T.workflow_id == bindparam("fence_workflow"), _T.workflow_id.in_(parent)
     )
 
 

@@ -21,7 +21,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
-    insert,
     select,
     tuple_,
     update,
@@ -35,6 +34,7 @@ from ecl_persistence.orm import WorkflowRecord
 from ecl_persistence.orm.types import UTCDateTime
 from ecl_persistence.repositories import transitions
 from ecl_persistence.repositories._leases import FENCE
+from ecl_persistence.repositories.mappers import row_binds, row_insert
 
 __all__ = [
     "COUNT_BY_STATE",
@@ -63,6 +63,8 @@ _FRESH = {"synchronize_session": False, "populate_existing": True}
 
 GET: AnySelect = select(_W).where(_W.id == bindparam("id"))
 """The workflow ``id``, as an entity."""
+GET_ROW: AnySelect = select(*TABLE.c).where(_T.id == bindparam("id"))
+"""The workflow ``id``, as a row (``workflows.get``: see ``docs/concepts.md``)."""
 LOAD: AnySelect = GET.options(
     selectinload(_W.step_executions),
     selectinload(_W.artifacts),
@@ -77,7 +79,7 @@ GET_STATUS: AnySelect = select(_W.state, _W.version, _W.lease_owner, _W.claim_co
     _W.id == bindparam("id")
 )
 """What a write that matched nothing needs to explain itself: state, version, owner, claims."""
-INSERT: Insert = insert(_W)
+INSERT: Insert = row_insert(_W)
 """Insert a workflow from its entity values."""
 DELETE: Delete = (
     delete(_W).where(_W.id == bindparam("id")).execution_options(synchronize_session="fetch")
@@ -96,8 +98,8 @@ def insert_keyed(strategy: DialectStrategy) -> Insert:
     Inserts nothing on a conflict, on both backends, even while the first
     start is still uncommitted (PostgreSQL waits for it).
     """
-    statement = strategy.insert_ignoring_conflicts(_W, [_T.definition_id, _T.idempotency_key])
-    return statement.returning(_W.id)
+    statement = strategy.insert_ignoring_conflicts(TABLE, [_T.definition_id, _T.idempotency_key])
+    return statement.values(row_binds(_W)).returning(_T.id)
 
 
 def _sources_of(target: WorkflowState) -> tuple[str, ...]:

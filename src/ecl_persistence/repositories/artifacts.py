@@ -24,7 +24,12 @@ from ecl_persistence.repositories import _fencing, _leases
 from ecl_persistence.repositories._checks import check_id, check_payloads
 from ecl_persistence.repositories._context import UnitContext
 from ecl_persistence.repositories._leases import lease_params
-from ecl_persistence.repositories.mappers import artifact_from_record, artifact_values
+from ecl_persistence.repositories.mappers import (
+    artifact_from_record,
+    artifact_values,
+    row_binds,
+    row_insert,
+)
 
 __all__ = ["ArtifactRepository"]
 
@@ -42,16 +47,14 @@ _FOR_STEP = (
     .where(_R.workflow_id == bindparam("wid"), _R.step_id == bindparam("sid"))
     .order_by(_R.created_at, _R.name)
 )
-_INSERT = insert(_R)
+_INSERT = row_insert(_R)
 _TABLE = cast("Table", ArtifactRecord.__table__)
-# The attribute key of every column, in table order: the bind parameter names.
-_KEYS = {prop.columns[0].name: key for key, prop in _R.__mapper__.column_attrs.items()}
 
 
 @functools.cache
 def _insert_leased(strategy: DialectStrategy) -> Insert:
     """Insert an artifact selected from its workflow's row while the lease is current, locked."""
-    values = [bindparam(_KEYS[column.name], type_=column.type) for column in _TABLE.c]
+    values = row_binds(_R).values()
     source = select(*values).where(WorkflowRecord.id == bindparam("workflow_id"), *_leases.FENCE)
     columns = [column.name for column in _TABLE.c]
     locked = strategy.lock(source, LockMode.UPDATE)

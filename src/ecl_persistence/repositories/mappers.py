@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
+
+from sqlalchemy import Insert, Table, bindparam, insert
 
 from ecl_persistence.domain import (
     Artifact,
@@ -31,6 +33,7 @@ from ecl_persistence.domain import (
 )
 from ecl_persistence.orm import (
     ArtifactRecord,
+    Base,
     StepExecutionRecord,
     WorkflowRecord,
     WorkflowTransitionRecord,
@@ -48,6 +51,8 @@ __all__ = [
     "artifact_from_record",
     "artifact_from_row",
     "artifact_values",
+    "row_binds",
+    "row_insert",
     "step_execution_from_record",
     "step_execution_from_row",
     "step_execution_values",
@@ -81,6 +86,23 @@ _READ_WORKFLOW = _reader(_WORKFLOW_KEYS)
 _READ_STEP = _reader(_STEP_KEYS)
 _READ_ARTIFACT = _reader(_ARTIFACT_KEYS)
 _READ_TRANSITION = _reader(_TRANSITION_KEYS)
+
+
+def row_binds(record_class: type[Base]) -> dict[Any, Any]:
+    """Each column of the entity's table, bound by the entity's attribute name."""
+    table = cast("Table", record_class.__table__)
+    keys = {prop.columns[0].name: key for key, prop in record_class.__mapper__.column_attrs.items()}
+    return {column: bindparam(keys[column.name], type_=column.type) for column in table.c}
+
+
+def row_insert(record_class: type[Base]) -> Insert:
+    """A Core INSERT into the entity's table of what ``*_values`` gives.
+
+    An ORM-enabled INSERT of the same values (its bulk mode) puts no entity
+    in the session either, and costs more (``docs/concepts.md``, "Entities
+    and rows").
+    """
+    return insert(cast("Table", record_class.__table__)).values(row_binds(record_class))
 
 
 # --- workflows -------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from ecl_persistence.domain import (
 )
 from ecl_persistence.domain._fields import copy_metadata
 from ecl_persistence.errors import InvalidStateTransitionError, NotFoundError, ValidationError
+from ecl_persistence.orm import StepExecutionRecord
 from ecl_persistence.repositories import _fencing
 from ecl_persistence.repositories import _step_sql as sql
 from ecl_persistence.repositories._checks import check_count, check_id, check_payloads
@@ -149,7 +150,7 @@ class StepExecutionRepository:
         if not batch:
             return []
         rows = [self._values(execution) for execution in batch]
-        await self._uow.execute(sql.INSERT_ROWS, rows, action=f"create {len(rows)} step executions")
+        await self._uow.execute(sql.INSERT, rows, action=f"create {len(rows)} step executions")
         return batch
 
     async def get(self, id: StepExecutionId) -> StepExecution | None:
@@ -247,10 +248,11 @@ class StepExecutionRepository:
         if lease is not None:
             params.update(lease_params(check_lease(lease)))
         statement = sql.complete(self._uow.strategy, lease is not None)
-        record = (await self._uow.execute(statement, params, action=action)).scalars().first()
-        if record is None:
+        row = (await self._uow.execute(statement, params, action=action)).first()
+        if row is None:
             await self._explain_unfinished(id, target, lease, action)
-        return step_execution_from_record(record)
+        self._uow.keep_fresh(StepExecutionRecord, row)
+        return step_execution_from_row(row)
 
     async def _explain_unfinished(
         self, id: StepExecutionId, target: StepExecutionState, lease: Lease | None, action: str

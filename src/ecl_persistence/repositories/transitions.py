@@ -30,13 +30,17 @@ from ecl_persistence.domain import WorkflowId, WorkflowState, WorkflowTransition
 from ecl_persistence.orm import WorkflowRecord, WorkflowTransitionRecord
 from ecl_persistence.orm.types import UTCDateTime
 from ecl_persistence.repositories._context import UnitContext
-from ecl_persistence.repositories.mappers import transition_from_record, transition_values
+from ecl_persistence.repositories.mappers import (
+    row_insert,
+    transition_from_record,
+    transition_values,
+)
 
 __all__ = ["HISTORY", "history", "record", "record_change"]
 
 _R = WorkflowTransitionRecord
 _TABLE = cast("Table", WorkflowTransitionRecord.__table__)
-_INSERT = insert(_R)
+_INSERT = row_insert(_R)
 HISTORY: AnySelect = select(_R).where(_R.workflow_id == bindparam("wid")).order_by(_R.version)
 """The transitions of workflow ``wid`` in version order; its unique index serves it."""
 

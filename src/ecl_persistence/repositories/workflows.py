@@ -55,6 +55,7 @@ from ecl_persistence.repositories.mappers import (
     step_execution_from_record,
     transition_from_record,
     workflow_from_record,
+    workflow_from_row,
     workflow_values,
 )
 
@@ -130,9 +131,10 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
     async def get(self, id: WorkflowId) -> Workflow | None:
         """The workflow with this id, or ``None``."""
         check_id(id, "workflow id")
-        return one_workflow(
-            await self._uow.execute(sql.GET, {"id": id}, action=f"get workflow {id}")
-        )
+        row = (
+            await self._uow.execute(sql.GET_ROW, {"id": id}, action=f"get workflow {id}")
+        ).first()
+        return None if row is None else workflow_from_row(row)
 
     async def load(self, id: WorkflowId) -> WorkflowAggregate | None:
         """The workflow with its attempts, artifacts, transitions and stats, or ``None``.

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import click
 
 from ecl_persistence.cli import queries
 from ecl_persistence.cli.documents import details_document, echo_json, page_document
-from ecl_persistence.cli.render import json_option, print_details, print_page, print_stale
+from ecl_persistence.cli.render import (
+    json_option,
+    print_details,
+    print_page,
+    print_stale,
+    print_timeline,
+)
 from ecl_persistence.cli.runtime import CliError, ExitCode, database_url_option, run_with_database
+from ecl_persistence.cli.times import parse_instant
 from ecl_persistence.database import Database
 from ecl_persistence.domain import Page, WorkflowId, WorkflowState, utc_now
 from ecl_persistence.repositories.workflows import MAX_PAGE_SIZE
 
-__all__ = ["payloads_option", "workflow_id_argument", "workflow_id_value", "workflows"]
+__all__ = [
+    "instant_value",
+    "payloads_option",
+    "workflow_id_argument",
+    "workflow_id_value",
+    "workflows",
+]
 
 DEFAULT_LIMIT = 20
 
@@ -26,6 +40,16 @@ def workflow_id_value(ctx: click.Context, param: click.Parameter, value: str) ->
         return WorkflowId(uuid.UUID(value))
     except ValueError:
         raise click.BadParameter(f"{value[:60]!r} is not a workflow id (a UUID)") from None
+
+
+def instant_value(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """Click callback: the UTC instant ``value`` names (ISO 8601 or an age such as ``7d``)."""
+    if value is None:
+        return None
+    try:
+        return parse_instant(value, utc_now())
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 workflow_id_argument = click.argument("workflow_id", metavar="ID", callback=workflow_id_value)
@@ -63,6 +87,19 @@ def workflows() -> None:
     show_default=True,
     help="Workflows per page.",
 )
+@click.option(
+    "--since",
+    metavar="TIME",
+    callback=instant_value,
+    help="Only workflows created at or after TIME: ISO 8601 in UTC (2024-05-01T12:00) "
+    "or an age (90m, 12h, 7d).",
+)
+@click.option(
+    "--until",
+    metavar="TIME",
+    callback=instant_value,
+    help="Only workflows created before TIME (same forms as --since).",
+)
 @click.option("--cursor", help="Continue after the page that printed this cursor.")
 @json_option
 @database_url_option
@@ -71,11 +108,15 @@ def list_command(
     definition_id: str | None,
     stale: bool,
     limit: int,
+    since: datetime | None,
+    until: datetime | None,
     cursor: str | None,
     as_json: bool,
 ) -> None:
     """List workflows, newest first, one page at a time."""
     if stale:
+        if since is not None or until is not None:
+            raise click.UsageError("--stale cannot be combined with --since or --until")
         _list_stale(definition_id, limit, state=state, cursor=cursor, as_json=as_json)
         return
 
@@ -84,6 +125,8 @@ def list_command(
             db,
             state=None if state is None else WorkflowState(state),
             definition_id=definition_id,
+            since=since,
+            until=until,
             limit=limit,
             cursor=cursor,
         )
@@ -115,13 +158,21 @@ def _list_stale(
 @workflows.command()
 @workflow_id_argument
 @payloads_option
+@click.option(
+    "--timeline",
+    is_flag=True,
+    help="Draw one bar per attempt on a time axis (to the millisecond), "
+    "with its duration and tokens; failed attempts marked.",
+)
 @json_option
 @database_url_option
-def show(workflow_id: WorkflowId, payloads: bool, as_json: bool) -> None:
+def show(workflow_id: WorkflowId, payloads: bool, timeline: bool, as_json: bool) -> None:
     """Show a workflow, every attempt of every step in order, its artifacts and stats."""
     details = run_with_database(lambda db: queries.load_details(db, workflow_id))
     if as_json:
         echo_json(details_document(details, payloads=payloads))
+    elif timeline:
+        print_timeline(details, utc_now())
     else:
         print_details(details, payloads=payloads)
 
