@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import signal
 import string
 import sys
 import uuid
@@ -237,6 +238,30 @@ async def stored_artifact(db: Database, artifact_id: ArtifactId) -> Artifact:
     return artifact
 
 
+SNAPSHOT_TABLES = ("workflows", "step_executions", "artifacts", "workflow_transitions")
+"""Every table of the package, as :func:`snapshot` reads them."""
+
+
+async def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, raw as the driver returns it, in id order: to compare."""
+    async with db.engine.connect() as connection:
+        return {
+            table: [
+                tuple(row)
+                for row in await connection.execute(text(f"SELECT * FROM {table} ORDER BY id"))
+            ]
+            for table in SNAPSHOT_TABLES
+        }
+
+
+async def claim_one(db: Database, worker: str, **options: Any) -> Workflow:
+    """Claim exactly one workflow for ``worker`` in a unit of work of its own; fail if none."""
+    async with db.session() as uow:
+        claimed = await uow.workflows.claim(worker, **options)
+    assert len(claimed) == 1, f"{worker} claimed {len(claimed)} workflows, not one"
+    return claimed[0]
+
+
 @contextmanager
 def statements_run(db: Database) -> Iterator[list[str]]:
     """Collect every statement the engine sends to the driver inside the block."""
@@ -250,6 +275,36 @@ def statements_run(db: Database) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+
+
+async def terminate_when_completed(
+    db: Database, processes: list[asyncio.subprocess.Process], count: int, *, seconds: float = 180
+) -> list[tuple[str, str]]:
+    """Once ``count`` workflows are completed (by the processes), SIGTERM them; their output.
+
+    Returns each process's standard output and error once it has exited; a
+    process still running when anything fails (or after ``seconds``) is killed.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            # Other processes do the work: only the database can tell when it is done.
+            while (await db_counts(db))[WorkflowState.COMPLETED] < count:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            outputs = await asyncio.gather(*(process.communicate() for process in processes))
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    return [(out.decode(), err.decode()) for out, err in outputs]
+
+
+async def db_counts(db: Database) -> dict[WorkflowState, int]:
+    """How many workflows are in each state, read in a unit of work of its own."""
+    async with db.session(read_only=True) as uow:
+        return await uow.workflows.count_by_state()
 
 
 async def start_python_module(module: str, *args: str) -> asyncio.subprocess.Process:

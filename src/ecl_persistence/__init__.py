@@ -1,7 +1,8 @@
 """ecl-persistence: the state of ECL workflows, on SQLite and PostgreSQL.
 
 Workflows, every attempt of every step, and the artifacts steps produce,
-stored through repositories behind a unit of work::
+stored through repositories behind a unit of work (and worked on by
+:class:`Worker` processes sharing the database)::
 
     db = Database.from_url("sqlite:///./ecl.db")
     await db.migrate()
@@ -18,6 +19,7 @@ from ecl_persistence.domain import (
     ArtifactId,
     ExecutionStats,
     JsonValue,
+    Lease,
     Missing,
     Page,
     ResumePoint,
@@ -32,11 +34,13 @@ from ecl_persistence.domain import (
     WorkflowTransition,
 )
 from ecl_persistence.errors import (
+    AttemptsExhaustedError,
     ConflictError,
     ConnectionFailedError,
     ConstraintViolationError,
     DbError,
     InvalidStateTransitionError,
+    LeaseLostError,
     MigrationFailedError,
     NotFoundError,
     PurgeFailedError,
@@ -54,6 +58,7 @@ from ecl_persistence.repositories import (
     WorkflowRepository,
 )
 from ecl_persistence.unit_of_work import UnitOfWork
+from ecl_persistence.workers import Retry, Worker, WorkflowRun
 
 __version__ = "0.1.0"
 """The version of this package."""
@@ -65,6 +70,7 @@ __all__ = [
     "Artifact",
     "ArtifactId",
     "ArtifactRepository",
+    "AttemptsExhaustedError",
     "ConflictError",
     "ConnectionFailedError",
     "ConstraintViolationError",
@@ -74,6 +80,8 @@ __all__ = [
     "ExecutionStats",
     "InvalidStateTransitionError",
     "JsonValue",
+    "Lease",
+    "LeaseLostError",
     "MigrationFailedError",
     "Missing",
     "NotFoundError",
@@ -81,6 +89,7 @@ __all__ = [
     "PurgeFailedError",
     "QueryFailedError",
     "ResumePoint",
+    "Retry",
     "SchemaNotReadyError",
     "SerializationError",
     "StepExecution",
@@ -94,10 +103,12 @@ __all__ = [
     "TransactionFailedError",
     "UnitOfWork",
     "ValidationError",
+    "Worker",
     "Workflow",
     "WorkflowAggregate",
     "WorkflowId",
     "WorkflowRepository",
+    "WorkflowRun",
     "WorkflowState",
     "WorkflowTransition",
     "__version__",

@@ -8,11 +8,13 @@ never a password or a payload.
 from __future__ import annotations
 
 __all__ = [
+    "AttemptsExhaustedError",
     "ConflictError",
     "ConnectionFailedError",
     "ConstraintViolationError",
     "DbError",
     "InvalidStateTransitionError",
+    "LeaseLostError",
     "MigrationFailedError",
     "NotFoundError",
     "PurgeFailedError",
@@ -172,3 +174,33 @@ class ConflictError(DbError):
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class LeaseLostError(ConflictError):
+    """A write was made under a lease that is no longer current; it changed nothing.
+
+    Another worker claimed the workflow after the lease expired, or the
+    workflow was released or finished since. Not retryable: the workflow is
+    no longer the writer's to work on. ``workflow_id`` names it.
+    """
+
+    def __init__(self, message: str, *, workflow_id: object = None) -> None:
+        super().__init__(message, retryable=False)
+        self.workflow_id = workflow_id
+
+
+class AttemptsExhaustedError(DbError):
+    """A step already failed as many times as its retry policy allows; it was not run again.
+
+    Raised by a workflow run for a step whose stored history already holds
+    ``max_attempts`` failed attempts (a run that stopped before it could fail
+    the workflow left it so). ``step_id`` and ``workflow_id`` name the step.
+    """
+
+    def __init__(self, workflow_id: object, step_id: str, attempts: int) -> None:
+        super().__init__(
+            f"step {step_id!r} of workflow {workflow_id} already failed {attempts} times, "
+            "as many as its retry policy allows"
+        )
+        self.workflow_id = workflow_id
+        self.step_id = step_id

@@ -21,12 +21,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from ecl_persistence.domain import (
     MAX_ERROR_LENGTH,
     MISSING,
     JsonValue,
+    Lease,
     Missing,
     StepExecution,
     StepExecutionState,
@@ -34,7 +36,7 @@ from ecl_persistence.domain import (
     WorkflowId,
     check_json,
 )
-from ecl_persistence.errors import DbError
+from ecl_persistence.errors import DbError, ValidationError
 from ecl_persistence.repositories._checks import check_count
 from ecl_persistence.telemetry import observed_step
 
@@ -49,12 +51,13 @@ _log = logging.getLogger(__name__)
 class StepRecording:
     """The attempt being recorded inside ``async with recorder.step(...)``.
 
-    Set :attr:`output` and :attr:`tokens_used` in the block; they are stored
-    when it exits cleanly. Both are checked when set, so a value that cannot
-    be stored fails the step at that line.
+    Set :attr:`output`, :attr:`tokens_used` and :attr:`metadata` in the
+    block; they are stored when it exits (the output only when it exits
+    cleanly). Each is checked when set, so a value that cannot be stored
+    fails the step at that line.
     """
 
-    __slots__ = ("_max_payload_bytes", "_output", "_tokens_used", "execution")
+    __slots__ = ("_max_payload_bytes", "_metadata", "_output", "_tokens_used", "execution")
 
     def __init__(self, execution: StepExecution, max_payload_bytes: int) -> None:
         self.execution = execution
@@ -62,6 +65,31 @@ class StepRecording:
         self._max_payload_bytes = max_payload_bytes
         self._output: JsonValue | Missing = MISSING
         self._tokens_used: int | None = None
+        self._metadata: dict[str, JsonValue] | None = None
+
+    @property
+    def input(self) -> JsonValue:
+        """The step's input, as recorded for this attempt."""
+        return self.execution.input
+
+    @property
+    def attempt(self) -> int:
+        """The number of the attempt being recorded: 1 for the step's first."""
+        return self.execution.attempt
+
+    @property
+    def metadata(self) -> Mapping[str, JsonValue]:
+        """The attempt's metadata (read-only: assign a new mapping to replace it)."""
+        current = self.execution.metadata if self._metadata is None else self._metadata
+        return MappingProxyType(current)
+
+    @metadata.setter
+    def metadata(self, value: Mapping[str, JsonValue]) -> None:
+        if not isinstance(value, Mapping):
+            raise ValidationError("metadata must be a mapping")
+        document = dict(value)
+        check_json(document, field="metadata", max_bytes=self._max_payload_bytes)
+        self._metadata = document
 
     @property
     def output(self) -> JsonValue | Missing:
@@ -122,6 +150,7 @@ class StepRecorder:
         *,
         attempt: int | None = None,
         metadata: Mapping[str, JsonValue] | None = None,
+        lease: Lease | None = None,
     ) -> AsyncIterator[StepRecording]:
         """Record one attempt of a step around the ``async with`` block.
 
@@ -137,28 +166,38 @@ class StepRecorder:
         If the end cannot be recorded after a failure, the step's own
         exception still propagates (the attempt stays running, as after a
         crash) and a warning naming the database error is logged.
+
+        With ``lease`` (see :class:`~ecl_persistence.Lease`) both writes are
+        fenced: if the lease is no longer current, the start raises
+        LeaseLostError before the block runs, and a clean end raises it
+        instead of storing the output; nothing is written then.
         """
         async with self._db.session() as uow:
             execution = await uow.step_executions.start(
-                workflow_id, step_id, input, attempt=attempt, metadata=metadata
+                workflow_id, step_id, input, attempt=attempt, metadata=metadata, lease=lease
             )
         recording = StepRecording(execution, self._db.config.max_payload_bytes)
         started = time.monotonic()
         try:
             yield recording
         except BaseException as error:
-            await self._fail(execution, describe_exception(error), started, recording)
+            await self._fail(execution, describe_exception(error), started, recording, lease)
             raise
         recording.execution = await asyncio.shield(
-            self._finish(execution, StepExecutionState.SUCCEEDED, started, recording)
+            self._finish(execution, StepExecutionState.SUCCEEDED, started, recording, lease)
         )
 
     async def _fail(
-        self, execution: StepExecution, error: str, started: float, recording: StepRecording
+        self,
+        execution: StepExecution,
+        error: str,
+        started: float,
+        recording: StepRecording,
+        lease: Lease | None,
     ) -> None:
         try:
             recording.execution = await asyncio.shield(
-                self._finish(execution, StepExecutionState.FAILED, started, recording, error)
+                self._finish(execution, StepExecutionState.FAILED, started, recording, lease, error)
             )
         except DbError as lost:
             # The step's own exception matters more to the caller; the attempt
@@ -175,6 +214,7 @@ class StepRecorder:
         state: StepExecutionState,
         started: float,
         recording: StepRecording,
+        lease: Lease | None,
         error: str | None = None,
     ) -> StepExecution:
         duration_ms = max(0, round((time.monotonic() - started) * 1000))
@@ -187,4 +227,6 @@ class StepRecorder:
                 error=error,
                 duration_ms=duration_ms,
                 tokens_used=recording.tokens_used,
+                metadata=recording._metadata,
+                lease=lease,
             )

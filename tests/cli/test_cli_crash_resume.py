@@ -32,6 +32,7 @@ from ecl_persistence import (
     WorkflowId,
     WorkflowState,
 )
+from ecl_persistence.cli import demo, demo_steps
 from ecl_persistence.cli.demo import DEFINITION_ID, STEPS, CannotResumeError, run_demo
 from ecl_persistence.cli.runtime import ExitCode
 from ecl_persistence.domain import utc_now
@@ -365,3 +366,32 @@ async def test_resume_gives_up_when_the_lease_is_renewed_while_it_waits(
     stored = await stored_workflow(db, workflow.id)
     assert (stored.lease_owner, stored.claim_count) == ("demo-alive", 1)
     assert await _attempts(db, workflow.id) == []
+
+
+class _Quiet:
+    def note(self, message: str) -> None:
+        pass
+
+    async def wait(self, seconds: float, message: str) -> None:
+        raise AssertionError("nothing to wait for")
+
+
+async def test_a_demo_whose_workflow_is_taken_over_stops_and_writes_nothing_more(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work, input_of = demo_steps.WORK["summarise"]
+
+    async def taken_over(context: Any, outputs: Any, rec: Any) -> Any:
+        # Meanwhile another worker claimed the workflow, as after a pause past the lease.
+        async with db.session() as uow:
+            await uow.workflows.claim("thief", now=utc_now() + timedelta(seconds=61))
+        return await work(context, outputs, rec)
+
+    monkeypatch.setitem(demo_steps.WORK, "summarise", (taken_over, input_of))
+    with pytest.raises(demo.WorkflowLostError, match="taken over by another worker"):
+        await run_demo(db, tmp_path, _Quiet(), lease_seconds=60)
+    async with db.session(read_only=True) as uow:
+        (workflow,) = await uow.workflows.list_by_definition(DEFINITION_ID)
+        attempts = await uow.step_executions.get_for_workflow(workflow.id)
+    assert (workflow.state, workflow.lease_owner) == (WorkflowState.RUNNING, "thief")
+    assert _history(attempts) == [("gather", 1, "succeeded"), ("summarise", 1, "running")]

@@ -1,18 +1,27 @@
-"""The code in the docs runs as written: the quickstart on both backends, the test recipe."""
+"""The code in the docs runs as written: quickstart and worker on both backends, test recipe."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import subprocess
 import sys
 import textwrap
 import types
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from tests.factories import WorkflowFactory
+from tests.factories import (
+    WorkflowFactory,
+    create_workflows,
+    db_counts,
+    stored_workflow,
+    terminate_when_completed,
+)
 
-from ecl_persistence import Database, WorkflowState
+from ecl_persistence import Database, StepExecutionState, Workflow, WorkflowState
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 BLOCK = re.compile(r"^```python\n(.*?)^```$", re.DOTALL | re.MULTILINE)
@@ -114,3 +123,58 @@ async def test_history_page_snippets_record_and_read_the_audit_trail(
     namespace: dict[str, object] = {"db": db}
     await _run_block(purge + "\nprint(deleted)", namespace)
     assert capsys.readouterr().out == "0\n"
+
+
+async def test_the_twenty_line_worker_of_the_docs_runs_as_written(
+    database_url: str, tmp_path: Path
+) -> None:
+    [script] = [block for block in python_blocks("workers.md") if "asyncio.run(main())" in block]
+    assert len(script.strip().splitlines()) <= 30, "the worker of the docs stays short"
+    (tmp_path / "worker.py").write_text(script)
+    workflows = [Workflow.new("research", {"topic": topic}) for topic in ("tides", "moons")]
+    async with Database.from_url(database_url) as db:
+        await create_workflows(db, *workflows, Workflow.new("other", {"topic": "none"}))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "worker.py", cwd=tmp_path,
+            env={**os.environ, "ECL_DATABASE_URL": database_url},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        [(_out, err)] = await terminate_when_completed(db, [process], len(workflows))
+        assert process.returncode == 0, err
+        for workflow in workflows:
+            done = await stored_workflow(db, workflow.id)
+            assert done.output == {"summary": f"3 pages about {workflow.input['topic']}"}  # type: ignore[index,call-overload]
+            assert done.lease_owner is None
+        assert (await db_counts(db))[WorkflowState.PENDING] == 1  # not of its definitions
+
+
+async def test_the_fencing_snippet_of_the_workers_page_writes_under_the_lease(
+    db: Database,
+) -> None:
+    [snippet] = [
+        block for block in python_blocks("workers.md") if "lease = workflow.lease" in block
+    ]
+    workflow = Workflow.new("research", {})
+    await create_workflows(db, workflow)
+    namespace: dict[str, object] = {
+        "db": db,
+        "StepExecutionState": StepExecutionState,
+        "WorkflowState": WorkflowState,
+    }
+    await _run_block(snippet, namespace)
+    done = await stored_workflow(db, workflow.id)
+    assert (done.state, done.lease_owner, done.claim_count) == (WorkflowState.COMPLETED, None, 1)
+    async with db.session(read_only=True) as uow:
+        (search,) = await uow.step_executions.get_for_step(workflow.id, "search")
+    assert (search.state, search.output) == (StepExecutionState.SUCCEEDED, {"hits": 3})
+
+
+async def test_the_claim_order_snippet_of_the_workers_page_builds_what_it_says() -> None:
+    [snippet] = [block for block in python_blocks("workers.md") if "priority=10" in block]
+    namespace: dict[str, object] = {"Workflow": Workflow, "datetime": datetime, "UTC": UTC}
+    exec(
+        compile("urgent = " + snippet.replace("\n", "\nlater = ", 1), "docs/workers.md", "exec"),
+        namespace,
+    )
+    assert namespace["urgent"].priority == 10  # type: ignore[attr-defined]
+    assert namespace["later"].run_after == datetime(2026, 12, 7, 8, tzinfo=UTC)  # type: ignore[attr-defined]

@@ -13,17 +13,20 @@ prepared statement settles on.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import re
-import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
-from tests.conftest import create_postgres_database, drop_postgres_database
+from sqlalchemy import text
+from tests.plans import (
+    BACKENDS,
+    assert_plans_read_indexes,
+    explain_problems,
+    plan_modes,
+    populated_database,
+    statements_sent,
+)
 
 from ecl_persistence import (
     Artifact,
@@ -92,28 +95,12 @@ async def _populate(url: str) -> dict[str, Any]:
         return {"workflow": sample, "cursor": page.next_cursor}
 
 
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
-    ],
-)
+@pytest.fixture(scope="module", params=BACKENDS)
 def populated(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """A database of either backend holding thousands of rows, shared by this module's tests."""
-    if request.param == "sqlite":
-        directory = tmp_path_factory.mktemp("plans")
-        url = f"sqlite:///{directory / 'plans.db'}"
-        yield url, asyncio.run(_populate(url))
-        shutil.rmtree(directory, ignore_errors=True)
-        return
-    url = create_postgres_database()
-    try:
-        yield url, asyncio.run(_populate(url))
-    finally:
-        drop_postgres_database(url)
+    yield from populated_database(request.param, tmp_path_factory, _populate)
 
 
 Read = Callable[[UnitOfWork, dict[str, Any]], Awaitable[object]]
@@ -166,78 +153,14 @@ READS: dict[str, Read] = {
 }
 
 
-async def _statements(db: Database, read: Read, sample: dict[str, Any]) -> list[tuple[str, Any]]:
-    sent: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            sent.append((statement, parameters))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        async with db.session(read_only=True) as uow:
-            await read(uow, sample)
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
-    return sent
-
-
-# "SCAN t" alone reads the whole table; "SCAN t USING INDEX i" walks an index in
-# order and stops at the LIMIT.
-_SQLITE_TABLE_SCAN = re.compile(r"\bSCAN \w+\b(?! USING)")
-
-
-def _sqlite_problems(plan: list[str]) -> list[str]:
-    problems = [line for line in plan if _SQLITE_TABLE_SCAN.search(line)]
-    # Sorting the whole result is refused; "RIGHT PART OF ORDER BY" only orders
-    # the ties of the index's order (the rows of one workflow with equal times).
-    problems += [line for line in plan if "TEMP B-TREE FOR ORDER BY" in line]
-    if not any("USING" in line or line.startswith("SEARCH") for line in plan):
-        problems.append("no index used")
-    return problems
-
-
-def _postgres_problems(plan: Any) -> list[str]:
-    problems: list[str] = []
-    stack = [plan[0]["Plan"]]
-    while stack:
-        node = stack.pop()
-        if node["Node Type"] == "Seq Scan":
-            problems.append(f"Seq Scan on {node.get('Relation Name')}")
-        stack.extend(node.get("Plans", []))
-    return problems
-
-
-async def _explain(db: Database, sql: str, parameters: Any, generic: bool) -> list[str]:
-    async with db.engine.connect() as connection:
-        if db.dialect == "sqlite":
-            rows = await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", parameters)
-            return _sqlite_problems([str(row[-1]) for row in rows])
-        mode = "force_generic_plan" if generic else "force_custom_plan"
-        await connection.exec_driver_sql(f"SET plan_cache_mode = {mode}")
-        result = await connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}", parameters)
-        plan = result.scalar()
-        await connection.rollback()
-        return _postgres_problems(json.loads(plan) if isinstance(plan, str) else plan)
-
-
-def _modes(db: Database) -> tuple[bool, ...]:
-    # SQLite plans every statement afresh: it has no generic plans.
-    return (False, True) if db.dialect == "postgresql" else (False,)
-
-
 @pytest.mark.parametrize("name", list(READS))
 async def test_repository_read_uses_an_index_and_no_full_scan(
     populated: tuple[str, dict[str, Any]], name: str
 ) -> None:
     url, sample = populated
     async with Database.from_url(url) as db:
-        statements = await _statements(db, READS[name], sample)
-        assert statements, f"{name} sent no SELECT"
-        for sql, parameters in statements:
-            for generic in _modes(db):
-                problems = await _explain(db, sql, parameters, generic)
-                assert not problems, f"{name} (generic plan: {generic}): {problems}\n{sql}"
+        statements = await statements_sent(db, lambda uow: READS[name](uow, sample))
+        await assert_plans_read_indexes(db, name, statements)
 
 
 async def test_the_plan_check_catches_a_full_scan(populated: tuple[str, dict[str, Any]]) -> None:
@@ -246,8 +169,8 @@ async def test_the_plan_check_catches_a_full_scan(populated: tuple[str, dict[str
     async with Database.from_url(url) as db:
         marker = "?" if db.dialect == "sqlite" else "$1"
         sql = f"SELECT id FROM workflows WHERE error = {marker}"
-        for generic in _modes(db):
-            assert await _explain(db, sql, ("timeout",), generic)
+        for generic in plan_modes(db):
+            assert await explain_problems(db, sql, ("timeout",), generic)
 
 
 async def test_the_sample_reads_find_rows(populated: tuple[str, dict[str, Any]]) -> None:

@@ -3,28 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from examples import worker
 from tests.factories import (
+    REPOSITORY,
     StepExecutionFactory,
     create_workflows,
     leased_workflow,
     stored_workflow,
+    terminate_when_completed,
 )
 
 from ecl_persistence import (
     Database,
     JsonValue,
+    Retry,
     StepExecution,
     StepExecutionState,
+    Worker,
     Workflow,
     WorkflowState,
 )
 from ecl_persistence.domain import utc_now
 
 S = StepExecutionState
+QUICK = Retry(max_attempts=3, delay_seconds=0.01)
 
 
 async def history(db: Database, workflow: Workflow) -> list[tuple[str, int, S]]:
@@ -45,13 +53,16 @@ def expired(**fields: object) -> Workflow:
     return leased_workflow("dead", utc_now() - timedelta(seconds=1), **fields)
 
 
+def example_worker(db: Database, name: str, **options: object) -> Worker:
+    return Worker(db, name, lease_seconds=worker.LEASE_SECONDS, poll_seconds=0.05, **options)  # type: ignore[arg-type]
+
+
 async def test_two_example_workers_complete_every_workflow_once(db: Database) -> None:
     workflows = [Workflow.new("research", {"topic": f"t{n}"}) for n in range(6)]
     await create_workflows(db, *workflows)
-    stop = asyncio.Event()
     handled = await asyncio.gather(
-        worker.run_worker(db, "a", stop, exit_when_idle=True),
-        worker.run_worker(db, "b", stop, exit_when_idle=True),
+        worker.run_worker(example_worker(db, "a", concurrency=2), until_idle=True),
+        worker.run_worker(example_worker(db, "b"), until_idle=True),
     )
     assert sum(handled) == len(workflows)
     for workflow in workflows:
@@ -83,7 +94,7 @@ async def test_the_example_worker_resumes_after_the_last_succeeded_step(db: Data
     async with db.session() as uow:
         await uow.step_executions.create_many(steps)
 
-    assert await worker.run_worker(db, "b", asyncio.Event(), exit_when_idle=True) == 1
+    assert await worker.run_worker(example_worker(db, "b"), until_idle=True) == 1
 
     done = await stored_workflow(db, workflow.id)
     assert done.state is WorkflowState.COMPLETED
@@ -101,23 +112,27 @@ async def test_a_stopped_example_worker_gives_its_workflow_back(
 ) -> None:
     workflow = Workflow.new("research", {})
     await create_workflows(db, workflow)
-    stop = asyncio.Event()
+    stopping = example_worker(db, "a")
     real_step = worker.run_step
+    stops: list[asyncio.Task[None]] = []
 
     async def step_then_stop(step: str, wf: Workflow, outputs: dict[str, JsonValue]) -> JsonValue:
-        stop.set()  # as SIGTERM would, in the middle of the first step
+        # As SIGTERM would, in the middle of the first step, with no time to finish it.
+        stops.append(asyncio.create_task(stopping.stop(grace_seconds=0)))
+        await asyncio.sleep(5)
         return await real_step(step, wf, outputs)
 
     monkeypatch.setattr(worker, "run_step", step_then_stop)
-    assert await worker.run_worker(db, "a", stop) == 1
+    async with asyncio.timeout(30):
+        assert await worker.run_worker(stopping) == 1
+    await stops[0]
 
     released = await stored_workflow(db, workflow.id)
-    assert released.state is WorkflowState.PENDING
-    assert released.lease_owner is None
-    assert await history(db, workflow) == [("search", 1, S.SUCCEEDED)]
+    assert (released.state, released.lease_owner) == (WorkflowState.PENDING, None)
+    assert await history(db, workflow) == [("search", 1, S.FAILED)]  # its error: cancelled
 
 
-async def test_a_failing_step_fails_the_example_workflow(
+async def test_a_failing_step_is_retried_then_fails_the_example_workflow(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workflow = Workflow.new("research", {})
@@ -127,14 +142,15 @@ async def test_a_failing_step_fails_the_example_workflow(
         raise TimeoutError("model did not answer")
 
     monkeypatch.setattr(worker, "run_step", broken)
-    await worker.run_worker(db, "a", asyncio.Event(), exit_when_idle=True)
+    monkeypatch.setattr(worker, "RETRY", QUICK)
+    await worker.run_worker(example_worker(db, "a"), until_idle=True)
 
     failed = await stored_workflow(db, workflow.id)
     assert (failed.state, failed.error) == (
         WorkflowState.FAILED,
         "TimeoutError: model did not answer",
     )
-    assert await history(db, workflow) == [("search", 1, S.FAILED)]
+    assert await history(db, workflow) == [("search", n, S.FAILED) for n in (1, 2, 3)]
     assert (await moves(db, workflow))[-1] == (WorkflowState.RUNNING, WorkflowState.FAILED, "a")
 
 
@@ -144,7 +160,7 @@ async def test_the_example_worker_gives_up_a_workflow_that_stopped_too_many_work
     # Every claim so far ended with a dead worker.
     workflow = expired(claim_count=worker.MAX_CLAIMS)
     await create_workflows(db, workflow)
-    await worker.run_worker(db, "a", asyncio.Event(), exit_when_idle=True)
+    await worker.run_worker(example_worker(db, "a"), until_idle=True)
     given_up = await stored_workflow(db, workflow.id)
     assert given_up.state is WorkflowState.FAILED
     assert given_up.error is not None
@@ -167,7 +183,24 @@ async def test_the_example_worker_drops_a_workflow_another_worker_took_over(
         return await real_step(step, wf, outputs)
 
     monkeypatch.setattr(worker, "run_step", slow_step)
-    await worker.run_worker(db, "a", asyncio.Event(), exit_when_idle=True)
+    await worker.run_worker(example_worker(db, "a"), until_idle=True)
 
     taken = await stored_workflow(db, workflow.id)
     assert (taken.state, taken.lease_owner) == (WorkflowState.RUNNING, "thief")
+    # The step that ran under the lost lease could not record its success.
+    assert await history(db, workflow) == [("search", 1, S.RUNNING)]
+
+
+async def test_the_example_script_works_until_sigterm_then_exits_0(
+    database_url: str, tmp_path: Path
+) -> None:
+    environment = {**os.environ, "ECL_DATABASE_URL": database_url}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(REPOSITORY / "examples" / "worker.py"), "w1", "--seed", "3",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=tmp_path, env=environment,
+    )  # fmt: skip
+    async with Database.from_url(database_url) as db:
+        [(out, err)] = await terminate_when_completed(db, [process], 3)
+    assert process.returncode == 0, err
+    assert out.strip() == "w1: handled 3 workflows"

@@ -48,12 +48,16 @@ _ARTIFACTS = (
 )  # fmt: skip
 _TRANSITIONS = ("id", "workflow_id", "from_state", "to_state", "at", "actor", "reason", "version")
 
+_QUEUE_0004 = ("run_after", "priority")
+
 _0001: Schema = {"workflows": _WORKFLOWS_0001, "step_executions": _STEPS, "artifacts": _ARTIFACTS}
 _0002: Schema = {**_0001, "workflows": _WORKFLOWS_0001 + _WORKERS_0002}
+_0003: Schema = {**_0002, "workflow_transitions": _TRANSITIONS}
 SCHEMAS: dict[str, Schema] = {
     "0001": _0001,
     "0002": _0002,
-    "0003": {**_0002, "workflow_transitions": _TRANSITIONS},
+    "0003": _0003,
+    "0004": {**_0003, "workflows": _WORKFLOWS_0001 + _WORKERS_0002 + _QUEUE_0004},
 }
 """The tables and columns of each revision, parents first (children are inserted after)."""
 
@@ -62,6 +66,8 @@ ADDED: dict[str, object] = {
     "lease_owner": None,
     "lease_expires_at": None,
     "claim_count": 0,
+    "run_after": None,
+    "priority": 0,
 }
 """The value a column added to an existing table holds in the rows that were already there."""
 
@@ -74,10 +80,12 @@ _TYPES: dict[str, Any] = {
     "completed_at": UTCDateTime(),
     "started_at": UTCDateTime(),
     "lease_expires_at": UTCDateTime(),
+    "run_after": UTCDateTime(),
     "at": UTCDateTime(),
     "attempt": Integer(),
     "version": Integer(),
     "claim_count": Integer(),
+    "priority": Integer(),
     "state": String(),
     "error": Text(),
 }
@@ -121,6 +129,9 @@ def _workflow(n: int) -> dict[str, Any]:
         "lease_owner": f"worker-{n % 4}" if leased else None,
         "lease_expires_at": created + timedelta(minutes=5) if leased else None,
         "claim_count": 1 if leased else n % 3,
+        # A retry due later, and priorities on both sides of the default.
+        "run_after": created + timedelta(hours=1) if state is WorkflowState.PENDING else None,
+        "priority": n % 5 - 2,
     }
 
 

@@ -74,11 +74,13 @@ async def test_upgrade_from_empty_creates_tables_keys_and_indexes(empty_database
         "ix_workflows_state_created_at_id",
         "ix_workflows_definition_id_created_at_id",
         "ix_workflows_created_at_id",
-        "ix_workflows_claimable_created_at_id",
+        "ix_workflows_claimable_priority_created_at_id",
         "ix_workflows_state_completed_at",
         "ix_step_executions_workflow_id_started_at",
         "ix_artifacts_workflow_id_created_at",
     } <= schema["indexes"]
+    # Revision 0004 replaced the queue's index of 0002 by one in priority order.
+    assert "ix_workflows_claimable_created_at_id" not in schema["indexes"]
     assert {
         "uq_step_executions_workflow_id_step_id_attempt",
         "uq_artifacts_workflow_id_step_id_name",
@@ -219,6 +221,28 @@ def test_alembic_offline_mode_renders_sql_for_both_dialects() -> None:
         assert "CREATE TABLE workflow_transitions" in result.stdout
         assert "CREATE TRIGGER workflow_transitions_append_only" in result.stdout
         assert "CREATE INDEX IF NOT EXISTS ix_workflows_state_completed_at" in result.stdout
+        assert "ADD COLUMN run_after" in result.stdout
+        assert "ADD COLUMN priority INTEGER DEFAULT '0' NOT NULL" in result.stdout
+        assert (
+            "CREATE INDEX IF NOT EXISTS ix_workflows_claimable_priority_created_at_id "
+            "ON workflows (priority DESC, created_at, id) WHERE state IN ('pending', 'running')"
+        ) in result.stdout
+
+
+def test_alembic_offline_mode_renders_the_queue_revision_without_rebuilding_a_table() -> None:
+    for url in ("sqlite:///offline.db", "postgresql://u@h/db"):
+        up = _run_alembic("upgrade", "0003:0004", "--sql", env={"ECL_DATABASE_URL": url})
+        assert up.returncode == 0, up.stderr
+        # Columns added in place on both backends: no copy of workflows.
+        assert "_alembic_tmp_workflows" not in up.stdout
+        assert "ALTER TABLE workflows ADD COLUMN run_after" in up.stdout
+        assert "DROP INDEX ix_workflows_claimable_created_at_id" in up.stdout
+        down = _run_alembic("downgrade", "0004:0003", "--sql", env={"ECL_DATABASE_URL": url})
+        assert down.returncode == 0, down.stderr
+        assert "_alembic_tmp_workflows" not in down.stdout
+        assert "ALTER TABLE workflows DROP COLUMN priority" in down.stdout
+        assert "DROP INDEX ix_workflows_claimable_priority_created_at_id" in down.stdout
+        assert "version_num='0003'" in down.stdout
 
 
 def test_alembic_offline_mode_renders_the_workers_downgrade_for_both_dialects() -> None:

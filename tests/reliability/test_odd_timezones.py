@@ -41,6 +41,7 @@ CALLS: dict[str, Call] = {
     "claim_by_id(now=)": lambda uow, wid, when: uow.workflows.claim_by_id(wid, "w", now=when),
     "heartbeat(now=)": lambda uow, wid, when: uow.workflows.heartbeat(wid, "w", now=when),
     "list_stale(now=)": lambda uow, wid, when: uow.workflows.list_stale(now=when),
+    "release(run_after=)": lambda uow, wid, when: uow.workflows.release(wid, "w", run_after=when),
 }
 
 

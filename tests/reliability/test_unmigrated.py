@@ -61,7 +61,7 @@ async def test_a_database_never_migrated_says_to_migrate(empty_database_url: str
             assert (await uow.workflows.count_by_state())[WorkflowState.PENDING] == 1
 
 
-@pytest.mark.parametrize("revision", ["0001", "0002"])
+@pytest.mark.parametrize("revision", ["0001", "0002", "0003"])
 async def test_a_database_behind_names_its_revision_and_the_one_needed(
     empty_database_url: str, revision: str
 ) -> None:

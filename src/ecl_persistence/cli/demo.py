@@ -1,4 +1,4 @@
-"""The demo workflow: three toy steps run the way a worker runs them, one retried.
+"""The demo workflow: three toy steps run by a worker, one of them retried.
 
 ``gather`` picks the sentences about the topic, ``summarise`` times out on
 its first attempt (as a model endpoint might) and succeeds on its second, and
@@ -6,30 +6,30 @@ its first attempt (as a model endpoint might) and succeeds on its second, and
 takes a few tens of milliseconds of simulated model latency, which is what
 its measured duration shows; "tokens" are counted as words read and written.
 
-A run works like a worker of ``docs/workers.md``: it claims its workflow as
-``demo-<pid>`` with a short lease, reads the workflow's resume point, skips
-the steps that already succeeded, records every attempt of the others with
-:class:`~ecl_persistence.StepRecorder` (committed as it starts and as it
-ends), heartbeats after each attempt, and completes the workflow, which ends
-the lease. Each step reads what it needs from the stored outputs of the steps
-before it, so a resumed run, in another process, picks up where a crashed one
+A run is a :class:`~ecl_persistence.Worker` named ``demo-<pid>`` with a
+short lease: it claims its own workflow by id, and its
+:class:`~ecl_persistence.WorkflowRun` keeps the lease with a heartbeat,
+skips the steps that already succeeded (``run.step`` returns their stored
+output), records every attempt of the others (committed as it starts and as
+it ends), retries the one that fails, and completes the workflow, which ends
+the lease. Each step reads what it needs from the outputs of the steps before
+it, so a resumed run, in another process, picks up where a crashed one
 stopped.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn, Protocol
 
 import attrs
 
-from ecl_persistence.cli.demo_steps import SOURCES, TOPIC, WORK, field
+from ecl_persistence.cli.demo_steps import SOURCES, TOPIC, WORK, DemoContext, StepWork, field
 from ecl_persistence.database import Database
 from ecl_persistence.domain import (
-    MISSING,
     JsonValue,
     ResumePoint,
     StepId,
@@ -38,8 +38,9 @@ from ecl_persistence.domain import (
     WorkflowState,
     utc_now,
 )
-from ecl_persistence.errors import ConflictError, InvalidStateTransitionError
-from ecl_persistence.recorder import StepRecorder, describe_exception
+from ecl_persistence.errors import ConflictError, DbError, InvalidStateTransitionError
+from ecl_persistence.recorder import StepRecording, describe_exception
+from ecl_persistence.workers import Retry, StepFunction, Worker, WorkflowRun
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
@@ -52,6 +53,7 @@ __all__ = [
     "CrashPoint",
     "Reporter",
     "StepFailedError",
+    "WorkflowLostError",
     "run_demo",
 ]
 
@@ -60,7 +62,9 @@ DEFINITION_ID = "ecl-demo"
 STEPS = ("gather", "summarise", "publish")
 """The demo's steps, in the order they run."""
 MAX_ATTEMPTS = 3
-"""Attempts of one step, in one run, before the workflow fails."""
+"""Attempts of one step, over the workflow's history, before the workflow fails."""
+RETRY = Retry(max_attempts=MAX_ATTEMPTS, delay_seconds=0.05)
+"""How the demo retries a step: at once, nearly."""
 DEFAULT_LEASE_SECONDS = 5.0
 """The demo's lease: short, so that a crashed demo's workflow is free again soon."""
 MAX_LEASE_SECONDS = 60.0
@@ -71,6 +75,10 @@ _EXPIRY_MARGIN_SECONDS = 0.05
 
 class StepFailedError(Exception):
     """A demo step failed on every attempt; the workflow was marked failed."""
+
+
+class WorkflowLostError(Exception):
+    """Another worker took the demo's workflow over (its lease had expired); the demo stopped."""
 
 
 class CannotResumeError(Exception):
@@ -114,113 +122,91 @@ class Reporter(Protocol):
 
 
 @attrs.frozen
-class _Run:
-    """One run's worker, its recorder and how it reports."""
+class _Demo:
+    """One run's worker, where its files go and how it reports."""
 
     db: Database
-    recorder: StepRecorder
-    worker_id: str
+    worker: Worker
     lease_seconds: float
     artifacts_root: Path
     reporter: Reporter
 
 
-async def _run_step(
-    run: _Run, workflow: Workflow, step: str, outputs: dict[str, JsonValue]
-) -> Workflow:
-    """Run ``step`` until an attempt succeeds, heartbeating after a failed one.
+def _noted(
+    reporter: Reporter,
+    step: str,
+    work: StepWork,
+    context: DemoContext,
+    outputs: Mapping[str, JsonValue],
+) -> StepFunction:
+    """``work`` as the step function of ``run.step``, saying how each attempt went."""
 
-    Adds the step's output to ``outputs`` and returns the workflow as of the
-    last heartbeat. Raises :class:`StepFailedError`, after marking the
-    workflow failed, when every attempt fails.
-    """
-    work, input_of = WORK[step]
-    failure = ""
-    for _ in range(MAX_ATTEMPTS):
-        # The recorder numbers the attempt: after a crash, it follows the interrupted one.
+    async def attempt(rec: StepRecording) -> JsonValue:
         try:
-            async with run.recorder.step(workflow.id, step, input_of(outputs)) as rec:
-                await work(run.db, run.artifacts_root, workflow, outputs, rec)
-        except OSError as error:  # TimeoutError is one; so is a file that cannot be written
-            failure = describe_exception(error)
-            run.reporter.note(f"  {step:<10} attempt {rec.execution.attempt}  failed: {failure}")
-            workflow = await _heartbeat(run, workflow)
-            continue
-        run.reporter.note(f"  {step:<10} attempt {rec.execution.attempt}  succeeded")
-        outputs[step] = None if rec.output is MISSING else rec.output
-        return workflow
-    async with run.db.session() as uow:
-        await uow.workflows.update_state(
-            workflow.id,
-            WorkflowState.FAILED,
-            error=f"step {step} failed {MAX_ATTEMPTS} times",
-            expected_version=workflow.version,
-            actor=run.worker_id,
-        )
-    raise StepFailedError(
-        f"demo workflow {workflow.id} failed: step {step} failed {MAX_ATTEMPTS} times "
-        f"(last error: {failure})"
-    )
+            output = await work(context, outputs, rec)
+        except Exception as error:
+            reporter.note(
+                f"  {step:<10} attempt {rec.attempt}  failed: {describe_exception(error)}"
+            )
+            raise
+        reporter.note(f"  {step:<10} attempt {rec.attempt}  succeeded")
+        return output
+
+    return attempt
 
 
-async def _heartbeat(run: _Run, workflow: Workflow) -> Workflow:
-    """Keep the lease; raises ConflictError if another worker took the workflow over."""
-    async with run.db.session() as uow:
-        return await uow.workflows.heartbeat(
-            workflow.id, run.worker_id, lease_seconds=run.lease_seconds
-        )
-
-
-async def _work_on(run: _Run, claimed: Workflow, crash: CrashPlan | None) -> None:
+async def _work_on(demo: _Demo, run: WorkflowRun, crash: CrashPlan | None) -> None:
     """Run the steps of a claimed workflow that have not succeeded, then complete it."""
-    async with run.db.session(read_only=True) as uow:
-        point = await uow.workflows.resume_point(claimed.id)
+    context = DemoContext(demo.db, run, demo.artifacts_root)
     outputs: dict[str, JsonValue] = {}
-    workflow = claimed
-    for step in STEPS:
-        if point.is_done(step):
-            done = point.succeeded[StepId(step)]
-            run.reporter.note(f"  skipped {step} (succeeded in attempt {done.attempt})")
-            outputs[step] = None if done.output is MISSING else done.output
-            continue
-        workflow = await _run_step(run, workflow, step, outputs)
-        if crash is not None and step == crash.after:
-            assert workflow.lease_expires_at is not None  # it was claimed or heartbeated
-            crash.stop(CrashPoint(workflow.id, step, run.worker_id, workflow.lease_expires_at))
-        workflow = await _heartbeat(run, workflow)
-    output: JsonValue = {
-        "summary": field(outputs, "summarise", "summary"),
-        "artifact": field(outputs, "publish", "artifact"),
-    }
-    async with run.db.session() as uow:
-        # Both writes check the version of the claim: had the lease been lost
-        # and the workflow claimed again meanwhile, nothing would be written.
-        stored = await uow.workflows.update_output(
-            workflow.id, output, expected_version=claimed.version
+    async with run:
+        for step in STEPS:
+            if run.resume_point.is_done(step):
+                done = run.resume_point.succeeded[StepId(step)]
+                demo.reporter.note(f"  skipped {step} (succeeded in attempt {done.attempt})")
+            work, input_of = WORK[step]
+            attempt = _noted(demo.reporter, step, work, context, outputs)
+            try:
+                outputs[step] = await run.step(step, input_of(outputs), attempt, retry=RETRY)
+            except DbError:
+                raise
+            except Exception as error:
+                await run.fail(f"step {step} failed {MAX_ATTEMPTS} times")
+                raise StepFailedError(
+                    f"demo workflow {run.workflow.id} failed: step {step} failed "
+                    f"{MAX_ATTEMPTS} times (last error: {describe_exception(error)})"
+                ) from None
+            if crash is not None and step == crash.after:
+                expires = run.workflow.lease_expires_at
+                assert expires is not None  # claimed, so leased
+                crash.stop(CrashPoint(run.workflow.id, step, demo.worker.worker_id, expires))
+        await run.complete(
+            output={
+                "summary": field(outputs, "summarise", "summary"),
+                "artifact": field(outputs, "publish", "artifact"),
+            }
         )
-        await uow.workflows.update_state(
-            workflow.id,
-            WorkflowState.COMPLETED,
-            expected_version=stored.version,
-            actor=run.worker_id,
+    if run.lost:
+        raise WorkflowLostError(
+            f"demo workflow {run.workflow.id} was taken over by another worker "
+            "after the lease expired"
         )
-    run.reporter.note(f"Completed workflow {workflow.id}.")
+    demo.reporter.note(f"Completed workflow {run.workflow.id}.")
 
 
-async def _start(run: _Run) -> Workflow:
-    """Create a new demo workflow and claim it, in one transaction."""
-    async with run.db.session() as uow:
+async def _start(demo: _Demo) -> WorkflowRun:
+    """Create a new demo workflow and claim it."""
+    async with demo.db.session() as uow:
         created = await uow.workflows.create(
             Workflow.new(DEFINITION_ID, {"topic": TOPIC, "sources": len(SOURCES)}),
-            actor=run.worker_id,
+            actor=demo.worker.worker_id,
         )
-        claimed = await uow.workflows.claim_by_id(
-            created.id, run.worker_id, lease_seconds=run.lease_seconds
-        )
-    run.reporter.note(
-        f"Claimed new workflow {claimed.id} as {run.worker_id} (lease {run.lease_seconds:g} s)."
+    run = await demo.worker.claim(created.id)
+    demo.reporter.note(
+        f"Claimed new workflow {created.id} as {demo.worker.worker_id} "
+        f"(lease {demo.lease_seconds:g} s)."
     )
-    return claimed
+    return run
 
 
 def _check_resumable(point: ResumePoint, crash: CrashPlan | None) -> None:
@@ -246,9 +232,9 @@ def _check_resumable(point: ResumePoint, crash: CrashPlan | None) -> None:
         )
 
 
-async def _take_over(run: _Run, workflow_id: WorkflowId, crash: CrashPlan | None) -> Workflow:
+async def _take_over(demo: _Demo, workflow_id: WorkflowId, crash: CrashPlan | None) -> WorkflowRun:
     """Claim a workflow a crashed demo left behind, once its lease has expired."""
-    async with run.db.session(read_only=True) as uow:
+    async with demo.db.session(read_only=True) as uow:
         point = await uow.workflows.resume_point(workflow_id)
     _check_resumable(point, crash)
     workflow = point.workflow
@@ -261,25 +247,22 @@ async def _take_over(run: _Run, workflow_id: WorkflowId, crash: CrashPlan | None
             )
         wait = remaining + _EXPIRY_MARGIN_SECONDS
         if wait > 0:
-            await run.reporter.wait(
+            await demo.reporter.wait(
                 wait,
                 f"Waiting {wait:.1f} s for the lease of {workflow.lease_owner} on "
                 f"workflow {workflow_id} to expire...",
             )
     try:
-        async with run.db.session() as uow:
-            claimed = await uow.workflows.claim_by_id(
-                workflow_id, run.worker_id, lease_seconds=run.lease_seconds
-            )
+        run = await demo.worker.claim(workflow_id)
     except (ConflictError, InvalidStateTransitionError) as error:
         # Its worker renewed the lease while we waited (it is alive after
         # all), or another run took the workflow over first.
         raise CannotResumeError(f"{error}: someone else is working on it") from None
-    run.reporter.note(
-        f"Claimed workflow {workflow_id} as {run.worker_id} (lease {run.lease_seconds:g} s, "
-        f"claim {claimed.claim_count}); resuming it."
+    demo.reporter.note(
+        f"Claimed workflow {workflow_id} as {demo.worker.worker_id} "
+        f"(lease {demo.lease_seconds:g} s, claim {run.workflow.claim_count}); resuming it."
     )
-    return claimed
+    return run
 
 
 async def run_demo(
@@ -307,16 +290,12 @@ async def run_demo(
     ``summary.md`` is written under ``artifacts_root`` at the artifact's
     relative path, ``artifacts/<workflow id>/summary.md``. Raises
     :class:`StepFailedError` (after marking the workflow failed) when a step
-    fails on every attempt, as ``publish`` does when the file cannot be written.
+    fails on every attempt, as ``publish`` does when the file cannot be
+    written, and :class:`WorkflowLostError` if another worker took the
+    workflow over meanwhile.
     """
-    run = _Run(
-        db=db,
-        recorder=StepRecorder(db),
-        worker_id=f"demo-{os.getpid()}",
-        lease_seconds=lease_seconds,
-        artifacts_root=artifacts_root,
-        reporter=reporter,
-    )
-    claimed = await (_start(run) if resume is None else _take_over(run, resume, crash))
-    await _work_on(run, claimed, crash)
-    return claimed.id
+    worker = Worker(db, f"demo-{os.getpid()}", lease_seconds=lease_seconds)
+    demo = _Demo(db, worker, lease_seconds, artifacts_root, reporter)
+    run = await (_start(demo) if resume is None else _take_over(demo, resume, crash))
+    await _work_on(demo, run, crash)
+    return run.workflow.id

@@ -2,11 +2,11 @@
 
 ``gather`` picks the sentences about the topic, ``summarise`` times out on
 its first attempt (as a model endpoint might) and succeeds on its second, and
-``publish`` writes ``summary.md`` and records it as an artifact. Each takes a
-few tens of milliseconds of simulated model latency; "tokens" are words read
-and written. Each reads what it needs from the stored outputs of the steps
-before it, so a resumed run, in another process, picks up where a crashed
-one stopped.
+``publish`` writes ``summary.md`` and records it as an artifact, under the
+run's lease. Each takes a few tens of milliseconds of simulated model
+latency; "tokens" are words read and written. Each reads what it needs from
+the stored outputs of the steps before it, so a resumed run, in another
+process, picks up where a crashed one stopped.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import cast
 
-from ecl_persistence.database import Database
-from ecl_persistence.domain import Artifact, JsonValue, StepId, Workflow
-from ecl_persistence.recorder import StepRecording
+import attrs
 
-__all__ = ["ARTIFACT", "SOURCES", "TOPIC", "WORK", "StepWork", "field"]
+from ecl_persistence.database import Database
+from ecl_persistence.domain import Artifact, JsonValue, StepId
+from ecl_persistence.recorder import StepRecording
+from ecl_persistence.workers import WorkflowRun
+
+__all__ = ["ARTIFACT", "SOURCES", "TOPIC", "WORK", "DemoContext", "StepWork", "field"]
 
 TOPIC = "tides"
 """What the demo workflow is about."""
@@ -31,13 +34,19 @@ SOURCES = (
     "Spring tides, the largest, come when the Sun, Moon and Earth line up.",
 )
 ARTIFACT = "summary.md"
-# Past the expiry by a hair: a lease is claimable once it expired *before* now.
 
 
-StepWork = Callable[
-    [Database, Path, Workflow, Mapping[str, JsonValue], StepRecording], Awaitable[None]
-]
-"""What a step of the demo does: ``(db, artifacts_root, workflow, outputs, recording)``."""
+@attrs.frozen
+class DemoContext:
+    """What the demo's steps work with: the database, the run, where files go."""
+
+    db: Database
+    run: WorkflowRun
+    artifacts_root: Path
+
+
+StepWork = Callable[[DemoContext, Mapping[str, JsonValue], StepRecording], Awaitable[JsonValue]]
+"""What a step of the demo does: ``(context, outputs so far, recording) -> output``."""
 
 
 def _words(*texts: str) -> int:
@@ -54,66 +63,55 @@ def _notes(outputs: Mapping[str, JsonValue]) -> list[str]:
 
 
 async def _gather(
-    db: Database,
-    artifacts_root: Path,
-    workflow: Workflow,
-    outputs: Mapping[str, JsonValue],
-    rec: StepRecording,
-) -> None:
+    context: DemoContext, outputs: Mapping[str, JsonValue], rec: StepRecording
+) -> JsonValue:
     await asyncio.sleep(0.02)
     notes: list[JsonValue] = [s for s in SOURCES if "tide" in s.lower()]
     rec.tokens_used = _words(*SOURCES)
-    rec.output = {"notes": notes}
+    return {"notes": notes}
 
 
 async def _summarise(
-    db: Database,
-    artifacts_root: Path,
-    workflow: Workflow,
-    outputs: Mapping[str, JsonValue],
-    rec: StepRecording,
-) -> None:
+    context: DemoContext, outputs: Mapping[str, JsonValue], rec: StepRecording
+) -> JsonValue:
     notes = _notes(outputs)
     rec.tokens_used = _words(*notes)
-    if rec.execution.attempt == 1:
+    if rec.attempt == 1:
         await asyncio.sleep(0.04)
         raise TimeoutError("model timed out after 40 ms (simulated)")
     await asyncio.sleep(0.06)
     summary = " ".join(note.split(",")[0].rstrip(".") + "." for note in notes[:2])
     rec.tokens_used += _words(summary)
-    rec.output = {"summary": summary}
+    return {"summary": summary}
 
 
 async def _publish(
-    db: Database,
-    artifacts_root: Path,
-    workflow: Workflow,
-    outputs: Mapping[str, JsonValue],
-    rec: StepRecording,
-) -> None:
+    context: DemoContext, outputs: Mapping[str, JsonValue], rec: StepRecording
+) -> JsonValue:
     await asyncio.sleep(0.01)
-    relative = f"artifacts/{workflow.id}/{ARTIFACT}"
+    workflow_id = context.run.workflow.id
+    relative = f"artifacts/{workflow_id}/{ARTIFACT}"
     content = f"# {TOPIC.title()}\n\n{field(outputs, 'summarise', 'summary')}\n".encode()
-    target = artifacts_root / relative
+    target = context.artifacts_root / relative
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(content)
-    async with db.session() as uow:
-        # An attempt interrupted after this commit already recorded the file:
-        # the step is idempotent, as a step that may run twice must be.
-        recorded = await uow.artifacts.list_for_step(workflow.id, StepId("publish"))
-        if not any(artifact.name == ARTIFACT for artifact in recorded):
-            await uow.artifacts.create(
-                Artifact.new(
-                    workflow.id,
-                    StepId("publish"),
-                    ARTIFACT,
-                    content_type="text/markdown",
-                    path=relative,
-                    size_bytes=len(content),
-                )
+    async with context.db.session(read_only=True) as uow:
+        recorded = await uow.artifacts.list_for_step(workflow_id, StepId("publish"))
+    # An attempt interrupted after recording the file already did this: the
+    # step is idempotent, as a step that may run twice must be.
+    if not any(artifact.name == ARTIFACT for artifact in recorded):
+        await context.run.add_artifact(
+            Artifact.new(
+                workflow_id,
+                StepId("publish"),
+                ARTIFACT,
+                content_type="text/markdown",
+                path=relative,
+                size_bytes=len(content),
             )
+        )
     rec.tokens_used = 0
-    rec.output = {"artifact": relative}
+    return {"artifact": relative}
 
 
 WORK: dict[str, tuple[StepWork, Callable[[Mapping[str, JsonValue]], JsonValue]]] = {

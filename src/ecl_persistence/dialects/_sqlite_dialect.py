@@ -25,18 +25,31 @@ from typing import Any
 
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
+from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 
-__all__ = ["DRIVER_NAME", "OneTripDialect"]
+__all__ = ["DRIVER_NAME", "HintingCompiler", "OneTripDialect"]
 
 DRIVER_NAME = "ecl_aiosqlite"
 """The driver part of the engines' URLs: ``sqlite+ecl_aiosqlite``."""
 _LEVELS = ("SERIALIZABLE", "AUTOCOMMIT")
 
 
+class HintingCompiler(SQLiteCompiler):
+    """SQLite's compiler, writing a table's ``with_hint`` text after it (``INDEXED BY ...``).
+
+    The stock compiler drops table hints; the claim queue needs one.
+    """
+
+    def get_from_hint_text(self, table: Any, text: str | None) -> str | None:
+        """The hint as given."""
+        return text
+
+
 class OneTripDialect(SQLiteDialect_aiosqlite):
     """The aiosqlite dialect, beginning every transaction that is not in autocommit itself."""
 
     supports_statement_cache = True
+    statement_compiler = HintingCompiler
     # In autocommit nothing is open: the rollback before the pool takes a
     # connection back would be a trip to the driver for nothing.
     skip_autocommit_rollback = True

@@ -124,6 +124,14 @@ class DialectStrategy(abc.ABC):
     def lock(self, select: _S, mode: str) -> _S:
         """``select`` locking the rows it reads in ``mode`` (a :class:`LockMode`), where needed."""
 
+    def use_index(self, select: _S, table: Any, index: str) -> _S:
+        """``select`` reading ``table`` through ``index``, where the planner must be told.
+
+        For a queue whose order only that index gives: a planner without
+        statistics may otherwise sort every open row. Unchanged by default.
+        """
+        return select
+
     # --- column types ----------------------------------------------------------------
 
     @abc.abstractmethod

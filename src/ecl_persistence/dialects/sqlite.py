@@ -293,6 +293,14 @@ class SqliteStrategy(DialectStrategy):
         """Unchanged: a writing transaction already holds the database's only write lock."""
         return select
 
+    def use_index(self, select: _S, table: Any, index: str) -> _S:
+        """``INDEXED BY index``: without statistics, SQLite may prefer another index and sort.
+
+        Rendered by the package's own dialect; an application's engine on the
+        stock aiosqlite dialect leaves the planner to choose.
+        """
+        return select.with_hint(table, f"INDEXED BY {index}", dialect_name=self.name)
+
     def json_type(self, dialect: Dialect) -> TypeEngine[Any]:
         """TEXT, not SQLite's JSON type name, whose numeric affinity would store ``5`` as 5."""
         return dialect.type_descriptor(Text())

@@ -100,15 +100,4 @@ class WorkflowAggregate:
 
     def resume_point(self) -> ResumePoint:
         """What a worker picking this workflow up skips and runs again (a :class:`ResumePoint`)."""
-        latest = self.latest_attempts()
-        succeeded = {
-            step: execution
-            for step, execution in latest.items()
-            if execution.state is StepExecutionState.SUCCEEDED
-        }
-        to_retry = {
-            step: execution.attempt + 1
-            for step, execution in latest.items()
-            if step not in succeeded
-        }
-        return ResumePoint(workflow=self.workflow, succeeded=succeeded, to_retry=to_retry)
+        return ResumePoint.of(self.workflow, self.latest_attempts())

@@ -22,6 +22,7 @@ from ecl_persistence.domain.ids import (
     WorkflowId,
     new_uuid7,
 )
+from ecl_persistence.domain.leases import Lease
 from ecl_persistence.domain.payload import MISSING, JsonValue, Missing, check_text
 from ecl_persistence.domain.states import StepExecutionState, WorkflowState
 from ecl_persistence.errors import ValidationError
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_ATTEMPT",
     "MAX_ERROR_LENGTH",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
     "ExecutionStats",
     "Page",
     "StepExecution",
@@ -44,6 +47,9 @@ __all__ = [
 MAX_ERROR_LENGTH = 65536
 #: The highest attempt number of a step execution.
 MAX_ATTEMPT = 1_000_000
+#: The lowest and highest priority of a workflow (a 32-bit column).
+MIN_PRIORITY = -(2**31)
+MAX_PRIORITY = 2**31 - 1
 
 _T = TypeVar("_T")
 
@@ -111,7 +117,9 @@ class Workflow:
     ``lease_owner`` and ``lease_expires_at`` name the worker that claimed a
     running workflow and until when (both or neither, and only while running);
     ``claim_count`` counts the claims, so a workflow that keeps killing its
-    workers can be told apart.
+    workers can be told apart; ``run_after``, when set, is the instant before
+    which no claim takes the workflow, and claims take the highest
+    ``priority`` first, then the oldest.
     """
 
     id: WorkflowId = attrs.field(converter=_fields.uuid_from_text, validator=_fields.uuid_value)
@@ -143,6 +151,21 @@ class Workflow:
         validator=[_fields.aware_utc(optional=True), _lease],
     )
     claim_count: int = attrs.field(default=0, validator=_fields.integer(minimum=0))
+    run_after: datetime | None = attrs.field(
+        default=None,
+        converter=_fields.optional_utc_datetime,
+        validator=_fields.aware_utc(optional=True),
+    )
+    priority: int = attrs.field(
+        default=0, validator=_fields.integer(minimum=MIN_PRIORITY, maximum=MAX_PRIORITY)
+    )
+
+    @property
+    def lease(self) -> Lease | None:
+        """The lease this workflow is held under (a fencing token), or None without one."""
+        if self.lease_owner is None:
+            return None
+        return Lease(self.id, self.lease_owner, self.claim_count)
 
     @classmethod
     def new(
@@ -154,12 +177,18 @@ class Workflow:
         id: WorkflowId | str | None = None,
         now: datetime | None = None,
         idempotency_key: str | None = None,
+        run_after: datetime | None = None,
+        priority: int = 0,
     ) -> Workflow:
         """Return a pending workflow at version 1, created ``now`` (default: the current time).
 
         With an ``idempotency_key`` (at most 255 characters, for example a
         request id), creating the workflow again with the same key and
         definition returns the workflow stored first instead of a second one.
+        With ``run_after`` (an aware datetime) no claim takes the workflow
+        before that instant; claims take the highest ``priority`` first
+        (from :data:`MIN_PRIORITY` to :data:`MAX_PRIORITY`, 0 by default),
+        then the oldest.
         """
         created_at = utc_now() if now is None else now
         return cls(
@@ -175,6 +204,8 @@ class Workflow:
             metadata=_fields.copy_metadata(metadata),
             version=1,
             idempotency_key=idempotency_key,
+            run_after=run_after,
+            priority=priority,
         )
 
     @classmethod
@@ -195,6 +226,8 @@ class Workflow:
         lease_owner: str | None,
         lease_expires_at: datetime | None,
         claim_count: int,
+        run_after: datetime | None,
+        priority: int,
     ) -> Workflow:
         """Rebuild a stored workflow without running the validators again.
 
@@ -217,6 +250,8 @@ class Workflow:
         _SET(self, "lease_owner", lease_owner)
         _SET(self, "lease_expires_at", lease_expires_at)
         _SET(self, "claim_count", claim_count)
+        _SET(self, "run_after", run_after)
+        _SET(self, "priority", priority)
         return self
 
 

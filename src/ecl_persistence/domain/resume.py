@@ -60,6 +60,21 @@ class ResumePoint:
     succeeded: Mapping[StepId, StepExecution] = attrs.field(converter=_frozen_mapping)
     to_retry: Mapping[StepId, int] = attrs.field(converter=_frozen_mapping, validator=_steps_of)
 
+    @classmethod
+    def of(cls, workflow: Workflow, latest: Mapping[StepId, StepExecution]) -> ResumePoint:
+        """The resume point of ``workflow`` from the latest attempt of each of its steps."""
+        succeeded = {
+            step: execution
+            for step, execution in latest.items()
+            if execution.state is StepExecutionState.SUCCEEDED
+        }
+        to_retry = {
+            step: execution.attempt + 1
+            for step, execution in latest.items()
+            if step not in succeeded
+        }
+        return cls(workflow=workflow, succeeded=succeeded, to_retry=to_retry)
+
     def is_done(self, step_id: StepId | str) -> bool:
         """Whether the step already succeeded, so a resumed run must not run it again."""
         return step_id in self.succeeded

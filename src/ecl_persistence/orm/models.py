@@ -66,6 +66,8 @@ class WorkflowRecord(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claim_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    run_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     step_executions: Mapped[list[StepExecutionRecord]] = relationship(
         back_populates="workflow",
@@ -105,19 +107,23 @@ class WorkflowRecord(Base):
         Index("ix_workflows_state_created_at_id", "state", "created_at", "id"),
         Index("ix_workflows_definition_id_created_at_id", "definition_id", "created_at", "id"),
         Index("ix_workflows_created_at_id", "created_at", "id"),
-        # The claim queue, oldest first: finished workflows (most rows, over
-        # time) are left out, so a claim reads only open workflows.
-        Index(
-            "ix_workflows_claimable_created_at_id",
-            "created_at",
-            "id",
-            postgresql_where=text(_CLAIMABLE),
-            sqlite_where=text(_CLAIMABLE),
-        ),
         # A purge batch reads the workflows of one finished state that
         # finished before its cutoff, oldest first, straight from this index.
         Index("ix_workflows_state_completed_at", "state", "completed_at"),
     )
+
+
+# The claim queue, highest priority first, then oldest: finished workflows
+# (most rows, over time) are left out, so a claim reads only open workflows.
+# Defined on the mapped columns, since it orders one of them descending.
+Index(
+    "ix_workflows_claimable_priority_created_at_id",
+    WorkflowRecord.priority.desc(),
+    WorkflowRecord.created_at,
+    WorkflowRecord.id,
+    postgresql_where=text(_CLAIMABLE),
+    sqlite_where=text(_CLAIMABLE),
+)
 
 
 class StepExecutionRecord(Base):

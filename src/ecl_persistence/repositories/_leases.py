@@ -1,7 +1,8 @@
 """The SQL of claims and leases, and the checks of their arguments.
 
 A claim is two statements in one transaction: ``SELECT ... ORDER BY
-created_at, id LIMIT n`` picks the oldest claimable workflows, with the state
+priority DESC, created_at, id LIMIT n`` picks the first claimable workflows
+of the queue (highest priority, then oldest), with the state
 each was in (the audit trail records it), locked as the dialect's strategy
 says, then one ``UPDATE ... WHERE id IN (...) RETURNING`` takes exactly
 those. On PostgreSQL the pick is ``FOR NO KEY UPDATE SKIP LOCKED``:
@@ -13,6 +14,9 @@ statement.
 
 Claims are a queue and stay on rows (``docs/concepts.md``); the lease
 operations on one workflow (claim by id, heartbeat, release) return entities.
+A write made under a lease (a fencing token, :class:`~ecl_persistence.Lease`)
+adds :data:`FENCE` to its conditions, or selects its workflow through
+:func:`fenced_parent`, in the statement that writes.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from sqlalchemy import (
 
 from ecl_persistence.dialects import DialectStrategy, LockMode
 from ecl_persistence.dialects.base import AnySelect
-from ecl_persistence.domain import MAX_ID_LENGTH, WorkflowState, check_text, utc_now
+from ecl_persistence.domain import MAX_ID_LENGTH, Lease, WorkflowState, check_text, utc_now
 from ecl_persistence.errors import ValidationError
 from ecl_persistence.orm import WorkflowRecord
 from ecl_persistence.orm.models import CLAIMABLE_STATES
@@ -46,17 +50,22 @@ from ecl_persistence.repositories._checks import check_aware
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
-    "HEARTBEAT",
+    "FENCE",
     "MAX_LEASE_SECONDS",
-    "RELEASE",
+    "QUEUE_INDEX",
+    "QUEUE_ORDER",
     "STALE",
     "TAKE",
     "TAKE_ONE",
     "check_definition_ids",
     "check_worker_id",
+    "fenced_parent",
+    "heartbeat",
+    "lease_params",
     "lease_times",
     "pick",
     "pick_by_id",
+    "release",
 ]
 
 _W = WorkflowRecord
@@ -81,27 +90,36 @@ def _literal(value: str) -> ColumnElement[Any]:
 
 
 def _claimable(now: ColumnElement[Any]) -> ColumnElement[bool]:
-    """Pending workflows, and running ones whose lease has expired.
+    """Pending workflows, and running ones whose lease has expired, due by ``now``.
 
     The states are literals, spelled as in the partial index's predicate, so
     that both planners can prove the index covers the query (a bound
     parameter would hide the values from them). A running workflow without a
-    lease was started outside the claim protocol and is never taken.
+    lease was started outside the claim protocol and is never taken; one
+    whose ``run_after`` is still to come waits for it.
     """
     return and_(
         _T.state.in_([_literal(state) for state in CLAIMABLE_STATES]),
         or_(_T.state == _literal(_PENDING), _T.lease_expires_at < now),
+        or_(_T.run_after.is_(None), _T.run_after <= now),
     )
+
+
+QUEUE_ORDER = (_T.priority.desc(), _T.created_at, _T.id)
+"""The order claims take workflows in: highest priority first, then the oldest."""
+QUEUE_INDEX = "ix_workflows_claimable_priority_created_at_id"
+"""The partial index over the open workflows, in :data:`QUEUE_ORDER`."""
 
 
 @functools.cache
 def pick(strategy: DialectStrategy, *, by_definition: bool) -> AnySelect:
-    """Lock the oldest claimable workflows (of ``definitions``); their id, state and owner."""
+    """Lock the first claimable workflows in queue order (of ``definitions``): id, state, owner."""
     now = bindparam("now", type_=UTCDateTime())
     queue = select(_T.id, _T.state, _T.lease_owner).where(_claimable(now))
     if by_definition:
         queue = queue.where(_T.definition_id.in_(bindparam("definitions", expanding=True)))
-    queue = queue.order_by(_T.created_at, _T.id).limit(bindparam("limit"))
+    queue = queue.order_by(*QUEUE_ORDER).limit(bindparam("limit"))
+    queue = strategy.use_index(queue, _TABLE, QUEUE_INDEX)
     return strategy.lock(queue, LockMode.UPDATE_SKIP_LOCKED)
 
 
@@ -160,30 +178,77 @@ STALE = (
 """Running workflows whose lease expired before ``now``, the longest expired first."""
 
 _OWNED = and_(_W.id == bindparam("wid"), _W.lease_owner == bindparam("worker"))
+FENCE = (_W.lease_owner == bindparam("fence_owner"), _W.claim_count == bindparam("fence_claims"))
+"""The conditions a write under a lease puts on its workflow's row: the same owner and claim."""
 
-HEARTBEAT: Update = (
-    update(_W)
-    .where(_OWNED)
-    .values(lease_expires_at=bindparam("expires", type_=UTCDateTime()))
-    .returning(_W)
-    .execution_options(**_FRESH)
-)
-"""Extend the lease of its owner; ``version`` stays, since nothing of the workflow changed."""
 
-RELEASE: Update = (
-    update(_W)
-    .where(_OWNED)
-    .values(
-        state=_PENDING,
-        lease_owner=None,
-        lease_expires_at=None,
-        updated_at=bindparam("now", type_=UTCDateTime()),
-        version=_W.version + 1,
+def _owned(fenced: bool) -> ColumnElement[bool]:
+    return and_(_OWNED, *FENCE) if fenced else _OWNED
+
+
+def _heartbeat(fenced: bool) -> Update:
+    return (
+        update(_W)
+        .where(_owned(fenced))
+        .values(lease_expires_at=bindparam("expires", type_=UTCDateTime()))
+        .returning(_W)
+        .execution_options(**_FRESH)
     )
-    .returning(_W)
-    .execution_options(**_FRESH)
-)
-"""Give a workflow back to the queue: pending again, without a lease."""
+
+
+def _release(fenced: bool) -> Update:
+    return (
+        update(_W)
+        .where(_owned(fenced))
+        .values(
+            state=_PENDING,
+            lease_owner=None,
+            lease_expires_at=None,
+            run_after=bindparam("run_after", type_=UTCDateTime()),
+            updated_at=bindparam("now", type_=UTCDateTime()),
+            version=_W.version + 1,
+        )
+        .returning(_W)
+        .execution_options(**_FRESH)
+    )
+
+
+_HEARTBEAT = {fenced: _heartbeat(fenced) for fenced in (False, True)}
+_RELEASE = {fenced: _release(fenced) for fenced in (False, True)}
+
+
+def heartbeat(fenced: bool) -> Update:
+    """Extend the lease of its owner (under its claim); ``version`` stays, nothing else changed."""
+    return _HEARTBEAT[fenced]
+
+
+def release(fenced: bool) -> Update:
+    """Give a workflow back to the queue: pending again, without a lease, due at ``run_after``."""
+    return _RELEASE[fenced]
+
+
+@functools.cache
+def fenced_parent(strategy: DialectStrategy) -> AnySelect:
+    """The workflow ``lease_workflow`` while the lease is current, locked as for an update.
+
+    A write to a child table (a step execution, an artifact) selects its
+    workflow through this in the statement that writes: the row lock (``FOR
+    NO KEY UPDATE`` on PostgreSQL) makes a concurrent claim wait for, or
+    skip, the writer, and PostgreSQL re-checks the lease on the newest
+    version of the row once it holds the lock. Every fenced write locks the
+    workflow before its own row, as claims do, so they cannot deadlock.
+    """
+    chosen = select(_W.id).where(_W.id == bindparam("fence_workflow"), *FENCE)
+    return strategy.lock(chosen, LockMode.UPDATE)
+
+
+def lease_params(lease: Lease) -> dict[str, Any]:
+    """The parameters of :data:`FENCE` and :func:`fenced_parent` for ``lease``."""
+    return {
+        "fence_workflow": lease.workflow_id,
+        "fence_owner": lease.owner,
+        "fence_claims": lease.claim_count,
+    }
 
 
 def check_worker_id(worker_id: object) -> str:

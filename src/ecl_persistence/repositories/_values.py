@@ -25,6 +25,8 @@ from ecl_persistence.domain import (
     MAX_ATTEMPT,
     MAX_ERROR_LENGTH,
     MAX_ID_LENGTH,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
     MISSING,
     JsonValue,
     Missing,
@@ -173,7 +175,7 @@ def workflow_from_values(values: tuple[Any, ...], *, table: str, id: object) -> 
     """Build a :class:`Workflow` from a row whose state and JSON columns are decoded."""
     (id_, definition_id, state, _input, _output, error, created_at, updated_at, completed_at,
      metadata, version, idempotency_key, lease_owner, lease_expires_at,
-     claim_count) = values  # fmt: skip
+     claim_count, run_after, priority) = values  # fmt: skip
     if (
         isinstance(id_, uuid.UUID)
         and _text(definition_id, MAX_ID_LENGTH)
@@ -193,6 +195,8 @@ def workflow_from_values(values: tuple[Any, ...], *, table: str, id: object) -> 
             )
         )
         and _int(claim_count, 0)
+        and (run_after is None or _utc(run_after))
+        and _int(priority, MIN_PRIORITY, MAX_PRIORITY)
     ):
         return Workflow._from_row(*values)
     return build(lambda: Workflow(*values), table=table, id=id, row=values, columns=WORKFLOW_FIELDS)

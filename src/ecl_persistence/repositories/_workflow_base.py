@@ -6,14 +6,23 @@ from typing import Any
 
 from sqlalchemy import Result
 
-from ecl_persistence.domain import Workflow, WorkflowId, WorkflowState
+from ecl_persistence.domain import Lease, Workflow, WorkflowId, WorkflowState, check_lease
 from ecl_persistence.errors import ConflictError, NotFoundError, ValidationError
 from ecl_persistence.repositories import _workflow_sql as sql
 from ecl_persistence.repositories._context import UnitContext
+from ecl_persistence.repositories._fencing import lease_lost
+from ecl_persistence.repositories._leases import lease_params
 from ecl_persistence.repositories._values import state_value
 from ecl_persistence.repositories.mappers import workflow_from_record
 
-__all__ = ["ENTITY", "TABLE_NAME", "WorkflowRepositoryBase", "as_state", "expect_version"]
+__all__ = [
+    "ENTITY",
+    "TABLE_NAME",
+    "WorkflowRepositoryBase",
+    "as_state",
+    "expect_lease",
+    "expect_version",
+]
 
 ENTITY = "workflow"
 """How errors name a workflow."""
@@ -30,21 +39,24 @@ class WorkflowRepositoryBase:
         self._uow = uow
 
     async def _diagnose(
-        self, id: WorkflowId, expected_version: int | None, action: str
+        self, id: WorkflowId, expected_version: int | None, action: str, lease: Lease | None = None
     ) -> tuple[WorkflowState, str | None]:
-        """After a write matched no row: raise NotFoundError or ConflictError, else say why.
+        """After a write matched no row: raise NotFoundError, LeaseLostError or ConflictError.
 
-        Returns the workflow's state and lease owner for the caller to explain.
+        Otherwise return the workflow's state and lease owner for the caller to explain.
         """
         row = (await self._uow.execute(sql.GET_STATUS, {"id": id}, action=action)).first()
         if row is None:
             raise NotFoundError(ENTITY, id)
-        state, version, owner = tuple(row)
+        state, version, owner, claims = tuple(row)
+        current = state_value(WorkflowState, state, table=TABLE_NAME, id=id)
+        if lease is not None and (owner, claims) != (lease.owner, lease.claim_count):
+            raise lease_lost(action, lease, current, owner, claims)
         if expected_version is not None and version != expected_version:
             raise ConflictError(
                 f"{action}: the workflow is at version {version}, not {expected_version}"
             )
-        return state_value(WorkflowState, state, table=TABLE_NAME, id=id), owner
+        return current, owner
 
 
 def one_workflow(result: Result[Any]) -> Workflow | None:
@@ -72,4 +84,12 @@ def expect_version(params: dict[str, Any], expected_version: int | None) -> bool
     if type(expected_version) is not int or expected_version < 1:
         raise ValidationError("expected_version must be a positive integer")
     params["expected_version"] = expected_version
+    return True
+
+
+def expect_lease(params: dict[str, Any], lease: Lease | None, workflow_id: WorkflowId) -> bool:
+    """Add the fence of ``lease`` (on ``workflow_id``) to ``params``; whether there is one."""
+    if lease is None:
+        return False
+    params.update(lease_params(check_lease(lease, workflow_id)))
     return True

@@ -9,14 +9,23 @@ from typing import Any
 
 from ecl_persistence.domain import (
     MAX_ID_LENGTH,
+    Lease,
     Workflow,
     WorkflowId,
     WorkflowState,
     WorkflowTransition,
+    check_lease,
+    check_reason,
     check_text,
     utc_now,
 )
-from ecl_persistence.errors import ConflictError, InvalidStateTransitionError, NotFoundError
+from ecl_persistence.errors import (
+    ConflictError,
+    InvalidStateTransitionError,
+    LeaseLostError,
+    NotFoundError,
+    ValidationError,
+)
 from ecl_persistence.repositories import _leases, transitions
 from ecl_persistence.repositories import _workflow_sql as sql
 from ecl_persistence.repositories._checks import check_aware, check_id, check_limit
@@ -25,6 +34,7 @@ from ecl_persistence.repositories._workflow_base import (
     ENTITY,
     TABLE_NAME,
     WorkflowRepositoryBase,
+    expect_lease,
     one_workflow,
 )
 from ecl_persistence.repositories.mappers import workflow_from_row
@@ -51,11 +61,13 @@ class WorkflowLeases(WorkflowRepositoryBase):
         limit: int = 1,
         now: datetime | None = None,
     ) -> builtins.list[Workflow]:
-        """Take up to ``limit`` workflows for ``worker_id``; return them, oldest first.
+        """Take up to ``limit`` workflows for ``worker_id``; return them in queue order.
 
         Claimable are pending workflows and running ones whose lease has
         expired (their worker stopped heartbeating), of ``definition_ids``
-        when given. Each claimed workflow becomes running, leased to the
+        when given, whose ``run_after`` (if any) is not after ``now``. The
+        queue's order is the highest ``priority`` first, then the oldest
+        (``created_at``, then ``id``). Each claimed workflow becomes running, leased to the
         worker until ``now + lease_seconds`` (``now`` defaults to this
         process's clock), with ``version`` and ``claim_count`` bumped. No two
         claims ever take the same workflow under the same lease, on either
@@ -102,7 +114,7 @@ class WorkflowLeases(WorkflowRepositoryBase):
             action,
         )
         # RETURNING gives rows in no particular order.
-        return sorted(claimed, key=lambda workflow: (workflow.created_at, workflow.id))
+        return sorted(claimed, key=lambda w: (-w.priority, w.created_at, w.id))
 
     async def claim_by_id(
         self,
@@ -117,13 +129,14 @@ class WorkflowLeases(WorkflowRepositoryBase):
         For a caller that must work on a given workflow (an operator resuming
         it) rather than on the oldest in the queue. The workflow must be
         claimable: pending, or running with a lease that expired before
-        ``now``. It then becomes running, leased to the worker until ``now +
-        lease_seconds``, with ``version`` and ``claim_count`` bumped; of two
-        racing claims, one wins. Raises NotFoundError;
-        InvalidStateTransitionError for a completed or failed workflow;
-        ConflictError when another lease still holds it (retryable: it may
-        expire) or when it runs without a lease, outside the claim protocol
-        (not retryable). Nothing changes then.
+        ``now``, and due (no ``run_after`` after ``now``). It then becomes
+        running, leased to the worker until ``now + lease_seconds``, with
+        ``version`` and ``claim_count`` bumped; of two racing claims, one
+        wins. Raises NotFoundError; InvalidStateTransitionError for a completed or failed workflow;
+        ConflictError when another lease still holds it or it is not due yet
+        (retryable: the lease may expire, the time come) or when it runs
+        without a lease, outside the claim protocol (not retryable). Nothing
+        changes then.
         """
         action = f"claim workflow {id}"
         id, worker = self._lease_checks(id, worker_id, action)
@@ -149,6 +162,10 @@ class WorkflowLeases(WorkflowRepositoryBase):
             raise InvalidStateTransitionError(
                 ENTITY, id, current.state.value, WorkflowState.RUNNING.value
             )
+        if current.run_after is not None and current.run_after > start:
+            raise ConflictError(
+                f"{action}: it is not to run before {current.run_after.isoformat()}"
+            )
         if current.lease_expires_at is None:
             raise ConflictError(
                 f"{action}: it is running without a lease, outside the claim protocol",
@@ -166,36 +183,53 @@ class WorkflowLeases(WorkflowRepositoryBase):
         *,
         lease_seconds: float = _leases.DEFAULT_LEASE_SECONDS,
         now: datetime | None = None,
+        lease: Lease | None = None,
     ) -> Workflow:
         """Extend the worker's lease to ``now + lease_seconds``; return the workflow.
 
-        The lease must still be the worker's: one that expired but that no
-        other worker took is renewed. ``version`` does not change, so a
-        heartbeat running beside the work never makes the worker's
-        ``expected_version`` stale. Raises NotFoundError, or ConflictError
-        (not retryable) when the worker lost the lease; nothing changes then.
+        The lease must still be the worker's (and, with ``lease``, still that
+        claim of it): one that expired but that no other worker took is
+        renewed. ``version`` does not change, so a heartbeat running beside
+        the work never makes the worker's ``expected_version`` stale. Raises
+        NotFoundError, or LeaseLostError (a ConflictError, not retryable) when
+        the worker lost the lease; nothing changes then.
         """
         action = f"heartbeat workflow {id}"
         id, worker = self._lease_checks(id, worker_id, action)
         _start, expires = _leases.lease_times(lease_seconds, now)
-        params = {"wid": id, "worker": worker, "expires": expires}
-        return await self._owned(_leases.HEARTBEAT, params, action)
+        params: dict[str, Any] = {"wid": id, "worker": worker, "expires": expires}
+        fenced = _fence(params, lease, id, worker)
+        return await self._owned(_leases.heartbeat(fenced), params, action, lease)
 
-    async def release(self, id: WorkflowId | str, worker_id: str) -> Workflow:
+    async def release(
+        self,
+        id: WorkflowId | str,
+        worker_id: str,
+        *,
+        lease: Lease | None = None,
+        run_after: datetime | None = None,
+        reason: str | None = None,
+    ) -> Workflow:
         """Give the workflow back: pending again, without a lease, for any worker to claim.
 
         For a worker that stops (a graceful shutdown) before finishing a
         workflow: the next claim takes it at once instead of after the lease
-        expires. This is the one way back from running to pending, and only
-        for the lease's owner. Bumps ``version``. Raises NotFoundError, or
-        ConflictError (not retryable) when the worker does not hold the lease.
+        expires, or not before ``run_after`` when given (a retry later). This
+        is the one way back from running to pending, and only for the
+        lease's owner (with ``lease``, only under that claim). Bumps
+        ``version``; the audit trail records the move by the worker, for
+        ``reason``. Raises NotFoundError, or LeaseLostError (a ConflictError,
+        not retryable) when the worker does not hold the lease.
         """
         action = f"release workflow {id}"
         id, worker = self._lease_checks(id, worker_id, action)
-        params = {"wid": id, "worker": worker, "now": utc_now()}
-        workflow = await self._owned(_leases.RELEASE, params, action)
+        due = None if run_after is None else check_aware(run_after, "run_after")
+        why = check_reason(reason)
+        params: dict[str, Any] = {"wid": id, "worker": worker, "now": utc_now(), "run_after": due}
+        fenced = _fence(params, lease, id, worker)
+        workflow = await self._owned(_leases.release(fenced), params, action, lease)
         # Only a running workflow holds a lease (a CHECK constraint says so).
-        released = WorkflowTransition.of(workflow, WorkflowState.RUNNING, actor=worker)
+        released = WorkflowTransition.of(workflow, WorkflowState.RUNNING, actor=worker, reason=why)
         await transitions.record(self._uow, [released], action)
         return workflow
 
@@ -229,17 +263,26 @@ class WorkflowLeases(WorkflowRepositoryBase):
         self._uow.require_writable(action)
         return WorkflowId(check_id(id, "workflow id")), _leases.check_worker_id(worker_id)
 
-    async def _owned(self, statement: Any, params: dict[str, Any], action: str) -> Workflow:
+    async def _owned(
+        self, statement: Any, params: dict[str, Any], action: str, lease: Lease | None
+    ) -> Workflow:
         """Run a write guarded by lease ownership; explain a miss."""
         workflow = one_workflow(await self._uow.execute(statement, params, action=action))
         if workflow is None:
-            _state, owner = await self._diagnose(params["wid"], None, action)
+            _state, owner = await self._diagnose(params["wid"], None, action, lease)
             holder = "no worker" if owner is None else f"worker {owner!r}"
-            raise ConflictError(
+            raise LeaseLostError(
                 f"{action}: worker {params['worker']!r} does not hold the lease ({holder} does)",
-                retryable=False,
+                workflow_id=params["wid"],
             )
         return workflow
+
+
+def _fence(params: dict[str, Any], lease: Lease | None, id: WorkflowId, worker: str) -> bool:
+    """Add the fence of ``lease`` to ``params``; it must be a lease of ``worker`` on ``id``."""
+    if lease is not None and check_lease(lease, id).owner != worker:
+        raise ValidationError(f"the lease is of worker {lease.owner!r}, not {worker!r}")
+    return expect_lease(params, lease, id)
 
 
 def _lease_expired(previous_owner: str | None) -> str | None:

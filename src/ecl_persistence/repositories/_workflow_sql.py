@@ -33,6 +33,7 @@ from ecl_persistence.domain import WORKFLOW_TRANSITIONS, WorkflowState
 from ecl_persistence.orm import WorkflowRecord
 from ecl_persistence.orm.types import UTCDateTime
 from ecl_persistence.repositories import transitions
+from ecl_persistence.repositories._leases import FENCE
 from ecl_persistence.repositories.mappers import row_binds, row_insert
 
 __all__ = [
@@ -74,8 +75,10 @@ GET_BY_KEY: AnySelect = select(_W).where(
     _W.definition_id == bindparam("definition_id"), _W.idempotency_key == bindparam("key")
 )
 """The workflow of ``definition_id`` started with idempotency key ``key``."""
-GET_STATUS: AnySelect = select(_W.state, _W.version, _W.lease_owner).where(_W.id == bindparam("id"))
-"""What a write that matched nothing needs to explain itself: state, version, owner."""
+GET_STATUS: AnySelect = select(_W.state, _W.version, _W.lease_owner, _W.claim_count).where(
+    _W.id == bindparam("id")
+)
+"""What a write that matched nothing needs to explain itself: state, version, owner, claims."""
 INSERT: Insert = row_insert(_W)
 """Insert a workflow from its entity values."""
 DELETE: Delete = (
@@ -106,15 +109,17 @@ def _sources_of(target: WorkflowState) -> tuple[str, ...]:
     )
 
 
-def _may_move(target: WorkflowState, versioned: bool) -> list[ColumnElement[bool]]:
-    """The workflow ``wid``, if it may move to ``target`` (and is at ``expected_version``)."""
+def _may_move(target: WorkflowState, versioned: bool, fenced: bool) -> list[ColumnElement[bool]]:
+    """The workflow ``wid`` if it may move to ``target`` (at ``expected_version``, leased)."""
     conditions = [_W.id == bindparam("wid"), _W.state.in_(_sources_of(target))]
     if versioned:
         conditions.append(_W.version == bindparam("expected_version"))
+    if fenced:
+        conditions.extend(FENCE)
     return conditions
 
 
-def _update_state(target: WorkflowState, versioned: bool) -> Update:
+def _update_state(target: WorkflowState, versioned: bool, fenced: bool) -> Update:
     finished = target.is_finished
     values: dict[str, Any] = {
         "state": target.value,
@@ -126,32 +131,38 @@ def _update_state(target: WorkflowState, versioned: bool) -> Update:
     if finished:
         # A finished workflow is nobody's to work on: its lease ends with it.
         values.update(lease_owner=None, lease_expires_at=None)
-    statement = update(_W).where(*_may_move(target, versioned)).values(**values)
+    statement = update(_W).where(*_may_move(target, versioned, fenced)).values(**values)
     return statement.returning(_W).execution_options(**_FRESH)
 
 
+_FLAGS = (False, True)
 _UPDATE_STATE = {
-    (state, versioned): _update_state(state, versioned)
+    (state, versioned, fenced): _update_state(state, versioned, fenced)
     for state in WorkflowState
-    for versioned in (False, True)
+    for versioned in _FLAGS
+    for fenced in _FLAGS
 }
 
 
-def update_state(target: WorkflowState, versioned: bool) -> Update:
-    """Move ``wid`` to ``target`` if the lifecycle allows it (and at ``expected_version``)."""
-    return _UPDATE_STATE[target, versioned]
+def update_state(target: WorkflowState, versioned: bool, fenced: bool = False) -> Update:
+    """Move ``wid`` to ``target`` if the lifecycle allows it (at ``expected_version``, leased)."""
+    return _UPDATE_STATE[target, versioned, fenced]
 
 
 @functools.cache
-def record_state(strategy: DialectStrategy, target: WorkflowState, versioned: bool) -> Insert:
+def record_state(
+    strategy: DialectStrategy, target: WorkflowState, versioned: bool, fenced: bool = False
+) -> Insert:
     """Record the move that :func:`update_state` makes next, locking the workflow first."""
-    return transitions.record_change(strategy, target, *_may_move(target, versioned))
+    return transitions.record_change(strategy, target, *_may_move(target, versioned, fenced))
 
 
-def _update_output(versioned: bool) -> Update:
+def _update_output(versioned: bool, fenced: bool) -> Update:
     statement = update(_W).where(_W.id == bindparam("wid"))
     if versioned:
         statement = statement.where(_W.version == bindparam("expected_version"))
+    if fenced:
+        statement = statement.where(*FENCE)
     statement = statement.values(
         output=bindparam("output"),
         updated_at=bindparam("now", type_=UTCDateTime()),
@@ -160,12 +171,16 @@ def _update_output(versioned: bool) -> Update:
     return statement.returning(_W).execution_options(**_FRESH)
 
 
-_UPDATE_OUTPUT = {versioned: _update_output(versioned) for versioned in (False, True)}
+_UPDATE_OUTPUT = {
+    (versioned, fenced): _update_output(versioned, fenced)
+    for versioned in _FLAGS
+    for fenced in _FLAGS
+}
 
 
-def update_output(versioned: bool) -> Update:
-    """Store the output of ``wid`` (at ``expected_version``)."""
-    return _UPDATE_OUTPUT[versioned]
+def update_output(versioned: bool, fenced: bool = False) -> Update:
+    """Store the output of ``wid`` (at ``expected_version``, under a lease)."""
+    return _UPDATE_OUTPUT[versioned, fenced]
 
 
 @functools.cache

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, select
+import functools
+from typing import cast
 
+from sqlalchemy import Insert, Table, bindparam, delete, insert, select
+
+from ecl_persistence.dialects import DialectStrategy, LockMode
 from ecl_persistence.domain import (
     MAX_ID_LENGTH,
     Artifact,
     ArtifactId,
+    Lease,
     StepId,
     WorkflowId,
+    check_lease,
     check_text,
 )
 from ecl_persistence.errors import NotFoundError, ValidationError
-from ecl_persistence.orm import ArtifactRecord
+from ecl_persistence.orm import ArtifactRecord, WorkflowRecord
+from ecl_persistence.repositories import _fencing, _leases
 from ecl_persistence.repositories._checks import check_id, check_payloads
 from ecl_persistence.repositories._context import UnitContext
-from ecl_persistence.repositories.mappers import artifact_from_record, artifact_values, row_insert
+from ecl_persistence.repositories._leases import lease_params
+from ecl_persistence.repositories.mappers import (
+    artifact_from_record,
+    artifact_values,
+    row_binds,
+    row_insert,
+)
 
 __all__ = ["ArtifactRepository"]
 
@@ -35,6 +48,19 @@ _FOR_STEP = (
     .order_by(_R.created_at, _R.name)
 )
 _INSERT = row_insert(_R)
+_TABLE = cast("Table", ArtifactRecord.__table__)
+
+
+@functools.cache
+def _insert_leased(strategy: DialectStrategy) -> Insert:
+    """Insert an artifact selected from its workflow's row while the lease is current, locked."""
+    values = row_binds(_R).values()
+    source = select(*values).where(WorkflowRecord.id == bindparam("workflow_id"), *_leases.FENCE)
+    columns = [column.name for column in _TABLE.c]
+    locked = strategy.lock(source, LockMode.UPDATE)
+    return insert(_TABLE).from_select(columns, locked).returning(_TABLE.c.id)
+
+
 _DELETE = delete(_R).where(_R.id == bindparam("id")).execution_options(synchronize_session="fetch")
 
 
@@ -46,18 +72,32 @@ class ArtifactRepository:
     def __init__(self, uow: UnitContext) -> None:
         self._uow = uow
 
-    async def create(self, artifact: Artifact) -> Artifact:
+    async def create(self, artifact: Artifact, *, lease: Lease | None = None) -> Artifact:
         """Insert ``artifact``.
 
         An unknown workflow, or a name the step already used, raises
-        ConstraintViolationError.
+        ConstraintViolationError. With ``lease`` (a fencing token,
+        :class:`~ecl_persistence.Lease`) the row is inserted only if that
+        lease is still the workflow's, checked in the INSERT itself:
+        LeaseLostError (NotFoundError for an unknown workflow) otherwise,
+        with nothing written.
         """
         if not isinstance(artifact, Artifact):
             raise ValidationError("create expects an Artifact")
         action = f"create artifact {artifact.id}"
         self._uow.require_writable(action)
         check_payloads(self._uow, artifact.metadata)
-        await self._uow.execute(_INSERT, artifact_values(artifact), action=action)
+        values = artifact_values(artifact)
+        if lease is None:
+            await self._uow.execute(_INSERT, values, action=action)
+            return artifact
+        values.update(lease_params(check_lease(lease, artifact.workflow_id)))
+        inserted = await self._uow.execute(
+            _insert_leased(self._uow.strategy), values, action=action
+        )
+        if inserted.first() is None:
+            await _fencing.check_current(self._uow, lease, action)
+            raise NotFoundError("workflow", artifact.workflow_id)  # pragma: no cover - just checked
         return artifact
 
     async def get(self, id: ArtifactId | str) -> Artifact | None:

@@ -119,7 +119,7 @@ def workflow_from_row(row: Sequence[Any]) -> Workflow:
     """Build a :class:`Workflow` from a ``workflows`` row (columns in table order)."""
     (id, definition_id, state, input, output, error, created_at, updated_at, completed_at,
      metadata, version, idempotency_key, lease_owner, lease_expires_at,
-     claim_count) = row  # fmt: skip
+     claim_count, run_after, priority) = row  # fmt: skip
     values = (
         id,
         definition_id,
@@ -136,6 +136,8 @@ def workflow_from_row(row: Sequence[Any]) -> Workflow:
         lease_owner,
         lease_expires_at,
         claim_count,
+        run_after,
+        priority,
     )
     return workflow_from_values(values, table=_WORKFLOWS, id=id)
 
@@ -163,6 +165,8 @@ def workflow_values(workflow: Workflow) -> dict[str, Any]:
         "lease_owner": workflow.lease_owner,
         "lease_expires_at": workflow.lease_expires_at,
         "claim_count": workflow.claim_count,
+        "run_after": workflow.run_after,
+        "priority": workflow.priority,
     }
 
 

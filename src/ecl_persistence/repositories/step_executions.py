@@ -2,25 +2,24 @@
 
 One attempt at a time goes through ORM-enabled statements on
 ``StepExecutionRecord``; the histories of a workflow, its aggregates and
-``create_many`` use rows of the table (``docs/concepts.md`` says why).
+``create_many`` use rows of the table (``docs/concepts.md`` says why). The
+statements live in ``_step_sql``.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, NoReturn
 
-from sqlalchemy import Insert, Table, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import Insert
 
-from ecl_persistence.dialects import DialectStrategy, LockMode
-from ecl_persistence.dialects.base import AnySelect
 from ecl_persistence.domain import (
     MAX_ERROR_LENGTH,
     MAX_ID_LENGTH,
     MISSING,
     ExecutionStats,
     JsonValue,
+    Lease,
     Missing,
     StepExecution,
     StepExecutionId,
@@ -28,15 +27,19 @@ from ecl_persistence.domain import (
     StepId,
     WorkflowId,
     check_json,
+    check_lease,
     check_text,
     utc_now,
 )
+from ecl_persistence.domain._fields import copy_metadata
 from ecl_persistence.errors import InvalidStateTransitionError, NotFoundError, ValidationError
-from ecl_persistence.orm import StepExecutionRecord, WorkflowRecord
+from ecl_persistence.orm import StepExecutionRecord
+from ecl_persistence.repositories import _fencing
+from ecl_persistence.repositories import _step_sql as sql
 from ecl_persistence.repositories._checks import check_count, check_id, check_payloads
 from ecl_persistence.repositories._context import UnitContext
+from ecl_persistence.repositories._leases import lease_params
 from ecl_persistence.repositories.mappers import (
-    row_insert,
     step_execution_from_record,
     step_execution_from_row,
     step_execution_values,
@@ -44,95 +47,8 @@ from ecl_persistence.repositories.mappers import (
 
 __all__ = ["StepExecutionRepository"]
 
-_R = StepExecutionRecord
-_TABLE = cast("Table", StepExecutionRecord.__table__)
-_T = _TABLE.c
 _ENTITY = "step execution"
 _FINISHED = (StepExecutionState.SUCCEEDED, StepExecutionState.FAILED)
-_OPEN = (StepExecutionState.PENDING.value, StepExecutionState.RUNNING.value)
-# The attribute key of every column, in table order: the bind parameter names.
-_KEYS = {prop.columns[0].name: key for key, prop in _R.__mapper__.column_attrs.items()}
-
-_GET = select(_R).where(_R.id == bindparam("id"))
-_INSERT = row_insert(_R)
-"""Insert attempts from their entity values: one, or many in one executemany."""
-_ROWS = select(*_TABLE.c)
-_FOR_WORKFLOW = _ROWS.where(_T.workflow_id == bindparam("wid")).order_by(
-    _T.started_at, _T.attempt, _T.id
-)
-_FOR_STEP = _ROWS.where(
-    _T.workflow_id == bindparam("wid"), _T.step_id == bindparam("sid")
-).order_by(_T.attempt)
-_GET_STATE = select(_T.state).where(_T.id == bindparam("id"))
-_COMPLETE = (
-    update(_TABLE)
-    .where(_T.id == bindparam("eid"), _T.state.in_(_OPEN))
-    .values(
-        state=bindparam("state"),
-        output=bindparam("output"),
-        error=bindparam("error"),
-        completed_at=bindparam("now"),
-        duration_ms=bindparam("duration_ms"),
-        tokens_used=func.coalesce(
-            bindparam("tokens_used", type_=_T.tokens_used.type), _T.tokens_used
-        ),
-    )
-    .returning(*_TABLE.c)
-)
-_LATEST = (
-    select(_T.step_id, func.max(_T.attempt).label("attempt"))
-    .where(_T.workflow_id == bindparam("wid"))
-    .group_by(_T.step_id)
-    .subquery("latest")
-)
-_LATEST_ATTEMPTS = (
-    _ROWS.join(_LATEST, and_(_T.step_id == _LATEST.c.step_id, _T.attempt == _LATEST.c.attempt))
-    .where(_T.workflow_id == bindparam("wid"))
-    .order_by(_T.started_at, _T.step_id)
-)
-
-
-@functools.cache
-def _lock_workflow(strategy: DialectStrategy) -> AnySelect:
-    # Serialises the starts of a workflow's steps: a row lock on PostgreSQL
-    # (NO KEY UPDATE, so other transactions can still insert rows that
-    # reference the workflow); the write lock already does it on SQLite.
-    workflow = WorkflowRecord
-    chosen = select(workflow.id).where(workflow.id == bindparam("wid"))
-    return strategy.lock(chosen, LockMode.UPDATE)
-
-
-def _next_attempt_value(column: str) -> Any:
-    if column == "attempt":
-        return func.coalesce(func.max(_T.attempt), 0) + 1
-    return bindparam(_KEYS[column], type_=_T[column].type)
-
-
-# The next attempt number is computed by the INSERT itself, after the lock above.
-_INSERT_NEXT: Insert = (
-    insert(_R)
-    .from_select(
-        [column.name for column in _TABLE.c],
-        select(*(_next_attempt_value(column.name) for column in _TABLE.c)).where(
-            _T.workflow_id == bindparam("workflow_id"), _T.step_id == bindparam("step_id")
-        ),
-    )
-    .returning(_R)
-    # The parameters fill the SELECT: no rows of parameters to insert in bulk.
-    .execution_options(dml_strategy="orm")
-)
-
-_STATS = select(
-    func.count(),
-    func.coalesce(func.sum(case((_T.state == StepExecutionState.SUCCEEDED.value, 1), else_=0)), 0),
-    func.coalesce(func.sum(case((_T.state == StepExecutionState.FAILED.value, 1), else_=0)), 0),
-    func.coalesce(func.sum(_T.duration_ms), 0),
-    func.coalesce(func.sum(_T.tokens_used), 0),
-)
-_STATS_OF_WORKFLOW = _STATS.where(_T.workflow_id == bindparam("wid"))
-_TOTALS_OF_DEFINITION = _STATS.select_from(
-    _TABLE.join(WorkflowRecord.__table__, WorkflowRecord.id == _T.workflow_id)
-).where(WorkflowRecord.definition_id == bindparam("definition_id"))
 
 
 class StepExecutionRepository:
@@ -143,15 +59,26 @@ class StepExecutionRepository:
     def __init__(self, uow: UnitContext) -> None:
         self._uow = uow
 
-    async def create(self, execution: StepExecution) -> StepExecution:
+    async def create(
+        self, execution: StepExecution, *, lease: Lease | None = None
+    ) -> StepExecution:
         """Insert ``execution``.
 
         An unknown workflow, or an attempt number already recorded for the
-        step, raises ConstraintViolationError.
+        step, raises ConstraintViolationError. With ``lease`` (a fencing
+        token, :class:`~ecl_persistence.Lease`) the row is inserted only if
+        that lease is still the workflow's: LeaseLostError (NotFoundError for
+        an unknown workflow) otherwise, with nothing written.
         """
         action = f"create step execution {getattr(execution, 'id', '?')}"
         self._uow.require_writable(action)
-        await self._uow.execute(_INSERT, self._values(execution), action=action)
+        values = self._values(execution)
+        if lease is None:
+            await self._uow.execute(sql.INSERT, values, action=action)
+            return execution
+        values.update(lease_params(check_lease(lease, execution.workflow_id)))
+        statement = sql.insert_under_workflow(self._uow.strategy, False, True)
+        await self._inserted(statement, values, lease, action)
         return execution
 
     async def start(
@@ -162,6 +89,7 @@ class StepExecutionRepository:
         *,
         attempt: int | None = None,
         metadata: Mapping[str, JsonValue] | None = None,
+        lease: Lease | None = None,
     ) -> StepExecution:
         """Record a running attempt of a step, started now, and return it.
 
@@ -172,7 +100,9 @@ class StepExecutionRepository:
         An explicit ``attempt`` is stored as given, like :meth:`create` would.
         An unknown workflow raises NotFoundError (ConstraintViolationError
         with an explicit attempt); a taken attempt number,
-        ConstraintViolationError.
+        ConstraintViolationError. With ``lease``, the attempt is recorded only
+        under that lease, checked in the INSERT itself: LeaseLostError if it
+        is not current, with nothing written.
         """
         # The domain object validates every argument before any SQL runs; with
         # attempt=None its number 1 is a placeholder that the INSERT replaces.
@@ -184,16 +114,32 @@ class StepExecutionRepository:
             metadata=metadata,
         )
         if attempt is not None:
-            return await self.create(execution)
+            return await self.create(execution, lease=lease)
         action = f"start step execution {execution.id}"
         self._uow.require_writable(action)
         values = self._values(execution)
-        lock = _lock_workflow(self._uow.strategy)
-        locked = await self._uow.execute(lock, {"wid": execution.workflow_id}, action=action)
+        if lease is not None:
+            values.update(lease_params(check_lease(lease, execution.workflow_id)))
+        strategy = self._uow.strategy
+        # The domain object parsed the id: the workflow_id given may be its text.
+        locked = await self._uow.execute(
+            sql.lock_workflow(strategy), {"wid": execution.workflow_id}, action=action
+        )
         if locked.first() is None:
             raise NotFoundError("workflow", execution.workflow_id)
-        result = await self._uow.execute(_INSERT_NEXT, values, action=action)
-        return step_execution_from_record(result.scalars().one())
+        statement = sql.insert_under_workflow(strategy, True, lease is not None)
+        return await self._inserted(statement, values, lease, action)
+
+    async def _inserted(
+        self, statement: Insert, values: dict[str, Any], lease: Lease | None, action: str
+    ) -> StepExecution:
+        """Run an INSERT selected from the workflow's row; explain a row it did not insert."""
+        record = (await self._uow.execute(statement, values, action=action)).scalars().first()
+        if record is None:
+            if lease is not None:
+                await _fencing.check_current(self._uow, lease, action)
+            raise NotFoundError("workflow", values["workflow_id"])
+        return step_execution_from_record(record)
 
     async def create_many(self, executions: Iterable[StepExecution]) -> list[StepExecution]:
         """Insert many executions in one batch (one round trip, not one per row).
@@ -205,13 +151,13 @@ class StepExecutionRepository:
         if not batch:
             return []
         rows = [self._values(execution) for execution in batch]
-        await self._uow.execute(_INSERT, rows, action=f"create {len(rows)} step executions")
+        await self._uow.execute(sql.INSERT, rows, action=f"create {len(rows)} step executions")
         return batch
 
     async def get(self, id: StepExecutionId | str) -> StepExecution | None:
         """The execution with this id (a UUID or its text), or ``None``."""
         id = check_id(id, "step execution id")
-        result = await self._uow.execute(_GET, {"id": id}, action=f"get step execution {id}")
+        result = await self._uow.execute(sql.GET, {"id": id}, action=f"get step execution {id}")
         record = result.scalars().first()
         return None if record is None else step_execution_from_record(record)
 
@@ -219,7 +165,7 @@ class StepExecutionRepository:
         """Every execution of the workflow, in the order they started."""
         workflow_id = check_id(workflow_id, "workflow id")
         result = await self._uow.execute(
-            _FOR_WORKFLOW, {"wid": workflow_id}, action=f"get step executions of {workflow_id}"
+            sql.FOR_WORKFLOW, {"wid": workflow_id}, action=f"get step executions of {workflow_id}"
         )
         return [step_execution_from_row(row) for row in result]
 
@@ -230,7 +176,7 @@ class StepExecutionRepository:
         workflow_id = check_id(workflow_id, "workflow id")
         step = check_text(step_id, field="step_id", max_length=MAX_ID_LENGTH)
         result = await self._uow.execute(
-            _FOR_STEP,
+            sql.FOR_STEP,
             {"wid": workflow_id, "sid": step},
             action=f"get attempts of a step of {workflow_id}",
         )
@@ -243,7 +189,9 @@ class StepExecutionRepository:
         """
         workflow_id = check_id(workflow_id, "workflow id")
         result = await self._uow.execute(
-            _LATEST_ATTEMPTS, {"wid": workflow_id}, action=f"get latest attempts of {workflow_id}"
+            sql.LATEST_ATTEMPTS,
+            {"wid": workflow_id},
+            action=f"get latest attempts of {workflow_id}",
         )
         latest = (step_execution_from_row(row) for row in result)
         return {execution.step_id: execution for execution in latest}
@@ -257,13 +205,19 @@ class StepExecutionRepository:
         duration_ms: int | None = None,
         *,
         tokens_used: int | None = None,
+        metadata: Mapping[str, JsonValue] | None = None,
+        lease: Lease | None = None,
     ) -> StepExecution:
         """Finish a pending or running execution as succeeded or failed; return it.
 
         Sets ``completed_at``; stores ``output`` (MISSING leaves none, ``None``
-        is JSON null), ``error`` and ``duration_ms``; ``tokens_used`` replaces the
-        recorded count when given. Finishing an execution that is already
-        finished raises InvalidStateTransitionError and changes nothing.
+        is JSON null), ``error`` and ``duration_ms``; ``tokens_used`` and
+        ``metadata`` replace the recorded ones when given. Finishing an
+        execution that is already finished raises InvalidStateTransitionError
+        and changes nothing. With ``lease``, the execution must be one of the
+        lease's workflow (ValidationError otherwise) and is finished only if
+        that lease is still current, checked in the UPDATE itself:
+        LeaseLostError otherwise, with nothing changed.
         """
         id = check_id(id, "step execution id")
         action = f"complete step execution {id}"
@@ -278,7 +232,11 @@ class StepExecutionRepository:
             check_json(output, field="output", max_bytes=self._uow.max_payload_bytes)
         if error is not None:
             error = check_text(error, field="error", max_length=MAX_ERROR_LENGTH, allow_empty=True)
-        params = {
+        document: dict[str, JsonValue] | Missing = MISSING
+        if metadata is not None:
+            document = copy_metadata(metadata)
+            check_json(document, field="metadata", max_bytes=self._uow.max_payload_bytes)
+        params: dict[str, Any] = {
             "eid": id,
             "state": target.value,
             "output": output,
@@ -286,17 +244,33 @@ class StepExecutionRepository:
             "now": utc_now(),
             "duration_ms": check_count(duration_ms, "duration_ms"),
             "tokens_used": check_count(tokens_used, "tokens_used"),
+            "metadata": document,
         }
-        result = await self._uow.execute(_COMPLETE, params, action=action)
-        row = result.first()
+        if lease is not None:
+            params.update(lease_params(check_lease(lease)))
+        statement = sql.complete(self._uow.strategy, lease is not None)
+        row = (await self._uow.execute(statement, params, action=action)).first()
         if row is None:
-            current = await self._uow.execute(_GET_STATE, {"id": id}, action=action)
-            value = current.scalar_one_or_none()
-            if value is None:
-                raise NotFoundError(_ENTITY, id)
-            raise InvalidStateTransitionError(_ENTITY, id, str(value), target.value)
-        self._uow.keep_fresh(_R, row)
+            await self._explain_unfinished(id, target, lease, action)
+        self._uow.keep_fresh(StepExecutionRecord, row)
         return step_execution_from_row(row)
+
+    async def _explain_unfinished(
+        self, id: StepExecutionId, target: StepExecutionState, lease: Lease | None, action: str
+    ) -> NoReturn:
+        """Why :meth:`update_completion` finished nothing: raise the error that says it."""
+        if lease is not None:
+            found = await self._uow.execute(sql.GET_WORKFLOW, {"id": id}, action=action)
+            workflow_id = found.scalar_one_or_none()
+            if workflow_id is None:
+                raise NotFoundError(_ENTITY, id)
+            check_lease(lease, workflow_id)
+            await _fencing.check_current(self._uow, lease, action)
+        current = await self._uow.execute(sql.GET_STATE, {"id": id}, action=action)
+        value = current.scalar_one_or_none()
+        if value is None:
+            raise NotFoundError(_ENTITY, id)
+        raise InvalidStateTransitionError(_ENTITY, id, str(value), target.value)
 
     async def get_stats(self, workflow_id: WorkflowId | str) -> ExecutionStats:
         """Counts, total duration and total tokens of the workflow's executions.
@@ -305,7 +279,9 @@ class StepExecutionRepository:
         """
         workflow_id = check_id(workflow_id, "workflow id")
         result = await self._uow.execute(
-            _STATS_OF_WORKFLOW, {"wid": workflow_id}, action=f"get stats of workflow {workflow_id}"
+            sql.STATS_OF_WORKFLOW,
+            {"wid": workflow_id},
+            action=f"get stats of workflow {workflow_id}",
         )
         return _stats_of(result.one())
 
@@ -317,11 +293,11 @@ class StepExecutionRepository:
         (a join with ``workflows`` when filtered); all zeros when nothing matches.
         """
         if definition_id is None:
-            result = await self._uow.execute(_STATS, action="get totals of step executions")
+            result = await self._uow.execute(sql.STATS, action="get totals of step executions")
         else:
             checked = check_text(definition_id, field="definition_id", max_length=MAX_ID_LENGTH)
             result = await self._uow.execute(
-                _TOTALS_OF_DEFINITION,
+                sql.TOTALS_OF_DEFINITION,
                 {"definition_id": checked},
                 action="get totals of the step executions of a definition",
             )
@@ -335,7 +311,7 @@ class StepExecutionRepository:
 
 
 def _stats_of(row: Sequence[Any]) -> ExecutionStats:
-    """Build :class:`ExecutionStats` from a row of the aggregate columns of ``_STATS``."""
+    """Build :class:`ExecutionStats` from a row of the aggregate columns of ``sql.STATS``."""
     total, succeeded, failed, duration, tokens = tuple(row)
     return ExecutionStats(
         total_executions=int(total),

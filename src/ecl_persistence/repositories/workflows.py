@@ -13,6 +13,7 @@ from typing import Any
 from ecl_persistence.domain import (
     MAX_ERROR_LENGTH,
     JsonValue,
+    Lease,
     ResumePoint,
     Workflow,
     WorkflowAggregate,
@@ -39,6 +40,7 @@ from ecl_persistence.repositories._values import same_json
 from ecl_persistence.repositories._workflow_base import (
     ENTITY,
     as_state,
+    expect_lease,
     expect_version,
     one_workflow,
 )
@@ -185,6 +187,7 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
         expected_version: int | None = None,
         actor: str | None = None,
         reason: str | None = None,
+        lease: Lease | None = None,
     ) -> Workflow:
         """Move the workflow to ``state`` and return it as it now is.
 
@@ -197,7 +200,10 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
         (say who: a worker id, a user), for ``reason`` (default: ``error``).
 
         With ``expected_version`` the move happens only if the stored workflow
-        is still at that version. Raises NotFoundError, ConflictError (another
+        is still at that version; with ``lease`` (a fencing token, see
+        :class:`~ecl_persistence.Lease`) only if that lease is still the
+        workflow's, checked in the same statement. Raises NotFoundError,
+        LeaseLostError (the lease is not current), ConflictError (another
         change came first) or InvalidStateTransitionError, with nothing changed.
         """
         id = check_id(id, "workflow id")
@@ -216,35 +222,43 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
             "transition_reason": error if reason is None else reason,
         }
         versioned = expect_version(params, expected_version)
+        fenced = expect_lease(params, lease, id)
         # Recorded first: the INSERT reads the state being left and locks the row.
-        record = sql.record_state(self._uow.strategy, target, versioned)
+        record = sql.record_state(self._uow.strategy, target, versioned, fenced)
         recorded = await self._uow.execute(record, params, action=action)
         if _rowcount(recorded) == 0:
-            current, _owner = await self._diagnose(id, expected_version, action)
+            current, _owner = await self._diagnose(id, expected_version, action, lease)
             raise InvalidStateTransitionError(ENTITY, id, current.value, target.value)
-        statement = sql.update_state(target, versioned)
+        statement = sql.update_state(target, versioned, fenced)
         workflow = one_workflow(await self._uow.execute(statement, params, action=action))
         if workflow is None:  # pragma: no cover - the row is locked and was just checked
             raise ConflictError(f"{action}: changed concurrently")
         return workflow
 
     async def update_output(
-        self, id: WorkflowId | str, output: JsonValue, *, expected_version: int | None = None
+        self,
+        id: WorkflowId | str,
+        output: JsonValue,
+        *,
+        expected_version: int | None = None,
+        lease: Lease | None = None,
     ) -> Workflow:
         """Store the workflow's output (``None`` is JSON null) and return the workflow.
 
         With ``expected_version``, only if the stored workflow is still at that
-        version: ConflictError otherwise, with nothing changed.
+        version (ConflictError otherwise); with ``lease``, only if that lease
+        is still the workflow's (LeaseLostError otherwise). Nothing changes then.
         """
         id = check_id(id, "workflow id")
         action = f"update output of workflow {id}"
         self._uow.require_writable(action)
         check_json(output, field="output", max_bytes=self._uow.max_payload_bytes)
         params: dict[str, Any] = {"wid": id, "output": output, "now": utc_now()}
-        statement = sql.update_output(expect_version(params, expected_version))
+        versioned = expect_version(params, expected_version)
+        statement = sql.update_output(versioned, expect_lease(params, lease, id))
         workflow = one_workflow(await self._uow.execute(statement, params, action=action))
         if workflow is None:
-            await self._diagnose(id, expected_version, action)
+            await self._diagnose(id, expected_version, action, lease)
             raise ConflictError(f"{action}: changed concurrently")  # pragma: no cover
         return workflow
 

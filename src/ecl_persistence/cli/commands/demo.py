@@ -23,6 +23,7 @@ from ecl_persistence.cli.demo import (
     CrashPlan,
     CrashPoint,
     StepFailedError,
+    WorkflowLostError,
     run_demo,
 )
 from ecl_persistence.cli.documents import details_document, echo_json
@@ -137,11 +138,11 @@ def demo(
     """Run a small workflow as a worker would, and print its history.
 
     Three toy steps, one of which fails on its first attempt and succeeds on
-    its second. The demo claims its workflow with a short lease, records
-    every attempt, an artifact, the output and the final state, and
-    heartbeats as it goes. Migrates the database first if it is not at the
-    head revision. Every run creates a new workflow, unless --resume names
-    one that a crashed run left behind.
+    its second. The demo is a worker: it claims its workflow with a short
+    lease, which a heartbeat keeps, and records every attempt, an artifact,
+    the output and the final state, each write fenced by the lease. Migrates
+    the database first if it is not at the head revision. Every run creates a
+    new workflow, unless --resume names one that a crashed run left behind.
     """
     printer = _Printer(quiet=as_json)
     crash = None if crash_after is None else CrashPlan(crash_after, _crash)
@@ -164,6 +165,8 @@ def demo(
         except CannotResumeError as error:
             code = ExitCode.USAGE if error.bad_input else ExitCode.NO
             raise CliError(str(error), code) from None
+        except WorkflowLostError as error:
+            raise CliError(str(error), ExitCode.NO) from None
         return await queries.load_details(db, workflow_id)
 
     details = run_with_database(run, require_migrated=False)

@@ -1,0 +1,174 @@
+"""The steps of a workflow run: memoized by their stored outcome, retried by their policy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, NoReturn, Protocol
+
+import attrs
+
+from ecl_persistence.domain import (
+    MAX_ID_LENGTH,
+    MISSING,
+    JsonValue,
+    Lease,
+    ResumePoint,
+    StepExecutionState,
+    StepId,
+    check_text,
+)
+from ecl_persistence.errors import AttemptsExhaustedError, LeaseLostError, ValidationError
+from ecl_persistence.recorder import StepRecorder, StepRecording, describe_exception
+from ecl_persistence.workers.retry import ONE_ATTEMPT, Retry
+
+if TYPE_CHECKING:
+    from ecl_persistence.database import Database
+
+__all__ = ["DEFAULT_RETRY", "StepFunction", "StepHost", "Steps"]
+
+StepFunction = Callable[[StepRecording], Awaitable[JsonValue]]
+"""What a step runs: given the attempt's recording (to set tokens, metadata), its output."""
+
+DEFAULT_RETRY = Retry()
+"""Three attempts, one second apart and then two, as ``run.step`` retries by default."""
+
+# What the recorder stores for an attempt cut short by a cancellation (a
+# shutdown, a lost lease): not a failure of the step, so not counted.
+_CANCELLED = describe_exception(asyncio.CancelledError())
+
+
+class StepHost(Protocol):
+    """What the steps need from their run: its lease, and what to do when it is lost or over."""
+
+    @property
+    def lease(self) -> Lease:
+        """The fencing token every write of a step is made with."""
+        ...
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long the lease lasts: a retry that waits longer releases the workflow."""
+        ...
+
+    def check_live(self) -> None:
+        """Raise LeaseLostError if the run is over (lost, released or finished)."""
+        ...
+
+    def _lost_lease(self, error: LeaseLostError) -> None:
+        """A write found the lease lost: the run is over."""
+        ...
+
+    async def _retry_later(self, step_id: StepId, delay_seconds: float) -> NoReturn:
+        """Release the workflow until the step's next attempt is due, and end the run."""
+        ...
+
+
+class Steps:
+    """The steps of one run: the outputs already known, the failures already counted."""
+
+    __slots__ = ("_db", "_failures", "_host", "_outputs", "_point", "_recorder")
+
+    def __init__(self, db: Database, point: ResumePoint, host: StepHost) -> None:
+        self._db = db
+        self._recorder = StepRecorder(db)
+        self._host = host
+        self._point = point
+        self._outputs: dict[StepId, JsonValue] = {
+            step: None if execution.output is MISSING else execution.output
+            for step, execution in point.succeeded.items()
+        }
+        self._failures: dict[StepId, int] = {}
+
+    async def run(
+        self, step_id: StepId | str, input: JsonValue, fn: StepFunction, retry: Retry | None
+    ) -> JsonValue:
+        """Return the step's output: stored if it already succeeded, else from ``fn``, retried."""
+        step = StepId(check_text(step_id, field="step_id", max_length=MAX_ID_LENGTH))
+        policy = _policy(retry)
+        if not callable(fn):
+            raise ValidationError("fn must be an async callable taking a StepRecording")
+        self._host.check_live()
+        if step in self._outputs:
+            return self._outputs[step]
+        failures = await self._failures_of(step)
+        while True:
+            if failures >= policy.max_attempts:
+                raise AttemptsExhaustedError(self._point.workflow.id, step, failures)
+            outcome = await self._attempt(step, input, fn)
+            if not isinstance(outcome, _Failed):
+                self._outputs[step] = outcome.output
+                return outcome.output
+            failure = outcome.error
+            if isinstance(failure, LeaseLostError):
+                self._host._lost_lease(failure)
+                raise failure
+            self._host.check_live()
+            failures = self._failures[step] = failures + 1
+            if failures >= policy.max_attempts:
+                raise failure
+            delay = policy.delay_after(failures)
+            if delay > self._host.lease_seconds:
+                await self._host._retry_later(step, delay)
+            await asyncio.sleep(delay)
+
+    async def _attempt(self, step: StepId, input: JsonValue, fn: StepFunction) -> _Done | _Failed:
+        """One recorded attempt: its output, or the exception the step raised.
+
+        An exception of the recording itself (the lease lost, the database
+        gone) propagates instead: the step did not fail, it could not run.
+        """
+        raised: BaseException | None = None
+        try:
+            async with self._recorder.step(
+                self._point.workflow.id, step, input, lease=self._host.lease
+            ) as recording:
+                try:
+                    output = await fn(recording)
+                    recording.output = output
+                except Exception as error:
+                    raised = error
+                    raise
+        except LeaseLostError as error:
+            self._host._lost_lease(error)
+            raise
+        except Exception as error:
+            if error is not raised:
+                raise
+            return _Failed(error)
+        return _Done(output)
+
+    async def _failures_of(self, step: StepId) -> int:
+        """How many attempts of the step failed so far, in its whole stored history."""
+        known = self._failures.get(step)
+        if known is not None:
+            return known
+        count = 0
+        if step in self._point.to_retry:
+            async with self._db.session(read_only=True) as uow:
+                attempts = await uow.step_executions.get_for_step(self._point.workflow.id, step)
+            count = sum(
+                1
+                for attempt in attempts
+                if attempt.state is StepExecutionState.FAILED and attempt.error != _CANCELLED
+            )
+        self._failures[step] = count
+        return count
+
+
+@attrs.frozen
+class _Done:
+    output: JsonValue
+
+
+@attrs.frozen
+class _Failed:
+    error: Exception
+
+
+def _policy(retry: object) -> Retry:
+    if retry is None:
+        return ONE_ATTEMPT
+    if not isinstance(retry, Retry):
+        raise ValidationError(f"retry must be a Retry or None, not {type(retry).__name__}")
+    return retry
