@@ -29,6 +29,7 @@ from ecl_persistence.errors import (
 __all__ = [
     "alembic_config",
     "alembic_ini_path",
+    "begin_migration",
     "check_migration",
     "current_revision",
     "downgrade",
@@ -81,6 +82,17 @@ def guarded(connection: Connection) -> AbstractContextManager[None]:
     call :func:`check_migration` before the migration's transaction commits.
     """
     return strategy_for(connection.dialect).migration_guard(connection)
+
+
+def begin_migration(connection: Connection) -> None:
+    """First in the migration's transaction: wait until no other migration of the database runs.
+
+    On PostgreSQL a transaction advisory lock
+    (:data:`~ecl_persistence.dialects.postgresql.MIGRATION_LOCK`); on SQLite
+    the transaction's ``BEGIN IMMEDIATE`` did it already. Processes that all
+    migrate at once then take turns, and those that waited find nothing to do.
+    """
+    strategy_for(connection.dialect).begin_migration(connection)
 
 
 def check_migration(connection: Connection) -> None:

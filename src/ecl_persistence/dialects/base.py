@@ -166,6 +166,13 @@ class DialectStrategy(abc.ABC):
     def migration_guard(self, connection: Connection) -> AbstractContextManager[None]:
         """Around a migration on ``connection``: what keeps it safe on this backend."""
 
+    def begin_migration(self, connection: Connection) -> None:  # noqa: B027
+        """First thing in the migration's transaction: wait for other migrations to end.
+
+        Nothing to do unless the dialect's strategy says otherwise (SQLite's
+        ``BEGIN IMMEDIATE`` already makes migrations take turns).
+        """
+
     def check_after_migration(self, connection: Connection) -> None:  # noqa: B027
         """Raise MigrationFailedError if the migration left the database inconsistent.
 

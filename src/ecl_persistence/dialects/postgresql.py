@@ -11,7 +11,6 @@ INSERT locks the workflow it records.
 
 from __future__ import annotations
 
-import logging
 import re
 import ssl
 from collections.abc import Iterator, Sequence
@@ -41,8 +40,6 @@ if TYPE_CHECKING:
     from ecl_persistence.config import DatabaseConfig
 
 __all__ = ["APPLICATION_NAME", "MIGRATION_LOCK", "PostgresqlStrategy"]
-
-_log = logging.getLogger(__name__)
 
 
 _S = TypeVar("_S", bound="Select[*tuple[Any, ...]]")
@@ -203,27 +200,22 @@ class PostgresqlStrategy(DialectStrategy):
 
     @contextmanager
     def migration_guard(self, connection: Connection) -> Iterator[None]:
-        """An advisory lock of the database held around the migration: migrations take turns.
+        """Nothing around it: PostgreSQL runs DDL in the migration's transaction."""
+        yield
+
+    def begin_migration(self, connection: Connection) -> None:
+        """Wait for the database's migration lock: migrations take turns.
 
         Workers that all call ``migrate()`` at start-up would otherwise run
         the same DDL at once, and all but one fail (two ``CREATE TABLE`` of
-        one name collide in the catalog). The lock is the session's, taken
-        and released outside the migration's transaction, which PostgreSQL
-        runs DDL in; a migration that waited finds the schema at its target
-        and does nothing. A session that dies releases it.
+        one name collide in the catalog). The advisory lock is the
+        transaction's (``pg_advisory_xact_lock``): taken first in the
+        migration's transaction, before Alembic reads the revision, and let
+        go when it commits or rolls back, also when the session dies, and
+        also through a pooler that hands transactions to other sessions. A
+        migration that waited finds the schema at its target and does nothing.
         """
-        connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
-        connection.commit()
-        try:
-            yield
-        finally:
-            try:
-                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
-                connection.commit()
-            except Exception as error:
-                # The lock lives as long as the session: drop the connection.
-                _log.warning("dropping the connection of a migration: %s", type(error).__name__)
-                connection.invalidate()
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
 
 
 def _missing(action: str, kind: str, named: re.Match[str] | None) -> SchemaNotReadyError:
