@@ -10,7 +10,8 @@ Started from ``alembic init -t async``. Two ways in:
 The dialect's strategy says how a migration runs: on SQLite in batch mode,
 with foreign keys switched off around it (a table rebuild must not cascade
 away child rows) and checked with ``PRAGMA foreign_key_check`` before the
-transaction commits.
+transaction commits; on PostgreSQL after a transaction advisory lock, so
+that processes migrating at once take turns.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ from sqlalchemy.engine import Connection
 from ecl_persistence.config import DatabaseConfig, normalize_url
 from ecl_persistence.dialects import strategy_for
 from ecl_persistence.errors import MigrationFailedError
-from ecl_persistence.migrations import check_migration, guarded, render_as_batch
+from ecl_persistence.migrations import (
+    begin_migration,
+    check_migration,
+    guarded,
+    render_as_batch,
+)
 from ecl_persistence.orm import Base
 
 config = context.config
@@ -73,6 +79,7 @@ def do_run_migrations(connection: Connection) -> None:
         compare_type=True,
     )
     with guarded(connection), context.begin_transaction():
+        begin_migration(connection)
         context.run_migrations()
         check_migration(connection)
 

@@ -2,8 +2,9 @@
 
 Driver messages quote values: asyncpg's "invalid input for query argument
 $4: <repr of the value> (<why>)", PostgreSQL's "invalid input syntax for
-type uuid: "<value>"" and "value "<value>" is out of range". Error messages
-of this package are built from what is left.
+type uuid: "<value>"" and "value "<value>" is out of range", SQLite's
+"Could not decode to UTF-8 column 'error' with text '<value>'". Error
+messages of this package are built from what is left.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ __all__ = ["first_line", "raw_first_line"]
 _ARGUMENT_ECHO = re.compile(r"(invalid input for query argument \$\d+)\b.*")
 _QUOTED_AFTER_COLON = re.compile(r"""(:\s*)["'].*""")
 _QUOTED_VALUE = re.compile(r"""\bvalue\s+(?:"[^"]*"|'[^']*')""")
+# Everything after it: the stored text runs to the end of the line, quotes and all.
+_TEXT_ECHO = re.compile(r"""(\bwith text)\s*["'].*""")
 _MAX_CHARS = 300
 
 
@@ -27,5 +30,6 @@ def raw_first_line(error: BaseException) -> str:
 def first_line(error: BaseException) -> str:
     """The first line of ``error``'s message, with any value it quotes cut out."""
     line = _ARGUMENT_ECHO.sub(r"\1", raw_first_line(error))
+    line = _TEXT_ECHO.sub(r"\1 (value hidden)", line)
     line = _QUOTED_AFTER_COLON.sub(r"\1(value hidden)", line)
     return _QUOTED_VALUE.sub("value (hidden)", line)[:_MAX_CHARS]

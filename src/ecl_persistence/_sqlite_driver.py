@@ -18,10 +18,15 @@ Streaming (``stream_results``, ``yield_per``, ``AsyncConnection.stream`` and
 cursor on SQLite here. Every row of the statement is fetched in its one trip,
 and the stream hands them out from memory, partition by partition; memory
 grows with the size of the result as for any other read.
+
+A connection to a file also keeps to that file (see :class:`FileGuard`): a
+commit is acknowledged only while the file at the database's path is still
+the one the connection writes to.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
@@ -32,10 +37,64 @@ import aiosqlite
 
 from ecl_persistence.errors import ConnectionFailedError
 
-__all__ = ["OneTripConnection", "connect"]
+__all__ = ["FileGuard", "OneTripConnection", "connect"]
 
 _Row = tuple[Any, ...]
 _T = TypeVar("_T")
+
+
+class FileGuard:
+    """The identity of the file behind one engine's connections: its device and inode.
+
+    SQLite's connections keep the file they opened: once the file at the
+    path is deleted or replaced, they go on reading and writing the old
+    one, and every commit "succeeds" into a file no path leads to. The
+    identity is taken when the engine's first connection opens the file;
+    :meth:`check` raises :class:`ConnectionFailedError` (not retryable) as
+    soon as the file at the path is another one or none, for good: the
+    engine's connections all hold the old file.
+    """
+
+    __slots__ = ("_identity", "_path")
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._identity: tuple[int, int] | None = None
+
+    def _current(self) -> tuple[int, int] | None:
+        try:
+            status = os.stat(self._path)
+        except FileNotFoundError:
+            return None
+        return status.st_dev, status.st_ino
+
+    def before_open(self) -> None:
+        """Before a connection opens the path: refuse once the file is gone or another.
+
+        Checked before opening, so that a deleted file is not created anew
+        (empty) by the refused connection.
+        """
+        if self._identity is not None:
+            self.check("open a connection")
+
+    def opened(self) -> None:
+        """After a connection opened the path: the first sets the identity, the others match it."""
+        if self._identity is None:
+            self._identity = self._current()
+        self.check("open a connection")
+
+    def check(self, action: str) -> None:
+        """Raise ConnectionFailedError unless the file at the path is still the one first opened."""
+        current = self._current()
+        if current == self._identity and current is not None:
+            return
+        how = "deleted" if current is None else "replaced by another file"
+        raise ConnectionFailedError(
+            f"{action}: the SQLite database file {self._path} was {how} while the "
+            "database was open; nothing written since is in the file at that path. "
+            "Dispose of this Database and open the file again",
+            retryable=False,
+        )
 
 
 class OneTripConnection(aiosqlite.Connection):
@@ -44,6 +103,8 @@ class OneTripConnection(aiosqlite.Connection):
     _pending_begin: str | None = None
     autocommit = False
     """Whether statements run on their own, with no transaction begun for them (reads)."""
+    file_guard: FileGuard | None = None
+    """The guard of the file this connection writes to; checked after every commit."""
 
     def cursor(self) -> _Cursor:  # type: ignore[override]
         """A cursor that makes no trip until it executes."""
@@ -68,9 +129,16 @@ class OneTripConnection(aiosqlite.Connection):
         return connection is not None and connection.in_transaction
 
     async def commit(self) -> None:
-        """Commit the open transaction; without one (autocommit reads), do nothing."""
+        """Commit the open transaction; without one (autocommit reads), do nothing.
+
+        With a :attr:`file_guard`, the commit is not acknowledged (it raises
+        ConnectionFailedError) when the file at the path is no longer the
+        one it went to.
+        """
         if self._take_begin() is None and self._in_transaction:
             await super().commit()
+            if self.file_guard is not None:
+                self.file_guard.check("commit")
 
     async def rollback(self) -> None:
         """Roll back the open transaction; without one, do nothing."""

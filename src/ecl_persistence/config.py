@@ -50,7 +50,11 @@ def normalize_url(url: str | URL) -> URL:
     ``sqlite:///path``, ``sqlite://`` (in memory) and ``postgresql://...`` (or
     ``postgres://``) become ``sqlite+aiosqlite`` and ``postgresql+asyncpg`` URLs.
     Raises :class:`ValidationError` naming the scheme, never the password, for
-    anything else or for a URL that does not parse.
+    anything else or for a URL that does not parse, and naming the parameter,
+    never its value, for a query parameter its dialect does not understand
+    (PostgreSQL takes libpq's ``sslmode``, ``connect_timeout``, ...; see
+    ``docs/configuration.md``).
+
     """
     if isinstance(url, str):
         scheme = _scheme_of(url)
@@ -78,6 +82,7 @@ def normalize_url(url: str | URL) -> URL:
         )
     if driver == _SQLITE_ASYNC and parsed.database == ":memory:":
         parsed = parsed._replace(database=None)
+    strategy_for(parsed.get_backend_name()).check_url(parsed)
     return parsed
 
 

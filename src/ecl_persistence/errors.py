@@ -17,7 +17,9 @@ __all__ = [
     "LeaseLostError",
     "MigrationFailedError",
     "NotFoundError",
+    "PurgeFailedError",
     "QueryFailedError",
+    "SchemaNotReadyError",
     "SerializationError",
     "StoredValueError",
     "TransactionFailedError",
@@ -105,6 +107,48 @@ class TransactionFailedError(DbError):
 
 class MigrationFailedError(DbError):
     """An Alembic migration could not be applied."""
+
+
+class PurgeFailedError(DbError):
+    """A purge failed part way; the batches before the one that failed stay deleted.
+
+    ``deleted`` is how many workflows those batches deleted. The batch's own
+    error is the ``__cause__``, and ``retryable`` is its: running the purge
+    again continues where it stopped.
+    """
+
+    def __init__(self, message: str, *, deleted: int, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.deleted = deleted
+        """How many workflows the purge had deleted (and committed) before it failed."""
+        self.retryable = retryable
+
+
+class SchemaNotReadyError(MigrationFailedError):
+    """The database's schema is not the one this version of ecl-persistence needs.
+
+    Raised when a statement meets a table or column the schema lacks, on a
+    database that was never migrated or is behind: call ``await db.migrate()``
+    (or run ``ecl-db migrate``). ``current_revision`` is the revision the
+    database is at (``None``: never migrated, or unknown when it could not
+    be read), ``head_revision`` the one the code needs.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        current_revision: str | None = None,
+        head_revision: str | None = None,
+        missing: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.current_revision = current_revision
+        """The revision the database is at; ``None`` if never migrated or not read."""
+        self.head_revision = head_revision
+        """The revision this version of ecl-persistence needs (its newest)."""
+        self.missing = missing
+        """The table (or column) the statement did not find, when the database said."""
 
 
 class InvalidStateTransitionError(DbError):

@@ -19,14 +19,21 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ecl_persistence.dialects import strategy_for
-from ecl_persistence.errors import DbError, MigrationFailedError
+from ecl_persistence.errors import (
+    DbError,
+    MigrationFailedError,
+    QueryFailedError,
+    SchemaNotReadyError,
+)
 
 __all__ = [
     "alembic_config",
     "alembic_ini_path",
+    "begin_migration",
     "check_migration",
     "current_revision",
     "downgrade",
+    "explain_missing_schema",
     "guarded",
     "head_revision",
     "render_as_batch",
@@ -75,6 +82,17 @@ def guarded(connection: Connection) -> AbstractContextManager[None]:
     call :func:`check_migration` before the migration's transaction commits.
     """
     return strategy_for(connection.dialect).migration_guard(connection)
+
+
+def begin_migration(connection: Connection) -> None:
+    """First in the migration's transaction: wait until no other migration of the database runs.
+
+    On PostgreSQL a transaction advisory lock
+    (:data:`~ecl_persistence.dialects.postgresql.MIGRATION_LOCK`); on SQLite
+    the transaction's ``BEGIN IMMEDIATE`` did it already. Processes that all
+    migrate at once then take turns, and those that waited find nothing to do.
+    """
+    strategy_for(connection.dialect).begin_migration(connection)
 
 
 def check_migration(connection: Connection) -> None:
@@ -138,6 +156,33 @@ async def downgrade(
 ) -> None:
     """Downgrade the database behind ``engine`` to ``revision`` (``"base"`` empties it)."""
     await _migrate(engine, "downgrade", revision, lock)
+
+
+async def explain_missing_schema(engine: AsyncEngine, error: SchemaNotReadyError) -> DbError:
+    """The error to raise for a statement that found a table or column missing.
+
+    Reads the database's revision (once, on the failure path only): behind
+    the head revision, a :class:`SchemaNotReadyError` saying which revision
+    the database is at, which one the code needs, and to call ``await
+    db.migrate()``; at the head, the missing name is no migration's business
+    (an application's own SQL) and a :class:`QueryFailedError` says only
+    what is missing. If the revision cannot be read, ``error`` as it is.
+    """
+    head = head_revision()
+    try:
+        current = await current_revision(engine)
+    except DbError:
+        return error
+    if current == head:
+        return QueryFailedError(f"{error}, although its schema is at the head revision {head}")
+    at = f"revision {current}" if current is not None else "no revision (it was never migrated)"
+    return SchemaNotReadyError(
+        f"{error}: the database is at {at} and this version of ecl-persistence needs "
+        f"revision {head}; call `await db.migrate()` (or run `ecl-db migrate`)",
+        current_revision=current,
+        head_revision=head,
+        missing=error.missing,
+    )
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from sqlalchemy import Executable, Result
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from ecl_persistence._translate import raise_translated, translating
-from ecl_persistence.errors import DbError, StoredValueError, TransactionFailedError
+from ecl_persistence.errors import (
+    DbError,
+    SchemaNotReadyError,
+    StoredValueError,
+    TransactionFailedError,
+)
 from ecl_persistence.repositories import (
     ArtifactRepository,
     StepExecutionRepository,
@@ -42,12 +47,18 @@ class UnitOfWork:
     starts a new one. A read-only unit of work refuses writes with
     :class:`TransactionFailedError` and takes no writer lock.
 
+    A commit that has begun is never interrupted: a cancellation (or a
+    timeout) that arrives while it runs waits for it to finish and only then
+    propagates, and :attr:`committed` tells whether it completed. So a
+    caller that sees ``CancelledError`` can know whether the work was stored.
+
     Obtain one from :meth:`Database.session`; the repositories it exposes
     (``workflows``, ``step_executions``, ``artifacts``) work only inside the block.
     """
 
     __slots__ = (
         "_active",
+        "_committed",
         "_factory",
         "_failed",
         "_lock",
@@ -76,6 +87,7 @@ class UnitOfWork:
         # Made at the first statement: a unit that runs none costs no session.
         self._session: AsyncSession | None = None
         self._failed = False
+        self._committed = False
         self.read_only = read_only
         """Whether this unit of work refuses writes."""
         self.workflows = WorkflowRepository(self)
@@ -92,6 +104,7 @@ class UnitOfWork:
             await self._lock.acquire()
         self._active = True
         self._failed = False
+        self._committed = False
         return self
 
     async def __aexit__(
@@ -107,34 +120,52 @@ class UnitOfWork:
             if session is None:
                 return
             if exc_type is not None or failed:
-                # Shielded so that a second cancellation cannot leave the
-                # connection checked out with its transaction open.
-                await asyncio.shield(_discard(session))
-                if exc_type is None:
-                    raise TransactionFailedError(
-                        "the unit of work was rolled back after a failed statement; "
-                        "nothing was committed"
-                    )
-                return
-            if self.read_only and (session.new or session.dirty or session.deleted):
-                await asyncio.shield(_discard(session))
-                raise TransactionFailedError(
-                    "a read-only unit of work ended with changes in its session; "
-                    "nothing was written"
-                )
-            try:
-                with translating("commit"):
-                    # One trip into SQLAlchemy for both. A read-only unit has
-                    # nothing to commit: it read in autocommit.
-                    await session.run_sync(_close if self.read_only else _commit_and_close)
-            except BaseException:
-                # A failed commit, or a cancellation while it waited: make sure
-                # the connection goes back rolled back, or is dropped.
-                await asyncio.shield(_discard(session))
-                raise
+                await _end_rolled_back(session, after_failed_statement=exc_type is None)
+            elif self.read_only:
+                await _end_read_only(session)
+            else:
+                # One trip into SQLAlchemy for the commit and the close.
+                await self._commit_to_the_end(session, _commit_and_close, discard=True)
         finally:
             if self._lock is not None:
                 self._lock.release()
+
+    async def _commit_to_the_end(
+        self, session: AsyncSession, commit: Callable[[Session], None], *, discard: bool
+    ) -> None:
+        """Run ``commit`` on ``session`` to its end, even when the task is cancelled meanwhile.
+
+        The commit runs in a task of its own: a cancellation of the caller's
+        task cannot stop it half way (the driver could still complete it, and
+        the caller would see only the cancellation). Once it finished,
+        :attr:`committed` says how, and a cancellation that arrived meanwhile
+        propagates. A commit that failed leaves the session discarded (the
+        connection rolled back or dropped) when ``discard`` is true.
+        """
+        self._committed = False
+        running = asyncio.ensure_future(session.run_sync(commit))
+        interrupted: asyncio.CancelledError | None = None
+        while not running.done():
+            try:
+                await asyncio.shield(running)
+            except asyncio.CancelledError as cancellation:
+                if running.cancelled():
+                    raise  # the commit's own task was cancelled (the loop is closing)
+                interrupted = cancellation
+            except BaseException:  # noqa: S110 - the commit failed: read below
+                pass
+        try:
+            with translating("commit"):
+                running.result()
+        except BaseException:
+            if discard:
+                await asyncio.shield(_discard(session))
+            if interrupted is not None:
+                raise interrupted from None
+            raise
+        self._committed = True
+        if interrupted is not None:
+            raise interrupted
 
     @property
     def max_payload_bytes(self) -> int:
@@ -172,6 +203,21 @@ class UnitOfWork:
     def active(self) -> bool:
         """Whether this unit of work is inside its ``async with`` block."""
         return self._active
+
+    @property
+    def committed(self) -> bool:
+        """Whether the last commit this unit began completed: its work up to it is stored.
+
+        The commit at the clean exit of the ``async with`` block, or one made
+        by :meth:`commit`. A commit is never cut short: when the task is
+        cancelled (or times out) during it, the commit finishes first and the
+        ``CancelledError`` propagates after, so in a handler for it this says
+        whether the work was stored. False until a commit completes, and
+        after one that failed; a unit that ends by rolling back (an exception
+        in the block, a read-only unit) keeps the value of its last
+        :meth:`commit`.
+        """
+        return self._committed
 
     def _require_session(self, *, allow_failed: bool = False) -> AsyncSession:
         if not self._active:
@@ -250,19 +296,30 @@ class UnitOfWork:
             # The statement ran; a row it returned is damaged. The transaction
             # is intact and the unit of work stays usable.
             raise
-        except DbError:
+        except DbError as translated:
             # Both backends then behave alike: PostgreSQL aborts the whole
             # transaction on an error, so SQLite's is rolled back as well and
             # nothing done earlier in this unit of work can be committed.
             self._failed = True
             await asyncio.shield(_rollback(session))
-            raise
+            if not isinstance(translated, SchemaNotReadyError):
+                raise
+            missing_schema = translated
+        # A table or column is missing: only now is the revision read, once,
+        # to say which one the database is at (never on a healthy unit).
+        from ecl_persistence.migrations import explain_missing_schema
+
+        explained = await explain_missing_schema(cast("AsyncEngine", session.bind), missing_schema)
+        raise explained from missing_schema.__cause__
 
     async def commit(self) -> None:
-        """Commit the work so far; the next statement begins a new transaction."""
+        """Commit the work so far; the next statement begins a new transaction.
+
+        Like the commit at the end of the block, it runs to its end even if
+        the task is cancelled meanwhile (see :attr:`committed`).
+        """
         session = self._require_session()
-        with translating("commit"):
-            await session.commit()
+        await self._commit_to_the_end(session, Session.commit, discard=False)
 
     async def rollback(self) -> None:
         """Discard the work so far; the next statement begins a new transaction."""
@@ -270,6 +327,33 @@ class UnitOfWork:
         with translating("rollback"):
             await session.rollback()
         self._failed = False
+
+
+async def _end_rolled_back(session: AsyncSession, *, after_failed_statement: bool) -> None:
+    """End a unit whose block raised, or whose statement failed: nothing is committed."""
+    # Shielded so that a second cancellation cannot leave the connection
+    # checked out with its transaction open.
+    await asyncio.shield(_discard(session))
+    if after_failed_statement:
+        raise TransactionFailedError(
+            "the unit of work was rolled back after a failed statement; nothing was committed"
+        )
+
+
+async def _end_read_only(session: AsyncSession) -> None:
+    """End a read-only unit: it read in autocommit, so there is nothing to commit."""
+    if session.new or session.dirty or session.deleted:
+        await asyncio.shield(_discard(session))
+        raise TransactionFailedError(
+            "a read-only unit of work ended with changes in its session; nothing was written"
+        )
+    try:
+        with translating("close"):
+            await session.run_sync(_close)
+    except BaseException:
+        # A cancellation while it waited: the connection goes back, or is dropped.
+        await asyncio.shield(_discard(session))
+        raise
 
 
 def _close(session: Session) -> None:

@@ -36,3 +36,13 @@ def on_database(url: str, action: Callable[[Database], Awaitable[T]]) -> T:
             return await action(db)
 
     return asyncio.run(run())
+
+
+def workflow_ids(url: str) -> set[object]:
+    """The ids of the workflows stored in the database of ``url`` (up to 1,000)."""
+
+    async def ids(db: Database) -> set[object]:
+        async with db.session(read_only=True) as uow:
+            return {w.id for w in (await uow.workflows.list(limit=1000)).items}
+
+    return on_database(url, ids)

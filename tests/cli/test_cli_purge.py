@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from tests.cli.helpers import Invoke, json_of, on_database
+from tests.cli.helpers import Invoke, json_of, on_database, workflow_ids
 from tests.factories import WorkflowFactory, persist_step
 
 from ecl_persistence import Database, Workflow, WorkflowState
@@ -39,14 +39,6 @@ def _seed(url: str) -> list[Workflow]:
     return workflows
 
 
-def _remaining(url: str) -> set[object]:
-    async def ids(db: Database) -> set[object]:
-        async with db.session(read_only=True) as uow:
-            return {w.id for w in (await uow.workflows.list(limit=100)).items}
-
-    return on_database(url, ids)
-
-
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("30d", timedelta(days=30)), ("12h", timedelta(hours=12)), (" 90m", timedelta(minutes=90)),
@@ -67,7 +59,7 @@ def test_purge_deletes_only_old_finished_workflows(ecl_db: Invoke, database_url:
     result = ecl_db("purge", "--older-than", "30d")
     assert result.exit_code == 0, result.output
     assert "purged 2 workflows" in result.stdout
-    assert _remaining(database_url) == {workflows[2].id, workflows[3].id}
+    assert workflow_ids(database_url) == {workflows[2].id, workflows[3].id}
 
 
 def test_dry_run_counts_and_deletes_nothing(ecl_db: Invoke, database_url: str) -> None:
@@ -75,7 +67,7 @@ def test_dry_run_counts_and_deletes_nothing(ecl_db: Invoke, database_url: str) -
     document = json_of(ecl_db("purge", "--older-than", "30d", "--dry-run", "--json"))
     assert document["would_purge"] == 2
     assert document["purged"] == 0
-    assert _remaining(database_url) == {w.id for w in workflows}
+    assert workflow_ids(database_url) == {w.id for w in workflows}
 
 
 def test_purge_of_one_state_in_small_batches(ecl_db: Invoke, database_url: str) -> None:
@@ -84,7 +76,7 @@ def test_purge_of_one_state_in_small_batches(ecl_db: Invoke, database_url: str) 
         ecl_db("purge", "--older-than", "1d", "--state", "completed", "--batch-size", "1", "--json")
     )
     assert document["purged"] == 2
-    assert _remaining(database_url) == {workflows[1].id, workflows[3].id}
+    assert workflow_ids(database_url) == {workflows[1].id, workflows[3].id}
 
 
 def test_bad_age_is_a_usage_error(ecl_db: Invoke) -> None:

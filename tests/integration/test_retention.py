@@ -11,7 +11,7 @@ from tests.factories import WorkflowFactory, persist_artifact, persist_step, raw
 from tests.plans import explaining, forbid_seq_scan
 
 from ecl_persistence import Database, ValidationError, Workflow, WorkflowState
-from ecl_persistence.retention import batch_statement
+from ecl_persistence.retention import batch_statement, delete_unheld_statement
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CUTOFF = NOW - timedelta(days=30)
@@ -177,7 +177,10 @@ async def test_postgres_purge_skips_rows_another_transaction_holds(database_url:
 async def test_the_purge_batch_reads_the_oldest_finished_through_the_index(db: Database) -> None:
     await _create(db, *(_finished(WorkflowState.COMPLETED, 31 + n) for n in range(20)))
     params = {"state": "completed", "cutoff": CUTOFF, "batch": 5}
-    async with explaining(db, "DELETE FROM workflows") as plan, db.session() as uow:
+    # The statement that takes the batch: the DELETE itself on SQLite; on
+    # PostgreSQL the SELECT that locks the batch's ids (then deleted by id).
+    taking = "DELETE FROM workflows" if db.dialect == "sqlite" else "SELECT workflows.id"
+    async with explaining(db, taking) as plan, db.session() as uow:
         await forbid_seq_scan(uow)
         await uow.execute(batch_statement(uow.strategy), params, action="plan")
         await uow.rollback()
@@ -187,3 +190,23 @@ async def test_the_purge_batch_reads_the_oldest_finished_through_the_index(db: D
     assert "Sort" not in text_plan
     assert "TEMP B-TREE" not in text_plan
     assert await _counts(db) == (20, 20, 20, 20)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgresql)])
+async def test_the_postgres_purge_finds_the_rows_of_its_batch_through_their_indexes(
+    database_url: str,
+) -> None:
+    async with Database.from_url(database_url) as db:
+        batch = [_finished(WorkflowState.COMPLETED, 31 + n) for n in range(5)]
+        await _create(db, *batch)
+        params = {"ids": [workflow.id for workflow in batch]}
+        async with explaining(db, "WITH doomed") as plan, db.session() as uow:
+            await forbid_seq_scan(uow)
+            await uow.execute(delete_unheld_statement(uow.strategy), params, action="plan")
+            await uow.rollback()
+        scans = [line for line in plan if " on " in line and "Scan" in line]
+        tables = {"workflows", "step_executions", "artifacts"}
+        assert {line.split(" on ")[1].split()[0] for line in scans} >= tables
+        # Every table is read through an index (the CTEs are scanned as CTEs).
+        assert [line for line in scans if "Seq Scan" in line] == []
+        assert await _counts(db) == (5, 5, 5, 5)

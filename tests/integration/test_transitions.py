@@ -219,7 +219,7 @@ async def test_history_of_an_unknown_workflow_is_empty(db: Database) -> None:
     assert await history(db, WorkflowId(new_uuid7())) == []
     async with db.session(read_only=True) as uow:
         with pytest.raises(ValidationError):
-            await uow.workflows.history("not-a-uuid")  # type: ignore[arg-type]
+            await uow.workflows.history("not-a-uuid")
 
 
 async def test_deleting_a_workflow_deletes_its_history(db: Database) -> None:

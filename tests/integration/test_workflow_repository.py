@@ -185,8 +185,10 @@ async def test_get_returns_none_for_an_unknown_id(db: Database) -> None:
 
 async def test_get_rejects_an_id_that_is_not_a_uuid(db: Database) -> None:
     async with db.session(read_only=True) as uow:
-        with pytest.raises(ValidationError):
-            await uow.workflows.get(cast(Any, str(new_uuid7())))
+        with pytest.raises(ValidationError, match="not a UUID"):
+            await uow.workflows.get(str(new_uuid7())[1:])
+        with pytest.raises(ValidationError, match="must be a UUID or its text, not int"):
+            await uow.workflows.get(cast(Any, new_uuid7().int))
 
 
 async def test_create_with_a_duplicate_id_raises_constraint_violation_on_the_primary_key(

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import TextClause, event, text
 from sqlalchemy.engine import make_url
 from tests.conftest import asyncpg_url
-from tests.factories import start_python_module
+from tests.factories import raw_execute, start_python_module
 
 from ecl_persistence import APPLICATION_NAME, Database
 
@@ -137,6 +137,18 @@ async def our_sessions(url: str) -> list[tuple[int, str | None]]:
     return [(int(row["pid"]), row["state"]) for row in rows]
 
 
+async def our_sessions_waiting(url: str) -> bool:
+    """Whether a session of ours on the database of ``url`` waits for a lock right now."""
+    async with postgres_admin(url) as admin:
+        waiting = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+            "AND datname = $2 AND wait_event_type = 'Lock'",
+            APPLICATION_NAME,
+            make_url(url).database,
+        )
+    return bool(waiting)
+
+
 async def terminate_our_sessions(url: str, pid: int | None = None) -> int:
     """``pg_terminate_backend`` our sessions on the database (or just ``pid``); how many."""
     async with postgres_admin(url) as admin:
@@ -180,3 +192,27 @@ async def read_marker(child: asyncio.subprocess.Process, marker: str) -> list[st
         error = (await child.stderr.read()).decode()
         pytest.fail(f"child printed {line!r} instead of {marker}; stderr:\n{error}")
     return line.split()[1:]
+
+
+async def poison_deletes(db: Database) -> None:
+    """A trigger that makes deleting the workflows of definition ``poison`` fail, in ``db``.
+
+    Give it a database of the test's own: the trigger stays.
+    """
+    if db.dialect == "sqlite":
+        await raw_execute(
+            db,
+            "CREATE TRIGGER poison BEFORE DELETE ON workflows "
+            "WHEN OLD.definition_id = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+        )
+        return
+    await raw_execute(
+        db,
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF OLD.definition_id = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF; "
+        "RETURN OLD; END $$",
+    )
+    await raw_execute(
+        db,
+        "CREATE TRIGGER poison BEFORE DELETE ON workflows FOR EACH ROW EXECUTE FUNCTION poison()",
+    )

@@ -51,6 +51,8 @@ HOSTILE: dict[str, Callable[[], object]] = {
     "integer-of-100001-digits": lambda: 10**100_000,
     "nested-10000-deep": lambda: _nested(10_000),
     "100-MB-string": lambda: SECRET + "x" * HUNDRED_MB,
+    # jsonb has no negative zero: it would come back as 0.0 on PostgreSQL only.
+    "minus-zero": lambda: -0.0,
 }
 
 
@@ -171,3 +173,32 @@ async def test_hundred_megabyte_payload_is_refused_without_copying_it(
         tracemalloc.stop()
     # No encoded or copied form of the string was made: a copy alone is 100 MB.
     assert peak < HUNDRED_MB // 20
+
+
+async def test_minus_zero_is_refused_at_the_top_level_too_and_zero_round_trips(
+    db: Database, stored: Stored
+) -> None:
+    with pytest.raises(SerializationError, match=r"-0\.0"):
+        Workflow.new("hostile", -0.0)
+    with pytest.raises(SerializationError, match=r"-0\.0"):
+        StepExecution.start(stored.workflow.id, "hostile", {"fine": 1}, metadata={"x": -0.0})
+    await _refused(
+        db, stored, lambda uow, s, v: uow.workflows.update_output(s.workflow.id, -0.0), None
+    )
+    await _refused(
+        db,
+        stored,
+        lambda uow, s, v: uow.step_executions.update_completion(
+            s.step.id, StepExecutionState.SUCCEEDED, output=-0.0
+        ),
+        None,
+    )
+    # What is stored instead reads back the same, sign and type, on both backends.
+    async with db.session() as uow:
+        await uow.workflows.update_output(stored.workflow.id, [0.0, -1.5])
+    async with db.session(read_only=True) as uow:
+        stored_now = await uow.workflows.get(stored.workflow.id)
+    assert stored_now is not None
+    output = cast("list[float]", stored_now.output)
+    assert output == [0.0, -1.5]
+    assert [math.copysign(1.0, x) for x in output] == [1.0, -1.0]

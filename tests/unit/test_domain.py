@@ -18,6 +18,7 @@ import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.timezones import OddTz, RaisingTz
 
 import ecl_persistence.domain as domain_package
 from ecl_persistence.domain import (
@@ -301,7 +302,8 @@ _json_values: st.SearchStrategy[JsonValue] = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(min_value=MIN_JSON_INT, max_value=MAX_JSON_INT)
-    | st.floats(allow_nan=False, allow_infinity=False)
+    # Adding 0.0 turns -0.0, which payloads refuse, into 0.0 and changes no other float.
+    | st.floats(allow_nan=False, allow_infinity=False).map(lambda x: x + 0.0)
     | _json_text,
     lambda children: (
         st.lists(children, max_size=5) | st.dictionaries(_json_text, children, max_size=5)
@@ -587,7 +589,7 @@ def test_datetime_that_overflows_in_utc_is_rejected() -> None:
         (_workflow, "version", 1.0),
         (_workflow, "state", WorkflowState),
         (_workflow, "state", StepExecutionState.FAILED),
-        (_workflow, "id", str(uuid.uuid4())),
+        (_workflow, "id", str(uuid.uuid4())[:-1]),  # one hex digit short
         (_workflow, "created_at", "2024-01-01T00:00:00Z"),
         (_workflow, "metadata", [1]),
         (_workflow, "metadata", None),
@@ -714,29 +716,7 @@ def test_domain_does_not_import_sqlalchemy() -> None:
             assert not any(name.split(".")[0] == "sqlalchemy" for name in names), source.name
 
 
-class _RaisingTz(tzinfo):
-    def utcoffset(self, dt: datetime | None) -> timedelta:
-        raise RuntimeError("broken tzinfo")
-
-    def dst(self, dt: datetime | None) -> timedelta:
-        return timedelta(0)
-
-    def tzname(self, dt: datetime | None) -> str:
-        return "test"
-
-
-class _OutOfRangeTz(tzinfo):
-    def utcoffset(self, dt: datetime | None) -> timedelta:
-        return timedelta(days=2)
-
-    def dst(self, dt: datetime | None) -> timedelta:
-        return timedelta(0)
-
-    def tzname(self, dt: datetime | None) -> str:
-        return "test"
-
-
-@pytest.mark.parametrize("zone", [_RaisingTz(), _OutOfRangeTz()], ids=type)
+@pytest.mark.parametrize("zone", [RaisingTz(), OddTz(timedelta(days=2))], ids=type)
 def test_tzinfo_that_misbehaves_is_rejected(zone: tzinfo) -> None:
     with pytest.raises(ValidationError, match="created_at"):
         attrs.evolve(_workflow(), created_at=datetime(2024, 1, 1, tzinfo=zone))

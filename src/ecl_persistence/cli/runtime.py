@@ -28,6 +28,8 @@ from ecl_persistence.errors import (
     ConnectionFailedError,
     DbError,
     NotFoundError,
+    PurgeFailedError,
+    SchemaNotReadyError,
     SerializationError,
     StoredValueError,
     ValidationError,
@@ -178,6 +180,11 @@ async def read_schema_status(db: Database) -> SchemaStatus:
 
 
 def _exit_code(error: DbError) -> ExitCode:
+    if isinstance(error, PurgeFailedError) and isinstance(error.__cause__, DbError):
+        # What stopped it decides: its message says how many it had purged.
+        return _exit_code(error.__cause__)
+    if isinstance(error, SchemaNotReadyError):
+        return ExitCode.NOT_MIGRATED
     if isinstance(error, StoredValueError):
         return ExitCode.DATABASE_ERROR
     if isinstance(error, ValidationError | SerializationError):

@@ -69,6 +69,12 @@ class DialectStrategy(abc.ABC):
 
     name: ClassVar[str]
     """The SQLAlchemy dialect name: ``"sqlite"`` or ``"postgresql"``."""
+    row_locks: ClassVar[bool] = False
+    """Whether transactions lock single rows, so that one may hold rows another wants.
+
+    Without (SQLite), a writer holds the whole database and :meth:`lock`
+    leaves a statement as it is.
+    """
     driver: ClassVar[str]
     """The async driver the package uses with this dialect."""
 
@@ -84,6 +90,9 @@ class DialectStrategy(abc.ABC):
     @abc.abstractmethod
     def adopt_engine(self, engine: AsyncEngine, config: DatabaseConfig) -> None:
         """Set up an engine the application created, or raise ValidationError if it cannot be."""
+
+    def check_url(self, url: URL) -> None:  # noqa: B027
+        """Raise ValidationError for what ``url`` asks that this dialect cannot do."""
 
     @abc.abstractmethod
     def read_only_options(self, engine: AsyncEngine) -> dict[str, Any]:
@@ -156,6 +165,13 @@ class DialectStrategy(abc.ABC):
     @abc.abstractmethod
     def migration_guard(self, connection: Connection) -> AbstractContextManager[None]:
         """Around a migration on ``connection``: what keeps it safe on this backend."""
+
+    def begin_migration(self, connection: Connection) -> None:  # noqa: B027
+        """First thing in the migration's transaction: wait for other migrations to end.
+
+        Nothing to do unless the dialect's strategy says otherwise (SQLite's
+        ``BEGIN IMMEDIATE`` already makes migrations take turns).
+        """
 
     def check_after_migration(self, connection: Connection) -> None:  # noqa: B027
         """Raise MigrationFailedError if the migration left the database inconsistent.

@@ -11,6 +11,8 @@ INSERT locks the workflow it records.
 
 from __future__ import annotations
 
+import re
+import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,24 +20,27 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Dialect, Insert, Select, event
 from sqlalchemy.dialects import postgresql as postgresql_dialect
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.schema import Column
 from sqlalchemy.types import TypeEngine
 
-from ecl_persistence._messages import first_line
+from ecl_persistence._messages import first_line, raw_first_line
+from ecl_persistence.dialects import _libpq as libpq
 from ecl_persistence.dialects.base import ENGINE_LOGGING_NAME, DialectStrategy, LockMode
 from ecl_persistence.errors import (
     ConflictError,
     ConnectionFailedError,
     DbError,
+    SchemaNotReadyError,
     ValidationError,
 )
 
 if TYPE_CHECKING:
     from ecl_persistence.config import DatabaseConfig
 
-__all__ = ["APPLICATION_NAME", "PostgresqlStrategy"]
+__all__ = ["APPLICATION_NAME", "MIGRATION_LOCK", "PostgresqlStrategy"]
+
 
 _S = TypeVar("_S", bound="Select[*tuple[Any, ...]]")
 
@@ -50,6 +55,15 @@ _NOT_RETRYABLE = {
     "3D000": "database does not exist",
 }
 _CONFLICT = {"40001", "40P01"}  # serialization failure, deadlock
+MIGRATION_LOCK = 0x45434C5F4D494752  # "ECL_MIGR"
+"""The key of the advisory lock migrations take turns on, in each database."""
+_UNDEFINED = {"42P01": "table", "42703": "column"}  # undefined table, undefined column
+# 'relation "workflows" does not exist', 'column "x" of relation "y" does not exist',
+# 'column workflows.x does not exist': names of the schema, never values.
+_UNDEFINED_NAME = re.compile(
+    r'^(?:relation|column) "?(?P<name>[\w.]{1,200})"?'
+    r'(?: of relation "(?P<table>\w{1,100})")? does not exist'
+)
 
 
 def _aware_utc(value: datetime | None) -> datetime | None:
@@ -79,11 +93,26 @@ class PostgresqlStrategy(DialectStrategy):
 
     name = "postgresql"
     driver = "asyncpg"
+    row_locks = True
 
     def create_engine(self, config: DatabaseConfig) -> AsyncEngine:
-        """A pool of ``max_connections``, timeouts from the config, our ``application_name``."""
+        """A pool of ``max_connections``, timeouts from the config, our ``application_name``.
+
+        The URL's libpq parameters (``sslmode``, ``connect_timeout``, ...; see
+        ``dialects/_libpq.py``) become asyncpg's arguments; TLS files are read
+        here, and one that cannot be raises ValidationError.
+        """
+        given = libpq.connect_arguments(config.async_url)
+        connect_args: dict[str, Any] = {
+            "timeout": config.timeout_secs if given.timeout is None else given.timeout,
+            "server_settings": {"application_name": APPLICATION_NAME, **given.server_settings},
+        }
+        if given.ssl is not None:
+            connect_args["ssl"] = given.ssl
+        if given.target_session_attrs is not None:
+            connect_args["target_session_attrs"] = given.target_session_attrs
         engine = create_async_engine(
-            config.async_url,
+            given.url,
             echo=config.echo,
             hide_parameters=True,
             logging_name=ENGINE_LOGGING_NAME,
@@ -97,13 +126,15 @@ class PostgresqlStrategy(DialectStrategy):
             # goes back (its session rolls back or commits, a failure drops the
             # connection): a second rollback by the pool would only cost time.
             pool_reset_on_return=None,
-            connect_args={
-                "timeout": config.timeout_secs,
-                "server_settings": {"application_name": APPLICATION_NAME},
-            },
+            connect_args=connect_args,
         )
-        _name_the_server_in_connect_errors(engine, config)
+        waited = "timeout_secs" if given.timeout is None else "connect_timeout in the URL"
+        _name_the_server_in_connect_errors(engine, config, connect_args["timeout"], waited)
         return engine
+
+    def check_url(self, url: URL) -> None:
+        """Refuse a query parameter that is neither libpq's (``sslmode``, ...) nor the dialect's."""
+        libpq.check_query(url)
 
     def adopt_engine(self, engine: AsyncEngine, config: DatabaseConfig) -> None:
         """Nothing to install: refuse a driver other than asyncpg."""
@@ -161,16 +192,46 @@ class PostgresqlStrategy(DialectStrategy):
             return ConnectionFailedError(f"{action}: the database connection was lost")
         if state in _CONFLICT:
             return ConflictError(f"{action}: {first_line(driver_error)}; retry the unit of work")
+        if state in _UNDEFINED:
+            return _missing(
+                action, _UNDEFINED[state], _UNDEFINED_NAME.match(raw_first_line(driver_error))
+            )
         return None
 
     @contextmanager
     def migration_guard(self, connection: Connection) -> Iterator[None]:
-        """Nothing yet: PostgreSQL runs DDL in the migration's transaction."""
+        """Nothing around it: PostgreSQL runs DDL in the migration's transaction."""
         yield
 
+    def begin_migration(self, connection: Connection) -> None:
+        """Wait for the database's migration lock: migrations take turns.
 
-def _name_the_server_in_connect_errors(engine: AsyncEngine, config: DatabaseConfig) -> None:
-    """Name the server in the error when it cannot be reached at all."""
+        Workers that all call ``migrate()`` at start-up would otherwise run
+        the same DDL at once, and all but one fail (two ``CREATE TABLE`` of
+        one name collide in the catalog). The advisory lock is the
+        transaction's (``pg_advisory_xact_lock``): taken first in the
+        migration's transaction, before Alembic reads the revision, and let
+        go when it commits or rolls back, also when the session dies, and
+        also through a pooler that hands transactions to other sessions. A
+        migration that waited finds the schema at its target and does nothing.
+        """
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+
+
+def _missing(action: str, kind: str, named: re.Match[str] | None) -> SchemaNotReadyError:
+    """A table or column the schema lacks; the unit of work then reads the revision."""
+    missing = None
+    if named is not None:
+        table = named.group("table")
+        missing = f"{table}.{named.group('name')}" if table else named.group("name")
+    what = f"{kind} {missing}" if missing else f"a {kind} the statement needs"
+    return SchemaNotReadyError(f"{action}: the database has no {what}", missing=missing)
+
+
+def _name_the_server_in_connect_errors(
+    engine: AsyncEngine, config: DatabaseConfig, timeout: float, setting: str
+) -> None:
+    """Name the server in the error when it cannot be reached at all, or not over TLS."""
     url = config.async_url
     host = url.host or url.query.get("host") or "the default host"
     server = f"{host}:{url.port or 5432}"
@@ -181,11 +242,20 @@ def _name_the_server_in_connect_errors(engine: AsyncEngine, config: DatabaseConf
         # that never answers) do not say which server, or that the wait ran out.
         try:
             return dialect.connect(*cargs, **cparams)
+        except ssl.SSLError as error:
+            # A certificate that does not verify (or a name that does not
+            # match) fails the same way every time.
+            raise ConnectionFailedError(
+                f"cannot connect to the PostgreSQL server at {server} over TLS: "
+                f"{type(error).__name__}: {getattr(error, 'verify_message', None) or error}; "
+                "check sslmode and sslrootcert in the database URL",
+                retryable=False,
+            ) from error
         except OSError as error:
             if isinstance(error, TimeoutError):
                 reason = (
-                    f"no answer within {config.timeout_secs:g} s "
-                    "(raise timeout_secs if the server is slow to accept connections)"
+                    f"no answer within {timeout:g} s "
+                    f"(raise {setting} if the server is slow to accept connections)"
                 )
             else:
                 reason = f"{type(error).__name__}: {error}"

@@ -11,7 +11,7 @@ holds a keeper connection to it.
 
 from __future__ import annotations
 
-import re
+import os
 import sqlite3
 import uuid
 import weakref
@@ -29,15 +29,14 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, StaticPo
 from sqlalchemy.schema import Column
 from sqlalchemy.types import TypeEngine
 
-from ecl_persistence._sqlite_driver import OneTripConnection
+from ecl_persistence._sqlite_driver import FileGuard, OneTripConnection
 from ecl_persistence._sqlite_driver import connect as sqlite_connect
+from ecl_persistence.dialects import _sqlite_errors as sqlite_errors
 from ecl_persistence.dialects._sqlite_dialect import DRIVER_NAME, OneTripDialect
 from ecl_persistence.dialects.base import ENGINE_LOGGING_NAME, DialectStrategy
 from ecl_persistence.errors import (
-    ConnectionFailedError,
     DbError,
     MigrationFailedError,
-    TransactionFailedError,
     ValidationError,
 )
 
@@ -52,9 +51,6 @@ READ_ONLY_OPTION = "ecl_read_only"
 """On an application's engine, the execution option of a read-only unit: no BEGIN is sent."""
 
 _SETUP_DONE = "ecl_sqlite_setup"
-_BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
-_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>.+)$")
-_CHECK = re.compile(r"CHECK constraint failed: (?P<name>\S+)")
 
 
 def _private_memory_url(url: URL) -> URL:
@@ -85,8 +81,9 @@ def _keep_memory_database(engine: AsyncEngine, url: URL) -> None:
 class _Connector:
     """Opens the engine's connections as :class:`OneTripConnection` (see ``_sqlite_driver``)."""
 
-    def __init__(self, config: DatabaseConfig) -> None:
+    def __init__(self, config: DatabaseConfig, guard: FileGuard | None) -> None:
         self._timeout = config.timeout_secs
+        self._guard = guard
         self._arguments: tuple[Any, Any] = ((), {})
 
     def bind(self, engine: AsyncEngine) -> None:
@@ -95,11 +92,28 @@ class _Connector:
 
     async def __call__(self) -> OneTripConnection:
         args, kwargs = self._arguments
+        if self._guard is not None:
+            self._guard.before_open()
         # isolation_level=None: the "begin" hook below decides how every
         # transaction starts, not sqlite3.
         connection = sqlite_connect(*args, **kwargs, timeout=self._timeout, isolation_level=None)
         await connection
+        if self._guard is not None:
+            try:
+                self._guard.opened()
+            except BaseException:
+                await connection.close()
+                raise
+            connection.file_guard = self._guard
         return connection
+
+
+def _file_guard(url: URL) -> FileGuard | None:
+    """The guard of a database file named by its path; none for a URI file name."""
+    database = url.database or ""
+    if url.query.get("uri") or database.startswith("file:"):
+        return None
+    return FileGuard(Path(os.path.abspath(Path(database).expanduser())))
 
 
 def _pragmas(dbapi_connection: Any, busy_ms: int, is_file: bool) -> None:
@@ -180,7 +194,9 @@ class SqliteStrategy(DialectStrategy):
                 "max_overflow": 0,
                 "pool_timeout": config.timeout_secs,
             }
-        connector = _Connector(config)
+        # A file keeps its identity while the engine lives: see FileGuard.
+        guard = None if memory else _file_guard(url)
+        connector = _Connector(config, guard)
         engine = create_async_engine(
             url,
             async_creator=connector,
@@ -201,6 +217,13 @@ class SqliteStrategy(DialectStrategy):
         @event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
             _pragmas(dbapi_connection, busy_ms, is_file)
+
+        if guard is not None:
+            # A connection of a file deleted or replaced meanwhile is refused
+            # (and dropped by the pool) before anyone reads from it.
+            @event.listens_for(engine.sync_engine, "checkout")
+            def _on_checkout(connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+                guard.check("check out a connection")
 
         if memory:
             _keep_memory_database(engine, url)
@@ -291,37 +314,12 @@ class SqliteStrategy(DialectStrategy):
         return _as_sqlite_text, _from_sqlite_text
 
     def classify(self, driver_error: BaseException, action: str) -> DbError | None:
-        """Busy, not a database, cannot open: by sqlite3's error code."""
-        code = getattr(driver_error, "sqlite_errorcode", None)
-        if code == sqlite3.SQLITE_NOTADB:
-            return ConnectionFailedError(
-                f"{action}: the file is not a SQLite database (or it is encrypted or damaged)",
-                retryable=False,
-            )
-        if code == sqlite3.SQLITE_CANTOPEN:
-            return ConnectionFailedError(
-                f"{action}: cannot open the SQLite database file (does its directory exist "
-                "and is it writable?)",
-                retryable=False,
-            )
-        first_line = str(driver_error).strip().split("\n", 1)[0]
-        if code in _BUSY_CODES or "database is locked" in first_line:
-            return TransactionFailedError(
-                f"{action}: the SQLite database stayed locked by another writer beyond the timeout",
-                retryable=True,
-            )
-        return None
+        """Busy, not a database, cannot open, a missing table, text that is not UTF-8."""
+        return sqlite_errors.classify(driver_error, action)
 
     def constraint_name(self, driver_error: BaseException) -> str | None:
         """SQLite names a CHECK constraint, and only the columns of a UNIQUE one."""
-        message = str(driver_error).strip().split("\n", 1)[0]
-        check = _CHECK.search(message)
-        if check is not None:
-            return check.group("name")
-        unique = _UNIQUE.search(message)
-        if unique is not None:
-            return _unique_constraint_for(unique.group("columns"))
-        return None
+        return sqlite_errors.constraint_name(driver_error)
 
     @contextmanager
     def migration_guard(self, connection: Connection) -> Iterator[None]:
@@ -355,20 +353,3 @@ def _pragma(dbapi_connection: Any, statement: str) -> None:
         cursor.execute(statement)
     finally:
         cursor.close()
-
-
-def _unique_constraint_for(columns: str) -> str | None:
-    """Name the unique constraint SQLite reported only by its ``table.column`` list."""
-    from ecl_persistence.orm import Base
-
-    qualified = [part.strip() for part in columns.split(",")]
-    table_name = qualified[0].split(".")[0]
-    names = {part.split(".", 1)[-1] for part in qualified}
-    table = Base.metadata.tables.get(table_name)
-    if table is None:
-        return None
-    for constraint in table.constraints:
-        cols = getattr(constraint, "columns", None)
-        if cols is not None and {c.name for c in cols} == names and constraint.name:
-            return str(constraint.name)
-    return None

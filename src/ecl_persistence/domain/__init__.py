@@ -15,6 +15,7 @@ from ecl_persistence.domain.ids import (
     StepId,
     WorkflowId,
     new_uuid7,
+    parse_uuid,
 )
 from ecl_persistence.domain.leases import Lease, check_lease
 from ecl_persistence.domain.models import (
@@ -86,6 +87,7 @@ __all__ = [
     "encode_json",
     "load_json",
     "new_uuid7",
+    "parse_uuid",
     "stats_of",
     "utc_now",
 ]

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
+from ecl_persistence.domain.ids import not_a_uuid, parse_uuid
 from ecl_persistence.domain.payload import MISSING, JsonValue, check_json
 from ecl_persistence.errors import ValidationError
 
@@ -92,10 +93,16 @@ def integer(*, minimum: int, maximum: int = INT64_MAX, optional: bool = False) -
     return validate
 
 
+def uuid_from_text(value: uuid.UUID | str) -> uuid.UUID:
+    """Parse the text of a UUID; leave anything else to the validator (converter)."""
+    parsed = parse_uuid(value)
+    return value if parsed is None else parsed  # type: ignore[return-value]
+
+
 def uuid_value(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     """Require a :class:`uuid.UUID` (validator)."""
     if not isinstance(value, uuid.UUID):
-        raise ValidationError(f"{attribute.name} must be a UUID, not {type(value).__name__}")
+        raise ValidationError(not_a_uuid(value, attribute.name))
 
 
 def json_payload(*, allow_missing: bool = False) -> Validator:

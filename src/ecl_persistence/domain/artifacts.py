@@ -58,8 +58,10 @@ class Artifact:
     ``created_at`` is aware and in UTC. Build new artifacts with :meth:`new`.
     """
 
-    id: ArtifactId = attrs.field(validator=_fields.uuid_value)
-    workflow_id: WorkflowId = attrs.field(validator=_fields.uuid_value)
+    id: ArtifactId = attrs.field(converter=_fields.uuid_from_text, validator=_fields.uuid_value)
+    workflow_id: WorkflowId = attrs.field(
+        converter=_fields.uuid_from_text, validator=_fields.uuid_value
+    )
     step_id: StepId = attrs.field(converter=_step_id)
     name: str = attrs.field(converter=_name)
     content_type: str = attrs.field(converter=_content_type)
@@ -75,7 +77,7 @@ class Artifact:
     @classmethod
     def new(
         cls,
-        workflow_id: WorkflowId,
+        workflow_id: WorkflowId | str,
         step_id: StepId | str,
         name: str,
         *,
@@ -83,7 +85,7 @@ class Artifact:
         path: str,
         size_bytes: int,
         metadata: Mapping[str, JsonValue] | None = None,
-        id: ArtifactId | None = None,
+        id: ArtifactId | str | None = None,
         now: datetime | None = None,
     ) -> Artifact:
         """Return an artifact created ``now`` (default: the current time)."""

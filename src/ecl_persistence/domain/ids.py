@@ -7,6 +7,7 @@ right edge of the index instead of scattering across it.
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
@@ -20,10 +21,18 @@ __all__ = [
     "StepId",
     "WorkflowId",
     "new_uuid7",
+    "not_a_uuid",
+    "parse_uuid",
 ]
 
 WorkflowId = NewType("WorkflowId", uuid.UUID)
-"""The id of a workflow: a UUIDv7."""
+"""The id of a workflow: a UUIDv7.
+
+A ``NewType``: for type checkers only. ``WorkflowId(value)`` returns
+``value`` unchanged at run time, so ``WorkflowId("0190...")`` is still a
+``str``; every method that takes an id parses such text itself (see
+:func:`parse_uuid`). To hold a real UUID, write ``WorkflowId(uuid.UUID(text))``.
+"""
 StepExecutionId = NewType("StepExecutionId", uuid.UUID)
 """The id of one attempt at a step: a UUIDv7."""
 ArtifactId = NewType("ArtifactId", uuid.UUID)
@@ -33,6 +42,13 @@ StepId = NewType("StepId", str)
 
 #: The longest string id (definition id, step id, artifact name) accepted, in characters.
 MAX_ID_LENGTH = 255
+
+# The text of a UUID as str() writes it, or its 32 hex digits alone; nothing
+# else uuid.UUID() would also take (braces, "urn:uuid:", dashes anywhere,
+# underscores or a sign, which int() lets through).
+_UUID_TEXT = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32}"
+)
 
 _TIMESTAMP_MASK = (1 << 48) - 1
 _COUNTER_MAX = (1 << 12) - 1
@@ -87,3 +103,26 @@ def new_uuid7() -> uuid.UUID:
         | secrets.randbits(62)
     )
     return uuid.UUID(int=value)
+
+
+def parse_uuid(value: object) -> uuid.UUID | None:
+    """``value`` as a UUID: a :class:`uuid.UUID` itself, or the text of one; else ``None``.
+
+    The text is the canonical 36-character form (``str(uuid)``, in either
+    case) or the 32 hex digits without dashes.
+    """
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str) and _UUID_TEXT.fullmatch(value) is not None:
+        return uuid.UUID(value)
+    return None
+
+
+def not_a_uuid(value: object, name: str) -> str:
+    """Why ``value``, which :func:`parse_uuid` refused, is not an id; never quotes it."""
+    if isinstance(value, str):
+        return (
+            f"{name} is not a UUID: expected 32 hex digits, with or without the dashes of "
+            f"str(uuid), got a text of {len(value)} characters"
+        )
+    return f"{name} must be a UUID or its text, not {type(value).__name__}"

@@ -122,7 +122,7 @@ class Workflow:
     ``priority`` first, then the oldest.
     """
 
-    id: WorkflowId = attrs.field(validator=_fields.uuid_value)
+    id: WorkflowId = attrs.field(converter=_fields.uuid_from_text, validator=_fields.uuid_value)
     definition_id: str = attrs.field(converter=_definition_id)
     state: WorkflowState = attrs.field(converter=_workflow_state)
     input: JsonValue = attrs.field(validator=_fields.json_payload(), repr=_fields.redacted)
@@ -174,7 +174,7 @@ class Workflow:
         input: JsonValue,
         *,
         metadata: Mapping[str, JsonValue] | None = None,
-        id: WorkflowId | None = None,
+        id: WorkflowId | str | None = None,
         now: datetime | None = None,
         idempotency_key: str | None = None,
         run_after: datetime | None = None,
@@ -266,8 +266,12 @@ class StepExecution:
     produces one. Build new executions with :meth:`start`.
     """
 
-    id: StepExecutionId = attrs.field(validator=_fields.uuid_value)
-    workflow_id: WorkflowId = attrs.field(validator=_fields.uuid_value)
+    id: StepExecutionId = attrs.field(
+        converter=_fields.uuid_from_text, validator=_fields.uuid_value
+    )
+    workflow_id: WorkflowId = attrs.field(
+        converter=_fields.uuid_from_text, validator=_fields.uuid_value
+    )
     step_id: StepId = attrs.field(converter=_step_id)
     attempt: int = attrs.field(validator=_fields.integer(minimum=1, maximum=MAX_ATTEMPT))
     state: StepExecutionState = attrs.field(converter=_step_state)
@@ -291,13 +295,13 @@ class StepExecution:
     @classmethod
     def start(
         cls,
-        workflow_id: WorkflowId,
+        workflow_id: WorkflowId | str,
         step_id: StepId | str,
         input: JsonValue,
         *,
         attempt: int = 1,
         metadata: Mapping[str, JsonValue] | None = None,
-        id: StepExecutionId | None = None,
+        id: StepExecutionId | str | None = None,
         now: datetime | None = None,
     ) -> StepExecution:
         """Return a running execution started ``now`` (default: the current time)."""

@@ -3,7 +3,9 @@
 Payloads come from workflow code and end up in JSON columns, so everything that
 PostgreSQL ``jsonb``, SQLite or a strict JSON reader would refuse is refused
 here first: NaN and infinities, NUL characters, lone surrogates, non-string
-keys, integers beyond 64 bits, deep nesting and oversized documents.
+keys, integers beyond 64 bits, deep nesting and oversized documents. So is
+``-0.0``: PostgreSQL's ``jsonb`` keeps numbers as ``numeric``, which has no
+negative zero, and would give it back as ``0.0`` where SQLite keeps it.
 
 Error messages name the field and the reason, never the value or any part of
 it, because payloads may hold secrets and messages end up in logs.
@@ -91,8 +93,8 @@ def check_json(
     """Check that ``value`` can be stored as JSON, and return it unchanged.
 
     Accepted are ``None``, ``bool``, ``int`` from :data:`MIN_JSON_INT` to
-    :data:`MAX_JSON_INT`, finite ``float``, ``str`` without NUL or lone
-    surrogates, and ``list`` and ``dict`` (with ``str`` keys) of those, nested
+    :data:`MAX_JSON_INT`, finite ``float`` other than ``-0.0``, ``str`` without NUL or
+    lone surrogates, and ``list`` and ``dict`` (with ``str`` keys) of those, nested
     at most :data:`MAX_JSON_DEPTH` deep, encoding to at most ``max_bytes``
     UTF-8 bytes with :func:`encode_json`.
 
@@ -132,6 +134,10 @@ def check_json(
         elif type(item) is float:
             if not math.isfinite(item):
                 raise _fail(field, "holds NaN or an infinite float")
+            if item == 0.0 and math.copysign(1.0, item) < 0:
+                raise _fail(
+                    field, "holds -0.0, which PostgreSQL's jsonb reads back as 0.0: store 0.0"
+                )
             cost = len(_float_text(item))
         elif type(item) is str:
             size, worst = _add_string(item, size, worst, field, max_bytes, "string")

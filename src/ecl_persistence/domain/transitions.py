@@ -53,8 +53,10 @@ class WorkflowTransition:
     the caller passed). Instances are frozen and validated on construction.
     """
 
-    id: uuid.UUID = attrs.field(validator=_fields.uuid_value)
-    workflow_id: WorkflowId = attrs.field(validator=_fields.uuid_value)
+    id: uuid.UUID = attrs.field(converter=_fields.uuid_from_text, validator=_fields.uuid_value)
+    workflow_id: WorkflowId = attrs.field(
+        converter=_fields.uuid_from_text, validator=_fields.uuid_value
+    )
     from_state: WorkflowState | None = attrs.field(converter=_from_state)
     to_state: WorkflowState = attrs.field(converter=_state)
     at: datetime = attrs.field(converter=_fields.utc_datetime, validator=_fields.aware_utc())

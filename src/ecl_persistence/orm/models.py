@@ -15,14 +15,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    Uuid,
     event,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, object_session, relationship
 
 from ecl_persistence.orm.base import Base
-from ecl_persistence.orm.types import JsonPayload, Undecodable, UTCDateTime
+from ecl_persistence.orm.types import JsonPayload, Undecodable, UTCDateTime, Uuid
 
 __all__ = [
     "ArtifactRecord",
@@ -224,31 +223,36 @@ class WorkflowTransitionRecord(Base):
     )
 
 
-def _json_attributes(record_class: type[Base]) -> tuple[tuple[str, str], ...]:
-    """The (attribute, column) names of the class's JSON columns."""
+def _decoded_attributes(record_class: type[Base]) -> tuple[tuple[str, str], ...]:
+    """The (attribute, column) names of the class's columns that may read as Undecodable."""
     return tuple(
         (key, prop.columns[0].name)
         for key, prop in record_class.__mapper__.column_attrs.items()
-        if isinstance(prop.columns[0].type, JsonPayload)
+        if isinstance(prop.columns[0].type, JsonPayload | Uuid)
     )
 
 
-_JSON_ATTRIBUTES: dict[type[Base], tuple[tuple[str, str], ...]] = {
-    record_class: _json_attributes(record_class)
-    for record_class in (WorkflowRecord, StepExecutionRecord, ArtifactRecord)
+_DECODED_ATTRIBUTES: dict[type[Base], tuple[tuple[str, str], ...]] = {
+    record_class: _decoded_attributes(record_class)
+    for record_class in (
+        WorkflowRecord,
+        StepExecutionRecord,
+        ArtifactRecord,
+        WorkflowTransitionRecord,
+    )
 }
 
 
 @event.listens_for(Base, "load", propagate=True)
 @event.listens_for(Base, "refresh", propagate=True)
 def _refuse_undecodable(record: Base, context: Any, *attributes: Any) -> None:
-    """An entity never holds a document it could not decode: its load fails, naming where.
+    """An entity never holds a value it could not decode: its load fails, naming where.
 
     The half-loaded entity leaves the session first, so a later ``get`` of the
     same id reads the row again (and fails again) instead of finding it.
     """
     values = record.__dict__
-    for key, column in _JSON_ATTRIBUTES.get(type(record), ()):
+    for key, column in _DECODED_ATTRIBUTES.get(type(record), ()):
         value = values.get(key)
         if type(value) is Undecodable:
             session = object_session(record)

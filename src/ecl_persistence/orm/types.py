@@ -1,16 +1,20 @@
 """Portable column types: each asks the dialect's strategy how it is stored.
 
-Both work both ways: what an entity or a row holds after a read is the
-decoded value (an aware UTC ``datetime``, a JSON value), whoever ran the
-query, through the repositories or through ``uow.session``.
+Each works both ways: what an entity or a row holds after a read is the
+decoded value (an aware UTC ``datetime``, a JSON value, a UUID), whoever ran
+the query, through the repositories or through ``uow.session``, or an
+:class:`Undecodable` marker where the stored value cannot be read back.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, ColumnElement, DateTime, Dialect
+from sqlalchemy import Uuid as SqlUuid
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -20,7 +24,7 @@ from ecl_persistence.dialects import strategy_for
 from ecl_persistence.domain import MISSING, JsonValue, Missing, encode_json, load_json
 from ecl_persistence.errors import SerializationError, StoredValueError
 
-__all__ = ["JsonPayload", "JsonText", "UTCDateTime", "Undecodable"]
+__all__ = ["JsonPayload", "JsonText", "UTCDateTime", "Undecodable", "Uuid"]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -47,27 +51,71 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Undecodable:
-    """What a JSON column holds, once read, when its stored document cannot be read back.
+    """What a column holds, once read, when its stored value cannot be read back.
 
-    It keeps why, never the document: the mappers (and the entities' load
-    hook) raise :class:`~ecl_persistence.StoredValueError` naming the
-    table, column and row when they meet one.
+    A JSON document that breaks the payload rules, or an id that is not a
+    UUID (SQLite keeps whatever a hand-made ``UPDATE`` wrote). It keeps why,
+    never the value: the mappers (and the entities' load hook) raise
+    :class:`~ecl_persistence.StoredValueError` naming the table, column and
+    row when they meet one.
     """
 
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "what")
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, what: str = "JSON") -> None:
         self.reason = reason
-        """Why the document cannot be read back (no part of it)."""
+        """Why the value cannot be read back (no part of it)."""
+        self.what = what
+        """What the column should hold: ``"JSON"`` or ``"an id"``."""
 
     def __repr__(self) -> str:
-        return "<undecodable JSON>"
+        return f"<undecodable {self.what}>"
 
     def error(self, table: str, column: str, id: object) -> StoredValueError:
-        """The error naming where the undecodable document is stored."""
+        """The error naming where the undecodable value is stored.
+
+        ``id`` is the row's id; when that is an :class:`Undecodable` too (the
+        id column itself is damaged), the row goes unnamed.
+
+        """
+        row = "a row" if type(id) is Undecodable else id
         return StoredValueError(
-            f"{table}.{column} of {id} holds JSON that cannot be read back: {self.reason}"
+            f"{table}.{column} of {row} holds {self.what} that cannot be read back: {self.reason}"
         )
+
+
+_NOT_A_UUID = "it is not a UUID"
+
+
+def _uuid_or_undecodable(
+    parse: Callable[[Any], Any],
+) -> Callable[[Any], uuid.UUID | Undecodable | None]:
+    def process(value: Any) -> uuid.UUID | Undecodable | None:
+        try:
+            return parse(value)  # type: ignore[no-any-return]
+        except (ValueError, TypeError, AttributeError):
+            return Undecodable(_NOT_A_UUID, "an id")
+
+    return process
+
+
+class Uuid(TypeDecorator[uuid.UUID]):
+    """A UUID: native ``uuid`` on PostgreSQL, 32 hex digits in a CHAR(32) on SQLite.
+
+    SQLAlchemy's ``Uuid``, except that a SQLite value that is not a UUID
+    (SQLite keeps whatever a hand-made ``UPDATE`` wrote) reads back as an
+    :class:`Undecodable` instead of raising ``ValueError`` in the middle of
+    a result, so the repositories can name the table, column and row.
+    PostgreSQL's native column cannot hold such a value and is read as is.
+    """
+
+    impl = SqlUuid()
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        """The driver's value as a UUID (PostgreSQL: as is), or an :class:`Undecodable`."""
+        parse = self.impl_instance.result_processor(dialect, coltype)
+        return None if parse is None else _uuid_or_undecodable(parse)
 
 
 def _decode_text(text: str | None) -> JsonValue | Missing | Undecodable:

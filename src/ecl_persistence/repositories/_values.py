@@ -15,9 +15,11 @@ from __future__ import annotations
 import enum
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+
+import attrs
 
 from ecl_persistence.domain import (
     MAX_ATTEMPT,
@@ -37,6 +39,7 @@ from ecl_persistence.orm.types import Undecodable
 
 __all__ = [
     "build",
+    "id_value",
     "json_value",
     "optional_json_value",
     "same_json",
@@ -49,6 +52,9 @@ T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
 
 _INT64_MAX = 2**63 - 1
+# A domain object's fields are its table's columns, in the same order.
+WORKFLOW_FIELDS = tuple(field.name for field in attrs.fields(Workflow))
+STEP_FIELDS = tuple(field.name for field in attrs.fields(StepExecution))
 
 
 def json_value(value: object, *, table: str, column: str, id: object) -> JsonValue:
@@ -69,6 +75,13 @@ def optional_json_value(
     return value  # type: ignore[return-value]
 
 
+def id_value(value: object, *, table: str, column: str = "id") -> uuid.UUID:
+    """Check an id column read as a plain value (see :class:`~ecl_persistence.orm.Uuid`)."""
+    if type(value) is Undecodable:
+        raise value.error(table, column, value)
+    return value  # type: ignore[return-value]  # the column type decoded it
+
+
 @functools.cache
 def _members(enum_type: type[E]) -> dict[object, E]:
     return {member.value: member for member in enum_type}
@@ -82,14 +95,28 @@ def state_value(enum_type: type[E], value: object, *, table: str, id: object) ->
     return member
 
 
-def build(factory: Callable[[], T], *, table: str, id: object) -> T:
-    """Construct a domain object from a row, turning a refusal into QueryFailedError."""
+def build(
+    factory: Callable[[], T],
+    *,
+    table: str,
+    id: object,
+    row: Sequence[object] = (),
+    columns: Sequence[str] = (),
+) -> T:
+    """Construct a domain object from a row, turning a refusal into StoredValueError.
+
+    ``row`` and its ``columns`` (names, in the same order) let the error name
+    the column of a value its column type could not decode (an
+    :class:`Undecodable`), which the domain object would only call "not valid".
+    """
     try:
         return factory()
     except (ValidationError, SerializationError) as error:
-        raise StoredValueError(
-            f"{table} row {id} holds a value that is not valid: {error}"
-        ) from None
+        for column, value in zip(columns, row, strict=False):
+            if type(value) is Undecodable:
+                raise value.error(table, column, id) from None
+        where = f"a {table} row" if type(id) is Undecodable else f"{table} row {id}"
+        raise StoredValueError(f"{where} holds a value that is not valid: {error}") from None
 
 
 def same_json(left: object, right: object) -> bool:
@@ -172,7 +199,7 @@ def workflow_from_values(values: tuple[Any, ...], *, table: str, id: object) -> 
         and _int(priority, MIN_PRIORITY, MAX_PRIORITY)
     ):
         return Workflow._from_row(*values)
-    return build(lambda: Workflow(*values), table=table, id=id)
+    return build(lambda: Workflow(*values), table=table, id=id, row=values, columns=WORKFLOW_FIELDS)
 
 
 def step_execution_from_values(values: tuple[Any, ...], *, table: str, id: object) -> StepExecution:
@@ -192,4 +219,6 @@ def step_execution_from_values(values: tuple[Any, ...], *, table: str, id: objec
         and type(metadata) is dict
     ):
         return StepExecution._from_row(*values)
-    return build(lambda: StepExecution(*values), table=table, id=id)
+    return build(
+        lambda: StepExecution(*values), table=table, id=id, row=values, columns=STEP_FIELDS
+    )

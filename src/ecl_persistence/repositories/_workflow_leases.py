@@ -29,7 +29,7 @@ from ecl_persistence.errors import (
 from ecl_persistence.repositories import _leases, transitions
 from ecl_persistence.repositories import _workflow_sql as sql
 from ecl_persistence.repositories._checks import check_aware, check_id, check_limit
-from ecl_persistence.repositories._values import state_value
+from ecl_persistence.repositories._values import id_value, state_value
 from ecl_persistence.repositories._workflow_base import (
     ENTITY,
     TABLE_NAME,
@@ -93,6 +93,7 @@ class WorkflowLeases(WorkflowRepositoryBase):
         picked: dict[WorkflowId, tuple[WorkflowState, str | None]] = {}
         for row in await self._uow.execute(statement, params, action=action):
             id, state, owner = tuple(row)
+            id = WorkflowId(id_value(id, table=TABLE_NAME))
             picked[id] = (state_value(WorkflowState, state, table=TABLE_NAME, id=id), owner)
         if not picked:
             return []
@@ -117,7 +118,7 @@ class WorkflowLeases(WorkflowRepositoryBase):
 
     async def claim_by_id(
         self,
-        id: WorkflowId,
+        id: WorkflowId | str,
         worker_id: str,
         *,
         lease_seconds: float = _leases.DEFAULT_LEASE_SECONDS,
@@ -138,7 +139,7 @@ class WorkflowLeases(WorkflowRepositoryBase):
         changes then.
         """
         action = f"claim workflow {id}"
-        worker = self._lease_checks(id, worker_id, action)
+        id, worker = self._lease_checks(id, worker_id, action)
         start, expires = _leases.lease_times(lease_seconds, now)
         params = {"wid": id, "worker": worker, "now": start, "expires": expires}
         pick = _leases.pick_by_id(self._uow.strategy)
@@ -177,7 +178,7 @@ class WorkflowLeases(WorkflowRepositoryBase):
 
     async def heartbeat(
         self,
-        id: WorkflowId,
+        id: WorkflowId | str,
         worker_id: str,
         *,
         lease_seconds: float = _leases.DEFAULT_LEASE_SECONDS,
@@ -194,7 +195,7 @@ class WorkflowLeases(WorkflowRepositoryBase):
         the worker lost the lease; nothing changes then.
         """
         action = f"heartbeat workflow {id}"
-        worker = self._lease_checks(id, worker_id, action)
+        id, worker = self._lease_checks(id, worker_id, action)
         _start, expires = _leases.lease_times(lease_seconds, now)
         params: dict[str, Any] = {"wid": id, "worker": worker, "expires": expires}
         fenced = _fence(params, lease, id, worker)
@@ -202,7 +203,7 @@ class WorkflowLeases(WorkflowRepositoryBase):
 
     async def release(
         self,
-        id: WorkflowId,
+        id: WorkflowId | str,
         worker_id: str,
         *,
         lease: Lease | None = None,
@@ -221,7 +222,7 @@ class WorkflowLeases(WorkflowRepositoryBase):
         not retryable) when the worker does not hold the lease.
         """
         action = f"release workflow {id}"
-        worker = self._lease_checks(id, worker_id, action)
+        id, worker = self._lease_checks(id, worker_id, action)
         due = None if run_after is None else check_aware(run_after, "run_after")
         why = check_reason(reason)
         params: dict[str, Any] = {"wid": id, "worker": worker, "now": utc_now(), "run_after": due}
@@ -256,10 +257,11 @@ class WorkflowLeases(WorkflowRepositoryBase):
         result = await self._uow.execute(statement, params, action="list stale workflows")
         return [workflow_from_row(row) for row in result]
 
-    def _lease_checks(self, id: WorkflowId, worker_id: str, action: str) -> str:
+    def _lease_checks(
+        self, id: WorkflowId | str, worker_id: str, action: str
+    ) -> tuple[WorkflowId, str]:
         self._uow.require_writable(action)
-        check_id(id, "workflow id")
-        return _leases.check_worker_id(worker_id)
+        return WorkflowId(check_id(id, "workflow id")), _leases.check_worker_id(worker_id)
 
     async def _owned(
         self, statement: Any, params: dict[str, Any], action: str, lease: Lease | None

@@ -100,35 +100,37 @@ class ArtifactRepository:
             raise NotFoundError("workflow", artifact.workflow_id)  # pragma: no cover - just checked
         return artifact
 
-    async def get(self, id: ArtifactId) -> Artifact | None:
-        """The artifact with this id, or ``None``."""
-        check_id(id, "artifact id")
+    async def get(self, id: ArtifactId | str) -> Artifact | None:
+        """The artifact with this id (a UUID or its text), or ``None``."""
+        id = check_id(id, "artifact id")
         result = await self._uow.execute(_GET, {"id": id}, action=f"get artifact {id}")
         record = result.scalars().first()
         return None if record is None else artifact_from_record(record)
 
-    async def list_for_workflow(self, workflow_id: WorkflowId) -> list[Artifact]:
+    async def list_for_workflow(self, workflow_id: WorkflowId | str) -> list[Artifact]:
         """Every artifact of the workflow, oldest first."""
-        check_id(workflow_id, "workflow id")
+        workflow_id = check_id(workflow_id, "workflow id")
         result = await self._uow.execute(
             _FOR_WORKFLOW, {"wid": workflow_id}, action=f"list artifacts of {workflow_id}"
         )
         return [artifact_from_record(record) for record in result.scalars()]
 
-    async def list_for_step(self, workflow_id: WorkflowId, step_id: StepId | str) -> list[Artifact]:
+    async def list_for_step(
+        self, workflow_id: WorkflowId | str, step_id: StepId | str
+    ) -> list[Artifact]:
         """The artifacts one step of the workflow produced, oldest first."""
-        check_id(workflow_id, "workflow id")
+        workflow_id = check_id(workflow_id, "workflow id")
         step = check_text(step_id, field="step_id", max_length=MAX_ID_LENGTH)
         result = await self._uow.execute(
             _FOR_STEP, {"wid": workflow_id, "sid": step}, action=f"list artifacts of {workflow_id}"
         )
         return [artifact_from_record(record) for record in result.scalars()]
 
-    async def delete(self, id: ArtifactId) -> None:
+    async def delete(self, id: ArtifactId | str) -> None:
         """Delete the artifact's record (not the bytes it points to)."""
+        id = check_id(id, "artifact id")
         action = f"delete artifact {id}"
         self._uow.require_writable(action)
-        check_id(id, "artifact id")
         result = await self._uow.execute(_DELETE, {"id": id}, action=action)
         if int(getattr(result, "rowcount", 0)) == 0:
             raise NotFoundError(_ENTITY, id)

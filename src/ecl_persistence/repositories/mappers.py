@@ -70,6 +70,11 @@ _WORKFLOW_KEYS = tuple(WorkflowRecord.__mapper__.column_attrs.keys())
 _STEP_KEYS = tuple(StepExecutionRecord.__mapper__.column_attrs.keys())
 _ARTIFACT_KEYS = tuple(ArtifactRecord.__mapper__.column_attrs.keys())
 _TRANSITION_KEYS = tuple(WorkflowTransitionRecord.__mapper__.column_attrs.keys())
+# Column names, in the same order, for errors that name a damaged column.
+_ARTIFACT_COLUMNS = tuple(prop.columns[0].name for prop in ArtifactRecord.__mapper__.column_attrs)
+_TRANSITION_COLUMNS = tuple(
+    prop.columns[0].name for prop in WorkflowTransitionRecord.__mapper__.column_attrs
+)
 
 
 def _reader(keys: tuple[str, ...]) -> Callable[[object], tuple[Any, ...]]:
@@ -239,6 +244,8 @@ def artifact_from_row(row: Sequence[Any]) -> Artifact:
         ),
         table=_ARTIFACTS,
         id=id,
+        row=row,
+        columns=_ARTIFACT_COLUMNS,
     )
 
 
@@ -289,6 +296,8 @@ def transition_from_row(row: Sequence[Any]) -> WorkflowTransition:
         ),
         table=_TRANSITIONS,
         id=id,
+        row=row,
+        columns=_TRANSITION_COLUMNS,
     )
 
 

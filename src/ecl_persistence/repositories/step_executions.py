@@ -83,7 +83,7 @@ class StepExecutionRepository:
 
     async def start(
         self,
-        workflow_id: WorkflowId,
+        workflow_id: WorkflowId | str,
         step_id: StepId | str,
         input: JsonValue,
         *,
@@ -121,11 +121,12 @@ class StepExecutionRepository:
         if lease is not None:
             values.update(lease_params(check_lease(lease, execution.workflow_id)))
         strategy = self._uow.strategy
+        # The domain object parsed the id: the workflow_id given may be its text.
         locked = await self._uow.execute(
-            sql.lock_workflow(strategy), {"wid": workflow_id}, action=action
+            sql.lock_workflow(strategy), {"wid": execution.workflow_id}, action=action
         )
         if locked.first() is None:
-            raise NotFoundError("workflow", workflow_id)
+            raise NotFoundError("workflow", execution.workflow_id)
         statement = sql.insert_under_workflow(strategy, True, lease is not None)
         return await self._inserted(statement, values, lease, action)
 
@@ -153,26 +154,26 @@ class StepExecutionRepository:
         await self._uow.execute(sql.INSERT, rows, action=f"create {len(rows)} step executions")
         return batch
 
-    async def get(self, id: StepExecutionId) -> StepExecution | None:
-        """The execution with this id, or ``None``."""
-        check_id(id, "step execution id")
+    async def get(self, id: StepExecutionId | str) -> StepExecution | None:
+        """The execution with this id (a UUID or its text), or ``None``."""
+        id = check_id(id, "step execution id")
         result = await self._uow.execute(sql.GET, {"id": id}, action=f"get step execution {id}")
         record = result.scalars().first()
         return None if record is None else step_execution_from_record(record)
 
-    async def get_for_workflow(self, workflow_id: WorkflowId) -> list[StepExecution]:
+    async def get_for_workflow(self, workflow_id: WorkflowId | str) -> list[StepExecution]:
         """Every execution of the workflow, in the order they started."""
-        check_id(workflow_id, "workflow id")
+        workflow_id = check_id(workflow_id, "workflow id")
         result = await self._uow.execute(
             sql.FOR_WORKFLOW, {"wid": workflow_id}, action=f"get step executions of {workflow_id}"
         )
         return [step_execution_from_row(row) for row in result]
 
     async def get_for_step(
-        self, workflow_id: WorkflowId, step_id: StepId | str
+        self, workflow_id: WorkflowId | str, step_id: StepId | str
     ) -> list[StepExecution]:
         """Every attempt of one step of the workflow, first attempt first."""
-        check_id(workflow_id, "workflow id")
+        workflow_id = check_id(workflow_id, "workflow id")
         step = check_text(step_id, field="step_id", max_length=MAX_ID_LENGTH)
         result = await self._uow.execute(
             sql.FOR_STEP,
@@ -181,12 +182,12 @@ class StepExecutionRepository:
         )
         return [step_execution_from_row(row) for row in result]
 
-    async def latest_attempts(self, workflow_id: WorkflowId) -> dict[StepId, StepExecution]:
+    async def latest_attempts(self, workflow_id: WorkflowId | str) -> dict[StepId, StepExecution]:
         """The latest attempt of each step of the workflow, by step id, in one query.
 
         Ordered by start time; empty for an unknown workflow or one without steps.
         """
-        check_id(workflow_id, "workflow id")
+        workflow_id = check_id(workflow_id, "workflow id")
         result = await self._uow.execute(
             sql.LATEST_ATTEMPTS,
             {"wid": workflow_id},
@@ -197,7 +198,7 @@ class StepExecutionRepository:
 
     async def update_completion(
         self,
-        id: StepExecutionId,
+        id: StepExecutionId | str,
         state: StepExecutionState,
         output: JsonValue | Missing = MISSING,
         error: str | None = None,
@@ -218,9 +219,9 @@ class StepExecutionRepository:
         that lease is still current, checked in the UPDATE itself:
         LeaseLostError otherwise, with nothing changed.
         """
+        id = check_id(id, "step execution id")
         action = f"complete step execution {id}"
         self._uow.require_writable(action)
-        check_id(id, "step execution id")
         try:
             target = StepExecutionState(state)
         except ValueError:
@@ -271,12 +272,12 @@ class StepExecutionRepository:
             raise NotFoundError(_ENTITY, id)
         raise InvalidStateTransitionError(_ENTITY, id, str(value), target.value)
 
-    async def get_stats(self, workflow_id: WorkflowId) -> ExecutionStats:
+    async def get_stats(self, workflow_id: WorkflowId | str) -> ExecutionStats:
         """Counts, total duration and total tokens of the workflow's executions.
 
         Computed by one aggregate query; zeros for an unknown or empty workflow.
         """
-        check_id(workflow_id, "workflow id")
+        workflow_id = check_id(workflow_id, "workflow id")
         result = await self._uow.execute(
             sql.STATS_OF_WORKFLOW,
             {"wid": workflow_id},

@@ -128,21 +128,21 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
             )
         return existing, False
 
-    async def get(self, id: WorkflowId) -> Workflow | None:
-        """The workflow with this id, or ``None``."""
-        check_id(id, "workflow id")
+    async def get(self, id: WorkflowId | str) -> Workflow | None:
+        """The workflow with this id (a UUID or its text), or ``None``."""
+        id = check_id(id, "workflow id")
         row = (
             await self._uow.execute(sql.GET_ROW, {"id": id}, action=f"get workflow {id}")
         ).first()
         return None if row is None else workflow_from_row(row)
 
-    async def load(self, id: WorkflowId) -> WorkflowAggregate | None:
+    async def load(self, id: WorkflowId | str) -> WorkflowAggregate | None:
         """The workflow with its attempts, artifacts, transitions and stats, or ``None``.
 
         Read through the entity's relationships with ``selectinload``: one
         query for the workflow and one per collection, whatever their sizes.
         """
-        check_id(id, "workflow id")
+        id = check_id(id, "workflow id")
         result = await self._uow.execute(sql.LOAD, {"id": id}, action=f"load workflow {id}")
         record = result.scalars().first()
         if record is None:
@@ -154,19 +154,20 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
             transitions=tuple(map(transition_from_record, record.transitions)),
         )
 
-    async def resume_point(self, id: WorkflowId) -> ResumePoint:
+    async def resume_point(self, id: WorkflowId | str) -> ResumePoint:
         """The workflow and the latest attempt of each of its steps, to resume it.
 
         Steps whose latest attempt succeeded are in ``succeeded`` (skip them);
         steps whose latest attempt failed or never finished are in
         ``to_retry`` with their next attempt number. Raises NotFoundError.
         """
+        id = check_id(id, "workflow id")
         aggregate = await self.load(id)
         if aggregate is None:
             raise NotFoundError(ENTITY, id)
         return aggregate.resume_point()
 
-    async def history(self, id: WorkflowId) -> builtins.list[WorkflowTransition]:
+    async def history(self, id: WorkflowId | str) -> builtins.list[WorkflowTransition]:
         """Every state change of the workflow, oldest first: its audit trail.
 
         One :class:`WorkflowTransition` per change made through this
@@ -174,12 +175,12 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
         :meth:`release`), ordered by the workflow's version after each. An
         unknown id, like a deleted or purged workflow, has an empty history.
         """
-        check_id(id, "workflow id")
+        id = check_id(id, "workflow id")
         return await transitions.history(self._uow, id)
 
     async def update_state(
         self,
-        id: WorkflowId,
+        id: WorkflowId | str,
         state: WorkflowState,
         error: str | None = None,
         *,
@@ -205,9 +206,9 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
         LeaseLostError (the lease is not current), ConflictError (another
         change came first) or InvalidStateTransitionError, with nothing changed.
         """
+        id = check_id(id, "workflow id")
         action = f"update state of workflow {id}"
         self._uow.require_writable(action)
-        check_id(id, "workflow id")
         target = as_state(state)
         if error is not None:
             error = check_text(error, field="error", max_length=MAX_ERROR_LENGTH, allow_empty=True)
@@ -236,7 +237,7 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
 
     async def update_output(
         self,
-        id: WorkflowId,
+        id: WorkflowId | str,
         output: JsonValue,
         *,
         expected_version: int | None = None,
@@ -248,9 +249,9 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
         version (ConflictError otherwise); with ``lease``, only if that lease
         is still the workflow's (LeaseLostError otherwise). Nothing changes then.
         """
+        id = check_id(id, "workflow id")
         action = f"update output of workflow {id}"
         self._uow.require_writable(action)
-        check_id(id, "workflow id")
         check_json(output, field="output", max_bytes=self._uow.max_payload_bytes)
         params: dict[str, Any] = {"wid": id, "output": output, "now": utc_now()}
         versioned = expect_version(params, expected_version)
@@ -261,11 +262,11 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
             raise ConflictError(f"{action}: changed concurrently")  # pragma: no cover
         return workflow
 
-    async def delete(self, id: WorkflowId) -> None:
+    async def delete(self, id: WorkflowId | str) -> None:
         """Delete the workflow; the database deletes its step executions and artifacts."""
+        id = check_id(id, "workflow id")
         action = f"delete workflow {id}"
         self._uow.require_writable(action)
-        check_id(id, "workflow id")
         result = await self._uow.execute(sql.DELETE, {"id": id}, action=action)
         if _rowcount(result) == 0:
             raise NotFoundError(ENTITY, id)

@@ -1,16 +1,23 @@
-"""``ecl-db purge``: delete finished workflows older than an age, in batches."""
+"""``ecl-db purge``: delete finished workflows older than an age, in batches.
+
+On a terminal it says how many workflows it is about to delete and asks
+first, like ``workflows delete``; ``--yes`` skips the question. Off a
+terminal (a cron job) it does not ask, except for an age of zero, which
+would delete every finished workflow: that needs ``--yes`` there.
+"""
 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+import sys
+from datetime import UTC, datetime, timedelta
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ecl_persistence.cli.documents import echo_json
 from ecl_persistence.cli.render import console, json_option
-from ecl_persistence.cli.runtime import database_url_option, run_with_database
+from ecl_persistence.cli.runtime import CliError, ExitCode, database_url_option, run_with_database
 from ecl_persistence.database import Database
 from ecl_persistence.domain import WorkflowState, utc_now
 from ecl_persistence.retention import DEFAULT_PURGE_BATCH, FINISHED_STATES, MAX_PURGE_BATCH
@@ -30,11 +37,26 @@ def parse_age(text: str) -> timedelta:
     return timedelta(**{_UNITS[unit]: int(amount)})
 
 
+# The earliest cutoff a datetime can hold.
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
 def _age(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
     try:
-        return parse_age(value)
+        age = parse_age(value)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
+    longest = utc_now() - _EARLIEST
+    if age > longest:
+        raise click.BadParameter(
+            f"an age reaches back at most to the year 1, {longest.days} days from now"
+        )
+    return age
+
+
+def _on_a_terminal() -> bool:
+    """Whether a person can answer a question: stdin is a terminal."""
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 @click.command()
@@ -60,6 +82,7 @@ def _age(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
     help="Workflows deleted per transaction.",
 )
 @click.option("--dry-run", is_flag=True, help="Count what would be purged; delete nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 @database_url_option
 def purge(
@@ -67,16 +90,28 @@ def purge(
     states: tuple[str, ...],
     batch_size: int,
     dry_run: bool,
+    yes: bool,
     as_json: bool,
 ) -> None:
-    """Delete finished workflows (with their steps and artifacts) older than an age."""
+    """Delete finished workflows (with their steps and artifacts) older than an age.
+
+    On a terminal it asks first (``--yes`` does not); an age of zero, which
+    deletes every finished workflow, needs ``--yes`` when no one can be asked.
+    """
     cutoff = utc_now() - older_than
     chosen = [WorkflowState(state) for state in states] or list(FINISHED_STATES)
+    everything = older_than <= timedelta(0)
+    interactive = _on_a_terminal()
+    if everything and not (yes or dry_run or interactive):
+        raise CliError(
+            "--older-than 0 purges every finished workflow: add --yes to confirm",
+            ExitCode.USAGE,
+        )
 
-    async def run(db: Database) -> int:
-        due = await db.purge(finished_before=cutoff, states=chosen, dry_run=True)
-        if dry_run or not due:
-            return due
+    async def count_due(db: Database) -> int:
+        return await db.purge(finished_before=cutoff, states=chosen, dry_run=True)
+
+    async def delete(db: Database) -> int:
         with _progress(enabled=not as_json) as progress:
             task = progress.add_task("purging", total=due)
             return await db.purge(
@@ -86,7 +121,19 @@ def purge(
                 on_batch=lambda deleted: progress.advance(task, deleted),
             )
 
-    count = run_with_database(run)
+    due = run_with_database(count_due)
+    if dry_run or not due:
+        count = due
+    else:
+        if (
+            not yes
+            and interactive
+            and not click.confirm(
+                _question(due, chosen, cutoff, everything=everything), default=False, err=True
+            )
+        ):
+            raise CliError("nothing purged", ExitCode.NO)
+        count = run_with_database(delete)
     if as_json:
         echo_json({"purged": 0 if dry_run else count, "would_purge": count if dry_run else None,
                    "finished_before": cutoff.isoformat(), "dry_run": dry_run})  # fmt: skip
@@ -103,6 +150,17 @@ def _progress(*, enabled: bool) -> Progress:
         console=console(),
         transient=True,
         disable=not enabled,
+    )
+
+
+def _question(due: int, states: list[WorkflowState], cutoff: datetime, *, everything: bool) -> str:
+    noun = "workflow" if due == 1 else "workflows"
+    which = " and ".join(state.value for state in states)
+    if everything:
+        return f"Purge all {due} {which} {noun}, however recent, with their steps and artifacts?"
+    return (
+        f"Purge {due} {which} {noun} finished before {cutoff:%Y-%m-%d %H:%M:%S} UTC, "
+        "with their steps and artifacts?"
     )
 
 
