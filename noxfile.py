@@ -23,6 +23,7 @@ nox.options.sessions = [
     "migrations",
     "coverage",
     "docs",
+    "bench-smoke",
 ]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -162,6 +163,17 @@ def bench(session: nox.Session) -> None:
     """
     install(session, "bench")
     session.run("python", "-m", "benchmarks", *(session.posargs or ["--backend", "both"]))
+
+
+@nox.session(name="bench-smoke")
+def bench_smoke(session: nox.Session) -> None:
+    """Every contender of every benchmark workload once, at tiny scale, on both backends.
+
+    The peers (advanced-alchemy, DBOS Transact, procrastinate) are installed
+    only here and in ``bench``; a contender that breaks fails the session.
+    """
+    install(session, "bench")
+    session.run("python", "-m", "benchmarks.smoke", *session.posargs)
 
 
 @nox.session
