@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         "--workloads", default="abcdef", help="workload letters to run (default abcdef)"
     )
     parser.add_argument(
+        "--create-many-size",
+        type=int,
+        default=10_000,
+        help="step executions per create_many in workload (b) (default 10,000)",
+    )
+    parser.add_argument(
         "--contenders",
         default=None,
         help="comma-separated contender names to run besides the raw driver (default all)",
@@ -143,7 +149,7 @@ async def _run_all(
 
 
 async def _run_backend(dialect: str, args: argparse.Namespace, display: _Display) -> BackendResult:
-    workloads = by_key(args.workloads)
+    workloads = by_key(args.workloads, args.create_many_size)
     reads = [workload for workload in workloads if not workload.writes]
     writes = [workload for workload in workloads if workload.writes]
     async with scratch_database(dialect, args.postgres_url) as url:

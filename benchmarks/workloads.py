@@ -12,7 +12,7 @@ from benchmarks.contenders import Contender
 from benchmarks.fixture import Fixture
 from ecl_persistence import StepExecution, StepExecutionState
 
-__all__ = ["CREATE_MANY_SIZE", "WORKLOADS", "Workload", "by_key"]
+__all__ = ["CREATE_MANY_SIZE", "WORKLOADS", "Workload", "by_key", "create_many_workload"]
 
 CREATE_MANY_SIZE = 10_000
 """Step executions inserted by one ``create_many`` operation."""
@@ -70,6 +70,19 @@ def _recorded(argument: tuple[StepExecution, data.Completion], result: Any) -> S
     )
 
 
+def create_many_workload(size: int) -> Workload:
+    """Workload (b): ``create_many`` of ``size`` step executions in one unit of work."""
+    return Workload(
+        "b",
+        "create_many",
+        f"create_many of {size:,} step executions",
+        writes=True,
+        arguments=lambda fixture, count: [fixture.fresh_executions(size) for _ in range(count)],
+        operation=_create_many,
+        fixed_batch=1,
+    )
+
+
 WORKLOADS = (
     Workload(
         "a",
@@ -80,17 +93,7 @@ WORKLOADS = (
         operation=_record,
         expect=_recorded,
     ),
-    Workload(
-        "b",
-        "create_many",
-        f"create_many of {CREATE_MANY_SIZE:,} step executions",
-        writes=True,
-        arguments=lambda fixture, count: [
-            fixture.fresh_executions(CREATE_MANY_SIZE) for _ in range(count)
-        ],
-        operation=_create_many,
-        fixed_batch=1,
-    ),
+    create_many_workload(CREATE_MANY_SIZE),
     Workload(
         "c",
         "get workflow",
@@ -127,9 +130,15 @@ WORKLOADS = (
 """Every workload, in the report's order."""
 
 
-def by_key(keys: str) -> list[Workload]:
+def by_key(keys: str, create_many_size: int = CREATE_MANY_SIZE) -> list[Workload]:
     """The workloads named by their letters (``"cdef"``), in the report's order."""
     unknown = set(keys) - {workload.key for workload in WORKLOADS}
     if unknown:
         raise ValueError(f"unknown workloads: {''.join(sorted(unknown))}")
-    return [workload for workload in WORKLOADS if workload.key in keys]
+    chosen = [workload for workload in WORKLOADS if workload.key in keys]
+    if create_many_size != CREATE_MANY_SIZE:
+        chosen = [
+            create_many_workload(create_many_size) if workload.key == "b" else workload
+            for workload in chosen
+        ]
+    return chosen

@@ -78,6 +78,8 @@ class OrmMapping:
             record.lease_owner,
             record.lease_expires_at,
             record.claim_count,
+            record.run_after,
+            record.priority,
         )
 
     def step_execution(self, record: StepExecutionRecord) -> StepExecution:

@@ -40,7 +40,7 @@ __all__ = ["RawPostgres", "RawSqlite", "raw_driver"]
 _WORKFLOW_COLUMNS = (
     "id, definition_id, state, input, output, error, created_at, updated_at, "
     "completed_at, metadata, version, idempotency_key, lease_owner, lease_expires_at, "
-    "claim_count"
+    "claim_count, run_after, priority"
 )
 _STEP_COLUMNS = (
     "id, workflow_id, step_id, attempt, state, input, output, error, started_at, "
@@ -160,6 +160,8 @@ def _sq_workflow(row: Sequence[Any]) -> Workflow:
         row[12],
         _sq_read_time_or_none(row[13]),
         row[14],
+        _sq_read_time_or_none(row[15]),
+        row[16],
     )
 
 
@@ -336,6 +338,8 @@ def _pg_workflow(row: Sequence[Any]) -> Workflow:
         row[12],
         row[13],
         row[14],
+        row[15],
+        row[16],
     )
 
 
