@@ -46,7 +46,7 @@ async def count_completed(engine: AsyncEngine, definition_id: str) -> int:
 
 
 class EclFlows(FlowContender):
-    """The public path of ``docs/workers.md``: create, ``worker.claim``, ``run.step``, complete."""
+    """The public path of ``docs/workers.md``: ``worker.start``, ``run.step``, ``run.complete``."""
 
     name = "ecl-persistence"
     definition_id = "flow-ecl"
@@ -69,9 +69,7 @@ class EclFlows(FlowContender):
     async def run_flow(self, n: int) -> None:
         db, worker = self._db, self._worker
         assert db is not None and worker is not None
-        async with db.session() as uow:
-            workflow = await uow.workflows.create(Workflow.new(self.definition_id, {"n": n}))
-        run = await worker.claim(workflow.id)
+        run = await worker.start(Workflow.new(self.definition_id, {"n": n}))
         async with run:
             for k in range(STEPS):
 

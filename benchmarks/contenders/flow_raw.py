@@ -4,12 +4,13 @@ Per workflow, exactly what ecl-persistence guarantees through
 ``Worker.claim`` and ``WorkflowRun``, in the fewest transactions that keep
 it (see ``docs/workers.md``):
 
-1. create: the workflow row (pending) and its audit row;
-2. claim: lock the row if claimable, lease it (``claim_count`` bumped), an
-   audit row for the move, and the latest attempt of each step (the resume
-   point);
-3. per step, start: the running attempt row, inserted only while the lease
-   is current (``INSERT ... SELECT ... FROM workflows WHERE lease``);
+1. create and claim, in one transaction (``Worker.start``): the workflow
+   row (pending) and its audit row, then lock the row if claimable, lease
+   it (``claim_count`` bumped) and an audit row for the move (a new
+   workflow has no resume point to read);
+3. per step, start: the running attempt row, numbered from the resume point,
+   inserted only while the lease is current (``INSERT ... SELECT ... FROM
+   workflows WHERE lease``);
 4. per step, end: the attempt succeeded with its output, fenced the same way;
 5. complete: output and state in one fenced UPDATE, with its audit row.
 
@@ -215,12 +216,13 @@ class RawFlows(FlowContender):
         sql = self._sql
         wid = uuid.uuid4()
         id, now = self._id(wid), self._time(datetime.now(UTC))
-        async with self._transaction() as tx:
-            await tx.run(sql["insert_workflow"], id, self.definition_id, _dumps({"n": n}), now, now)
-            await tx.run(sql["transition"], self._id(uuid.uuid4()), id, None, "pending", now, None, 1)
         started = datetime.now(UTC)
         now, expires = self._time(started), self._time(started + _LEASE)
         async with self._transaction() as tx:
+            await tx.run(sql["insert_workflow"], id, self.definition_id, _dumps({"n": n}), now, now)
+            await tx.run(
+                sql["transition"], self._id(uuid.uuid4()), id, None, "pending", now, _WORKER, 1
+            )
             picked = await tx.one(sql["pick"], id, now, now)
             if picked is None:
                 raise LeaseLost(f"workflow {wid} is not claimable")
@@ -229,7 +231,7 @@ class RawFlows(FlowContender):
                 sql["transition"], self._id(uuid.uuid4()), id, picked[0], "running", now, _WORKER,
                 version,
             )  # fmt: skip
-            latest = {row[0]: row for row in await tx.all(sql["latest"], id, id)}
+        latest: dict[str, Any] = {}  # a new workflow: no step ran yet
         for k in range(3):
             step = f"step-{k}"
             known = latest.get(step)

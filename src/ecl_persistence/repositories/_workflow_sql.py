@@ -119,7 +119,9 @@ def _may_move(target: WorkflowState, versioned: bool, fenced: bool) -> list[Colu
     return conditions
 
 
-def _update_state(target: WorkflowState, versioned: bool, fenced: bool) -> Update:
+def _update_state(
+    target: WorkflowState, versioned: bool, fenced: bool, with_output: bool
+) -> Update:
     finished = target.is_finished
     values: dict[str, Any] = {
         "state": target.value,
@@ -128,6 +130,8 @@ def _update_state(target: WorkflowState, versioned: bool, fenced: bool) -> Updat
         "completed_at": bindparam("now", type_=UTCDateTime()) if finished else None,
         "version": _W.version + 1,
     }
+    if with_output:
+        values["output"] = bindparam("output")
     if finished:
         # A finished workflow is nobody's to work on: its lease ends with it.
         values.update(lease_owner=None, lease_expires_at=None)
@@ -137,16 +141,22 @@ def _update_state(target: WorkflowState, versioned: bool, fenced: bool) -> Updat
 
 _FLAGS = (False, True)
 _UPDATE_STATE = {
-    (state, versioned, fenced): _update_state(state, versioned, fenced)
+    (state, versioned, fenced, with_output): _update_state(state, versioned, fenced, with_output)
     for state in WorkflowState
     for versioned in _FLAGS
     for fenced in _FLAGS
+    for with_output in _FLAGS
 }
 
 
-def update_state(target: WorkflowState, versioned: bool, fenced: bool = False) -> Update:
-    """Move ``wid`` to ``target`` if the lifecycle allows it (at ``expected_version``, leased)."""
-    return _UPDATE_STATE[target, versioned, fenced]
+def update_state(
+    target: WorkflowState, versioned: bool, fenced: bool = False, with_output: bool = False
+) -> Update:
+    """Move ``wid`` to ``target`` if the lifecycle allows it (at ``expected_version``, leased).
+
+    ``with_output``: the same statement also stores ``output``.
+    """
+    return _UPDATE_STATE[target, versioned, fenced, with_output]
 
 
 @functools.cache

@@ -12,8 +12,10 @@ from typing import Any
 
 from ecl_persistence.domain import (
     MAX_ERROR_LENGTH,
+    MISSING,
     JsonValue,
     Lease,
+    Missing,
     ResumePoint,
     Workflow,
     WorkflowAggregate,
@@ -188,6 +190,7 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
         actor: str | None = None,
         reason: str | None = None,
         lease: Lease | None = None,
+        output: JsonValue | Missing = MISSING,
     ) -> Workflow:
         """Move the workflow to ``state`` and return it as it now is.
 
@@ -202,7 +205,9 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
         With ``expected_version`` the move happens only if the stored workflow
         is still at that version; with ``lease`` (a fencing token, see
         :class:`~ecl_persistence.Lease`) only if that lease is still the
-        workflow's, checked in the same statement. Raises NotFoundError,
+        workflow's, checked in the same statement. With ``output`` the same
+        statement also stores the workflow's output (as :meth:`update_output`
+        would, in one write instead of two). Raises NotFoundError,
         LeaseLostError (the lease is not current), ConflictError (another
         change came first) or InvalidStateTransitionError, with nothing changed.
         """
@@ -210,6 +215,9 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
         action = f"update state of workflow {id}"
         self._uow.require_writable(action)
         target = as_state(state)
+        with_output = output is not MISSING
+        if with_output:
+            check_json(output, field="output", max_bytes=self._uow.max_payload_bytes)
         if error is not None:
             error = check_text(error, field="error", max_length=MAX_ERROR_LENGTH, allow_empty=True)
         actor, reason = check_actor(actor), check_reason(reason)
@@ -221,6 +229,8 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
             "transition_actor": actor,
             "transition_reason": error if reason is None else reason,
         }
+        if with_output:
+            params["output"] = output
         versioned = expect_version(params, expected_version)
         fenced = expect_lease(params, lease, id)
         # Recorded first: the INSERT reads the state being left and locks the row.
@@ -229,7 +239,7 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
         if _rowcount(recorded) == 0:
             current, _owner = await self._diagnose(id, expected_version, action, lease)
             raise InvalidStateTransitionError(ENTITY, id, current.value, target.value)
-        statement = sql.update_state(target, versioned, fenced)
+        statement = sql.update_state(target, versioned, fenced, with_output)
         workflow = one_workflow(await self._uow.execute(statement, params, action=action))
         if workflow is None:  # pragma: no cover - the row is locked and was just checked
             raise ConflictError(f"{action}: changed concurrently")

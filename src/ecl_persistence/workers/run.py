@@ -199,11 +199,13 @@ class WorkflowRun:
         """Complete the workflow, with ``output`` if given; the run is over."""
         self.check_live()
         async with self._writing() as uow:
-            workflows = uow.workflows
-            if output is not MISSING:
-                await workflows.update_output(self._workflow.id, output, lease=self.lease)
-            done = await workflows.update_state(
-                self._workflow.id, WorkflowState.COMPLETED, actor=self._worker, lease=self.lease
+            # The output and the end in one fenced UPDATE (and its audit row).
+            done = await uow.workflows.update_state(
+                self._workflow.id,
+                WorkflowState.COMPLETED,
+                actor=self._worker,
+                lease=self.lease,
+                output=output,
             )
         return await self._finished(done, "completed")
 

@@ -67,7 +67,7 @@ class StepHost(Protocol):
 class Steps:
     """The steps of one run: the outputs already known, the failures already counted."""
 
-    __slots__ = ("_db", "_failures", "_host", "_outputs", "_point", "_recorder")
+    __slots__ = ("_attempts", "_db", "_failures", "_host", "_outputs", "_point", "_recorder")
 
     def __init__(self, db: Database, point: ResumePoint, host: StepHost) -> None:
         self._db = db
@@ -79,6 +79,13 @@ class Steps:
             for step, execution in point.succeeded.items()
         }
         self._failures: dict[StepId, int] = {}
+        # The last attempt number of each step: from the resume point, then
+        # counted here. Under the lease no one else records attempts of this
+        # workflow (every write is fenced), so the next number is known
+        # without asking the database (and locking the workflow's row).
+        self._attempts: dict[StepId, int] = {
+            step: next_attempt - 1 for step, next_attempt in point.to_retry.items()
+        }
 
     async def run(
         self, step_id: StepId | str, input: JsonValue, fn: StepFunction, retry: Retry | None
@@ -119,9 +126,13 @@ class Steps:
         gone) propagates instead: the step did not fail, it could not run.
         """
         raised: BaseException | None = None
+        # Taken before the first await: two attempts of one run never share a
+        # number. One whose start was not recorded leaves a gap, never a clash
+        # (its start may have committed though the commit reported an error).
+        attempt = self._attempts[step] = self._attempts.get(step, 0) + 1
         try:
             async with self._recorder.step(
-                self._point.workflow.id, step, input, lease=self._host.lease
+                self._point.workflow.id, step, input, attempt=attempt, lease=self._host.lease
             ) as recording:
                 try:
                     output = await fn(recording)
