@@ -239,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.smoke:
             for m in measurements:
                 rounds = ", ".join(f"{rate:.0f}" for rate in m.rates)
-                print(f"  {m.workload} {m.contender}: {rounds} (median {statistics.median(m.rates):.0f})")
+                median = statistics.median(m.rates)
+                print(f"  {m.workload} {m.contender}: {rounds} (median {median:.0f})")
             print()
     return 0
 

@@ -101,7 +101,7 @@ async def _seed(url: str, count: int) -> None:
 
 
 def _child(*arguments: str) -> dict[str, float]:
-    output = subprocess.run(
+    output = subprocess.run(  # noqa: S603 - this interpreter, this module
         [sys.executable, "-m", "benchmarks.memory", "--child", *arguments],
         check=True,
         capture_output=True,

@@ -67,8 +67,8 @@ class EclFlows(FlowContender):
 
     @override
     async def run_flow(self, n: int) -> None:
-        db, worker = self._db, self._worker
-        assert db is not None and worker is not None
+        worker = self._worker
+        assert worker is not None
         run = await worker.start(Workflow.new(self.definition_id, {"n": n}))
         async with run:
             for k in range(STEPS):

@@ -147,6 +147,7 @@ class RawFlows(FlowContender):
         self._sql: dict[str, str] = {}
 
     async def open(self, target: FlowTarget) -> None:
+        """A pool of connections of the driver of ``target``, statements for its dialect."""
         self._pg = target.dialect == "postgresql"
         lock = " FOR NO KEY UPDATE" if self._pg else ""
         statements = {
@@ -180,6 +181,7 @@ class RawFlows(FlowContender):
             self._connections.put_nowait(connection)
 
     async def close(self) -> None:
+        """Close every connection."""
         if self._pool is not None:
             await self._pool.close()
         for connection in self._all:
@@ -213,6 +215,7 @@ class RawFlows(FlowContender):
         return value if self._pg else value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
     async def run_flow(self, n: int) -> None:
+        """The protocol of the module's docstring, for workflow ``n``."""
         sql = self._sql
         wid = uuid.uuid4()
         id, now = self._id(wid), self._time(datetime.now(UTC))
@@ -269,6 +272,7 @@ class RawFlows(FlowContender):
             )  # fmt: skip
 
     async def completed(self) -> int:
+        """Completed workflows of the contender, each with its three steps succeeded."""
         sql = (
             "SELECT count(*) FROM workflows WHERE definition_id = ? AND state = 'completed'",
             "SELECT count(*) FROM step_executions s JOIN workflows w ON w.id = s.workflow_id "

@@ -24,6 +24,8 @@ from ecl_persistence import (
     ConflictError,
     Database,
     JsonValue,
+    Retry,
+    SerializationError,
     StepExecutionState,
     StepRecording,
     Worker,
@@ -60,7 +62,8 @@ async def three_steps(worker: Worker, n: int) -> Workflow:
     async with run:
         for k in range(3):
             await run.step(f"step-{k}", {"k": k}, echo)
-        return await run.complete({"n": n})
+        await run.complete({"n": n})
+    return run.workflow
 
 
 async def test_a_three_step_workflow_takes_eight_transactions(db: Database) -> None:
@@ -153,8 +156,6 @@ async def test_a_run_numbers_attempts_of_a_step_run_twice_apart(db: Database) ->
             raise RuntimeError("first attempt fails")
         return "ok"
 
-    from ecl_persistence import Retry
-
     async with run:
         assert await run.step("s", {}, flaky, retry=Retry(max_attempts=2, delay_seconds=0)) == "ok"
     assert attempts == [1, 2]
@@ -181,8 +182,6 @@ async def test_update_state_with_output_stores_both_in_one_statement(db: Databas
 
 
 async def test_update_state_refuses_a_bad_output_and_writes_nothing(db: Database) -> None:
-    from ecl_persistence import SerializationError
-
     workflow = Workflow.new("fast", {})
     async with db.session() as uow:
         await uow.workflows.create(workflow)
@@ -199,7 +198,8 @@ async def test_every_hot_statement_is_found_in_the_compiled_cache(db: Database) 
         await three_steps(worker, n)
     outcomes: list[tuple[object, str]] = []
 
-    def record(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: Any) -> None:
+    def record(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        _params, context, _many = rest
         outcomes.append((context.cache_hit, statement.split()[0]))
 
     event.listen(db.engine.sync_engine, "before_cursor_execute", record)
