@@ -42,11 +42,16 @@ _MIN_BATCH = 16
 
 
 def flow_contenders() -> list[FlowContender]:
-    """ecl-persistence, the raw driver, the naive ORM repository and DBOS Transact."""
-    from benchmarks.contenders.flow_peers import DbosFlows, EclFlows, NaiveFlows
+    """Every contender of (g): ecl, raw driver, naive ORM, DBOS, and ecl's older path."""
+    from benchmarks.contenders.flow_peers import (
+        DbosFlows,
+        EclCreateThenClaim,
+        EclFlows,
+        NaiveFlows,
+    )
     from benchmarks.contenders.flow_raw import RawFlows
 
-    return [EclFlows(), RawFlows(), NaiveFlows(), DbosFlows()]
+    return [EclFlows(), RawFlows(), NaiveFlows(), DbosFlows(), EclCreateThenClaim()]
 
 
 async def _batch(contender: FlowContender, first: int, count: int, concurrency: int) -> None:

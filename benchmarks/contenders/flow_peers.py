@@ -17,7 +17,7 @@ from ecl_persistence import Database, StepRecording, Worker, Workflow
 from ecl_persistence.domain import JsonValue
 from ecl_persistence.orm import StepExecutionRecord, WorkflowRecord, WorkflowTransitionRecord
 
-__all__ = ["DbosFlows", "EclFlows", "NaiveFlows", "count_completed"]
+__all__ = ["DbosFlows", "EclCreateThenClaim", "EclFlows", "NaiveFlows", "count_completed"]
 
 _LEASE = timedelta(seconds=30)
 
@@ -83,6 +83,34 @@ class EclFlows(FlowContender):
     async def completed(self) -> int:
         assert self._db is not None
         return await count_completed(self._db.engine, self.definition_id)
+
+
+class EclCreateThenClaim(EclFlows):
+    """The same, with the workflow created in a unit of its own and then ``worker.claim``-ed.
+
+    The path before ``Worker.start``: one transaction more (and the claim
+    reads the resume point), to show what starting in one transaction buys.
+    """
+
+    name = "ecl, create then claim"
+    definition_id = "flow-ecl-claim"
+
+    @override
+    async def run_flow(self, n: int) -> None:
+        db, worker = self._db, self._worker
+        assert db is not None
+        assert worker is not None
+        async with db.session() as uow:
+            workflow = await uow.workflows.create(Workflow.new(self.definition_id, {"n": n}))
+        run = await worker.claim(workflow.id)
+        async with run:
+            for k in range(STEPS):
+
+                async def step(recording: StepRecording, k: int = k) -> JsonValue:
+                    return await step_output(n, k)
+
+                await run.step(f"step-{k}", {"n": n, "k": k}, step)
+            await run.complete({"n": n, "steps": STEPS})
 
 
 class NaiveFlows(FlowContender):
