@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import default
+from sqlalchemy.sql import cache_key
 from tests.factories import statements_run, stored_workflow
 
 from ecl_persistence import (
@@ -33,6 +34,7 @@ from ecl_persistence import (
     WorkflowState,
 )
 from ecl_persistence.domain import utc_now
+from ecl_persistence.orm import WorkflowRecord
 
 S = StepExecutionState
 W = WorkflowState
@@ -233,3 +235,41 @@ async def test_asyncpg_prepares_each_hot_statement_once(
         for n in range(1, 4):
             await three_steps(worker, n)
     assert prepared[warm:] == []
+
+
+async def test_no_hot_statement_computes_its_cache_key_again(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An ORM-enabled INSERT or UPDATE is annotated anew by the session on
+    # every call, and the copy's cache key computed from scratch: the hot
+    # writes go through the tables instead, so each statement object keeps
+    # the key it computed once.
+    worker = Worker(db, "w1")
+    for n in range(3):
+        await three_steps(worker, n)
+    computed: list[str] = []
+    original = cache_key.HasCacheKey._generate_cache_key
+
+    def counting(self: Any) -> Any:
+        computed.append(type(self).__name__)
+        return original(self)
+
+    monkeypatch.setattr(cache_key.HasCacheKey, "_generate_cache_key", counting)
+    for n in range(3, 6):
+        await three_steps(worker, n)
+    assert computed == []
+
+
+async def test_writes_through_rows_keep_an_entity_the_session_holds_fresh(db: Database) -> None:
+    workflow = Workflow.new("fast", {})
+    async with db.session() as uow:
+        await uow.workflows.create(workflow)
+    async with db.session() as uow:
+        held = await uow.session.get(WorkflowRecord, workflow.id)
+        assert held is not None
+        claimed = await uow.workflows.claim_by_id(workflow.id, "w1")
+        assert (held.state, held.lease_owner, held.claim_count) == ("running", "w1", 1)
+        await uow.workflows.update_state(
+            workflow.id, W.COMPLETED, lease=claimed.lease, output={"done": 1}
+        )
+        assert (held.state, held.output, held.lease_owner) == ("completed", {"done": 1}, None)

@@ -142,13 +142,9 @@ TAKE = (
 """Claim the picked workflows for ``worker``: running, leased until ``expires``."""
 
 TAKE_ONE: Update = (
-    update(_W)
-    .where(_W.id == bindparam("wid"))
-    .values(**_TAKE_VALUES)
-    .returning(_W)
-    .execution_options(**_FRESH)
+    update(_TABLE).where(_T.id == bindparam("wid")).values(**_TAKE_VALUES).returning(*_TABLE.c)
 )
-"""Claim the one workflow ``wid`` that ``pick_by_id`` locked; returns its entity."""
+"""Claim the one workflow ``wid`` that ``pick_by_id`` locked; returns its row."""
 
 
 @functools.cache
@@ -178,7 +174,10 @@ STALE = (
 """Running workflows whose lease expired before ``now``, the longest expired first."""
 
 _OWNED = and_(_W.id == bindparam("wid"), _W.lease_owner == bindparam("worker"))
-FENCE = (_W.lease_owner == bindparam("fence_owner"), _W.claim_count == bindparam("fence_claims"))
+# On the table's columns, not the entity's: a statement that names no entity
+# is plain Core, which the session runs without annotating a copy of it per
+# call (a copy whose cache key SQLAlchemy would compute again every time).
+FENCE = (_T.lease_owner == bindparam("fence_owner"), _T.claim_count == bindparam("fence_claims"))
 """The conditions a write under a lease puts on its workflow's row: the same owner and claim."""
 
 
@@ -238,7 +237,7 @@ def fenced_parent(strategy: DialectStrategy) -> AnySelect:
     version of the row once it holds the lock. Every fenced write locks the
     workflow before its own row, as claims do, so they cannot deadlock.
     """
-    chosen = select(_W.id).where(_W.id == bindparam("fence_workflow"), *FENCE)
+    chosen = select(_T.id).where(_T.id == bindparam("fence_workflow"), *FENCE)
     return strategy.lock(chosen, LockMode.UPDATE)
 
 

@@ -43,6 +43,7 @@ _R = StepExecutionRecord
 _W = WorkflowRecord
 _TABLE = cast("Table", StepExecutionRecord.__table__)
 _T = _TABLE.c
+_WORKFLOWS = cast("Table", WorkflowRecord.__table__).c
 _OPEN = (StepExecutionState.PENDING.value, StepExecutionState.RUNNING.value)
 # The attribute key of every column, in table order: the bind parameter names.
 KEYS = {prop.columns[0].name: key for key, prop in _R.__mapper__.column_attrs.items()}
@@ -134,16 +135,17 @@ def insert_under_workflow(strategy: DialectStrategy, next_attempt: bool, fenced:
     that is not current.
     """
     source = select(*(_value(column.name, next_attempt) for column in _TABLE.c)).where(
-        _W.id == bindparam("workflow_id")
+        _WORKFLOWS.id == bindparam("workflow_id")
     )
     if fenced:
         source = source.where(*_leases.FENCE)
+    # Through the tables, returning a row: plain Core, which the session runs
+    # as it is (an ORM INSERT would be annotated, and its cache key computed
+    # again, on every call).
     return (
-        insert(_R)
+        insert(_TABLE)
         .from_select([column.name for column in _TABLE.c], strategy.lock(source, LockMode.UPDATE))
-        .returning(_R)
-        # The parameters fill the SELECT: no rows of parameters to insert in bulk.
-        .execution_options(dml_strategy="orm")
+        .returning(*_TABLE.c)
     )
 
 

@@ -8,12 +8,13 @@ from sqlalchemy import Result
 
 from ecl_persistence.domain import Lease, Workflow, WorkflowId, WorkflowState, check_lease
 from ecl_persistence.errors import ConflictError, NotFoundError, ValidationError
+from ecl_persistence.orm import WorkflowRecord
 from ecl_persistence.repositories import _workflow_sql as sql
 from ecl_persistence.repositories._context import UnitContext
 from ecl_persistence.repositories._fencing import lease_lost
 from ecl_persistence.repositories._leases import lease_params
 from ecl_persistence.repositories._values import state_value
-from ecl_persistence.repositories.mappers import workflow_from_record
+from ecl_persistence.repositories.mappers import workflow_from_record, workflow_from_row
 
 __all__ = [
     "ENTITY",
@@ -63,6 +64,18 @@ def one_workflow(result: Result[Any]) -> Workflow | None:
     """The workflow an ORM statement returned as its one entity, or None."""
     record = result.scalars().first()
     return None if record is None else workflow_from_record(record)
+
+
+def one_workflow_row(uow: UnitContext, result: Result[Any]) -> Workflow | None:
+    """The workflow a statement through the table returned as its one row, or None.
+
+    An entity of it that the session holds gets the row (``keep_fresh``).
+    """
+    row = result.first()
+    if row is None:
+        return None
+    uow.keep_fresh(WorkflowRecord, row)
+    return workflow_from_row(row)
 
 
 def as_state(state: object) -> WorkflowState:

@@ -36,6 +36,7 @@ from ecl_persistence.repositories._workflow_base import (
     WorkflowRepositoryBase,
     expect_lease,
     one_workflow,
+    one_workflow_row,
 )
 from ecl_persistence.repositories.mappers import workflow_from_row
 
@@ -146,7 +147,9 @@ class WorkflowLeases(WorkflowRepositoryBase):
         row = (await self._uow.execute(pick, params, action=action)).first()
         if row is not None:
             _id, state, owner = tuple(row)
-            taken = one_workflow(await self._uow.execute(_leases.TAKE_ONE, params, action=action))
+            taken = one_workflow_row(
+                self._uow, await self._uow.execute(_leases.TAKE_ONE, params, action=action)
+            )
             if taken is None:  # pragma: no cover - the row is locked and was just picked
                 raise ConflictError(f"{action}: changed concurrently")
             before = state_value(WorkflowState, state, table=TABLE_NAME, id=id)

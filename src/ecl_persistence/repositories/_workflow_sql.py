@@ -111,9 +111,9 @@ def _sources_of(target: WorkflowState) -> tuple[str, ...]:
 
 def _may_move(target: WorkflowState, versioned: bool, fenced: bool) -> list[ColumnElement[bool]]:
     """The workflow ``wid`` if it may move to ``target`` (at ``expected_version``, leased)."""
-    conditions = [_W.id == bindparam("wid"), _W.state.in_(_sources_of(target))]
+    conditions = [_T.id == bindparam("wid"), _T.state.in_(_sources_of(target))]
     if versioned:
-        conditions.append(_W.version == bindparam("expected_version"))
+        conditions.append(_T.version == bindparam("expected_version"))
     if fenced:
         conditions.extend(FENCE)
     return conditions
@@ -128,15 +128,17 @@ def _update_state(
         "error": bindparam("error"),
         "updated_at": bindparam("now", type_=UTCDateTime()),
         "completed_at": bindparam("now", type_=UTCDateTime()) if finished else None,
-        "version": _W.version + 1,
+        "version": _T.version + 1,
     }
     if with_output:
         values["output"] = bindparam("output")
     if finished:
         # A finished workflow is nobody's to work on: its lease ends with it.
         values.update(lease_owner=None, lease_expires_at=None)
-    statement = update(_W).where(*_may_move(target, versioned, fenced)).values(**values)
-    return statement.returning(_W).execution_options(**_FRESH)
+    # Through the table, returning a row (the unit keeps a held entity fresh):
+    # plain Core, run as it is, not annotated and keyed again on every call.
+    statement = update(TABLE).where(*_may_move(target, versioned, fenced)).values(**values)
+    return statement.returning(*TABLE.c)
 
 
 _FLAGS = (False, True)

@@ -134,12 +134,12 @@ class StepExecutionRepository:
         self, statement: Insert, values: dict[str, Any], lease: Lease | None, action: str
     ) -> StepExecution:
         """Run an INSERT selected from the workflow's row; explain a row it did not insert."""
-        record = (await self._uow.execute(statement, values, action=action)).scalars().first()
-        if record is None:
+        row = (await self._uow.execute(statement, values, action=action)).first()
+        if row is None:
             if lease is not None:
                 await _fencing.check_current(self._uow, lease, action)
             raise NotFoundError("workflow", values["workflow_id"])
-        return step_execution_from_record(record)
+        return step_execution_from_row(row)
 
     async def create_many(self, executions: Iterable[StepExecution]) -> list[StepExecution]:
         """Insert many executions in one batch (one round trip, not one per row).

@@ -45,6 +45,7 @@ from ecl_persistence.repositories._workflow_base import (
     expect_lease,
     expect_version,
     one_workflow,
+    one_workflow_row,
 )
 from ecl_persistence.repositories._workflow_leases import (
     DEFAULT_PAGE_SIZE,
@@ -240,7 +241,8 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
             current, _owner = await self._diagnose(id, expected_version, action, lease)
             raise InvalidStateTransitionError(ENTITY, id, current.value, target.value)
         statement = sql.update_state(target, versioned, fenced, with_output)
-        workflow = one_workflow(await self._uow.execute(statement, params, action=action))
+        result = await self._uow.execute(statement, params, action=action)
+        workflow = one_workflow_row(self._uow, result)
         if workflow is None:  # pragma: no cover - the row is locked and was just checked
             raise ConflictError(f"{action}: changed concurrently")
         return workflow
