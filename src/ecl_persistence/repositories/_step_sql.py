@@ -12,7 +12,19 @@ from __future__ import annotations
 import functools
 from typing import Any, cast
 
-from sqlalchemy import Insert, Table, Update, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import (
+    Insert,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 
 from ecl_persistence.dialects import DialectStrategy, LockMode
 from ecl_persistence.dialects.base import AnySelect
@@ -64,7 +76,9 @@ GET_STATE = select(_T.state).where(_T.id == bindparam("id"))
 # entity the session holds fresh.
 _COMPLETE = (
     update(_TABLE)
-    .where(_T.id == bindparam("eid"), _T.state.in_(_OPEN))
+    # The states as SQL literals (constants of the enum): an IN of bound
+    # values is expanded again on every execution of the cached statement.
+    .where(_T.id == bindparam("eid"), _T.state.in_([literal_column(f"'{s}'") for s in _OPEN]))
     .values(
         state=bindparam("state"),
         output=bindparam("output"),

@@ -21,6 +21,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    literal_column,
     select,
     tuple_,
     update,
@@ -111,7 +112,10 @@ def _sources_of(target: WorkflowState) -> tuple[str, ...]:
 
 def _may_move(target: WorkflowState, versioned: bool, fenced: bool) -> list[ColumnElement[bool]]:
     """The workflow ``wid`` if it may move to ``target`` (at ``expected_version``, leased)."""
-    conditions = [_T.id == bindparam("wid"), _T.state.in_(_sources_of(target))]
+    # The states as SQL literals (constants of the enum): an IN of bound
+    # values is expanded again on every execution of the cached statement.
+    sources = [literal_column(f"'{state}'") for state in _sources_of(target)]
+    conditions = [_T.id == bindparam("wid"), _T.state.in_(sources)]
     if versioned:
         conditions.append(_T.version == bindparam("expected_version"))
     if fenced:
