@@ -114,7 +114,9 @@ def _may_move(target: WorkflowState, versioned: bool, fenced: bool) -> list[Colu
     """The workflow ``wid`` if it may move to ``target`` (at ``expected_version``, leased)."""
     # The states as SQL literals (constants of the enum): an IN of bound
     # values is expanded again on every execution of the cached statement.
-    sources = [literal_column(f"'{state}'") for state in _sources_of(target)]
+    sources: list[ColumnElement[Any]] = [
+        literal_column(f"'{state}'") for state in _sources_of(target)
+    ]
     conditions = [_T.id == bindparam("wid"), _T.state.in_(sources)]
     if versioned:
         conditions.append(_T.version == bindparam("expected_version"))
