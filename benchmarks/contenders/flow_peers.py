@@ -57,7 +57,10 @@ class EclFlows(FlowContender):
 
     @override
     async def open(self, target: FlowTarget) -> None:
-        self._db = Database.from_url(target.url, max_connections=target.pool_size)
+        # Writers wait for SQLite's lock up to 30 s, as the other contenders' do.
+        self._db = Database.from_url(
+            target.url, max_connections=target.pool_size, timeout_secs=30.0
+        )
         self._worker = Worker(self._db, "bench-ecl", concurrency=64)
 
     @override
