@@ -28,6 +28,7 @@ from ecl_persistence import (
     ValidationError,
     Worker,
     Workflow,
+    WorkflowId,
     WorkflowState,
 )
 from ecl_persistence.domain import new_uuid7, utc_now
@@ -89,7 +90,7 @@ async def test_cancel_a_finished_workflow_raises_and_changes_nothing(
 async def test_cancel_an_unknown_workflow_raises_not_found(db: Database) -> None:
     with pytest.raises(NotFoundError):
         async with db.session() as uow:
-            await uow.workflows.cancel(new_uuid7())
+            await uow.workflows.cancel(WorkflowId(new_uuid7()))
     with pytest.raises(ValidationError):
         async with db.session() as uow:
             await uow.workflows.cancel("not-a-uuid")
@@ -154,7 +155,7 @@ async def test_retry_makes_a_failed_or_cancelled_workflow_pending_and_keeps_hist
             await uow.workflows.retry(pending.id)
     with pytest.raises(NotFoundError):
         async with db.session() as uow:
-            await uow.workflows.retry(new_uuid7())
+            await uow.workflows.retry(WorkflowId(new_uuid7()))
     # Cancelled (here: after a request its worker answered) and retried: claimable again.
     claimed = await claim_one(db, "w1")
     async with db.session() as uow:
@@ -293,7 +294,7 @@ async def test_fork_from_an_unknown_step_or_workflow_raises_and_writes_nothing(
             await uow.workflows.fork(workflow.id, from_step="nowhere")
     with pytest.raises(NotFoundError):
         async with db.session() as uow:
-            await uow.workflows.fork(new_uuid7(), from_step="search")
+            await uow.workflows.fork(WorkflowId(new_uuid7()), from_step="search")
     with pytest.raises(ValidationError):
         async with db.session() as uow:
             await uow.workflows.fork(workflow.id, from_step="")
