@@ -146,11 +146,11 @@ async def admit(
 
 UPDATE: Update = (
     update(_LIMITS)
-    .where(_L.key == bindparam("key"))
-    .values(max_running=bindparam("max_running"), updated_at=bindparam("now", type_=UTCDateTime()))
+    .where(_L.key == bindparam("limit_key"))
+    .values(max_running=bindparam("limit_max"), updated_at=bindparam("now", type_=UTCDateTime()))
 )
 """Change the limit of ``key``."""
-DELETE = _LIMITS.delete().where(_L.key == bindparam("key"))
+DELETE = _LIMITS.delete().where(_L.key == bindparam("limit_key"))
 """Remove the limit of ``key``."""
 LIST: AnySelect = select(_L.key, _L.max_running, _L.updated_at).order_by(_L.key)
 """Every limit, by key."""
@@ -169,8 +169,8 @@ def insert(strategy: DialectStrategy) -> Any:
     """Insert the limit of ``key`` unless one is stored already (a racing set)."""
     statement = strategy.insert_ignoring_conflicts(_LIMITS, [_L.key])
     return statement.values(
-        key=bindparam("key"),
-        max_running=bindparam("max_running"),
+        key=bindparam("limit_key"),
+        max_running=bindparam("limit_max"),
         updated_at=bindparam("now", type_=UTCDateTime()),
     )
 

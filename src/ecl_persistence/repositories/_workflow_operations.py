@@ -249,10 +249,10 @@ class WorkflowOperations(WorkflowRepositoryBase):
         action = f"set the concurrency limit of key {key!r}"
         self._uow.require_writable(action)
         if max_running is None:
-            await self._uow.execute(_concurrency.DELETE, {"key": key}, action=action)
+            await self._uow.execute(_concurrency.DELETE, {"limit_key": key}, action=action)
             return None
         now = utc_now()
-        params = {"key": key, "max_running": check_max_running(max_running), "now": now}
+        params = {"limit_key": key, "limit_max": check_max_running(max_running), "now": now}
         if _rowcount(await self._uow.execute(_concurrency.UPDATE, params, action=action)) == 0:
             insert = _concurrency.insert(self._uow.strategy)
             if _rowcount(await self._uow.execute(insert, params, action=action)) == 0:
