@@ -244,7 +244,7 @@ async def stuck(url: str, name: str, lease_seconds: float) -> None:
 async def limited(url: str, name: str, seconds: float) -> None:
     """A worker whose one step takes ``SECONDS`` (``ready``, then a line on stdin to start)."""
     async with Database.from_url(url, timeout_secs=30.0) as db:
-        worker = Worker(db, name, lease_seconds=10.0, poll_seconds=0.02)
+        worker = Worker(db, name, lease_seconds=10.0, poll_seconds=0.1)
         worker.install_signal_handlers()
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
