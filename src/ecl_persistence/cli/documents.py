@@ -123,6 +123,9 @@ def workflow_document(workflow: Workflow, *, payloads: bool = False) -> dict[str
         "lease_owner": workflow.lease_owner,
         "lease_expires_at": _iso(workflow.lease_expires_at),
         "claim_count": workflow.claim_count,
+        "cancel_requested_at": _iso(workflow.cancel_requested_at),
+        "forked_from": None if workflow.forked_from is None else str(workflow.forked_from),
+        "concurrency_key": workflow.concurrency_key,
     }
     _payloads(
         document,
@@ -143,6 +146,7 @@ def _execution_document(execution: StepExecution, *, payloads: bool) -> dict[str
         "completed_at": _iso(execution.completed_at),
         "duration_ms": execution.duration_ms,
         "tokens_used": execution.tokens_used,
+        "copied_from": None if execution.copied_from is None else str(execution.copied_from),
     }
     _payloads(
         document,
