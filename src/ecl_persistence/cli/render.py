@@ -162,6 +162,8 @@ def print_details(details: WorkflowAggregate, *, payloads: bool = False) -> None
             "version": str(workflow.version),
             "lease": Text(_lease(workflow)),
             "claims": str(workflow.claim_count),
+            "priority": str(workflow.priority),
+            "run after": _time(workflow.run_after),
             "forked from": _plain(str(workflow.forked_from or "-")),
             "cancel asked": _time(workflow.cancel_requested_at),
             "error": _plain(workflow.error or "-", lines=True),
