@@ -220,6 +220,7 @@ class WorkflowOperations(WorkflowRepositoryBase):
             forked_from=original.id,
         )
         check_payloads(self._uow, fork.input, fork.output, fork.metadata)
+        # The fork is claimable once this commits (issue 18's wake-up goes here too).
         await self._uow.execute(sql.INSERT, workflow_values(fork), action=action)
         why = f"forked from workflow {id} at step {step}"
         await transitions.record(
