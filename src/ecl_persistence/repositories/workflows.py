@@ -195,7 +195,7 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings, WorkflowOperations):
 
         The move follows the lifecycle rules (:data:`WORKFLOW_TRANSITIONS`) and is
         a compare-and-set in SQL, so two racing moves cannot both win. It
-        sets ``updated_at``, sets ``completed_at`` on completed and failed (and
+        sets ``updated_at``, sets ``completed_at`` on completed, failed and cancelled (and
         clears it otherwise), stores ``error`` (``None`` clears it), bumps
         ``version``, and ends the lease of a workflow that completes or fails.
         The audit trail records the move in the same transaction, by ``actor``
