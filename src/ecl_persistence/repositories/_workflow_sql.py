@@ -141,6 +141,9 @@ def _update_state(
     if finished:
         # A finished workflow is nobody's to work on: its lease ends with it.
         values.update(lease_owner=None, lease_expires_at=None)
+    if target is WorkflowState.PENDING:
+        # Pending again (a retry): a cancel asked of an earlier run is answered.
+        values.update(cancel_requested_at=None)
     # Through the table, returning a row (the unit keeps a held entity fresh):
     # plain Core, run as it is, not annotated and keyed again on every call.
     statement = update(TABLE).where(*_may_move(target, versioned, fenced)).values(**values)
