@@ -23,6 +23,7 @@ from ecl_persistence import (
 from ecl_persistence.domain import MISSING, JsonValue, StepExecutionId, WorkflowId, new_uuid7
 
 __all__ = [
+    "SEEDED_STATES",
     "STEPS_PER_WORKFLOW",
     "Completion",
     "completion",
@@ -40,6 +41,8 @@ _STATES = (
     WorkflowState.COMPLETED,
     WorkflowState.FAILED,
 )
+SEEDED_STATES = _STATES
+"""The states seeded workflows cycle through (``list`` pages read each)."""
 _STEP_NAMES = ("plan", "search", "read", "extract", "summarise")
 
 

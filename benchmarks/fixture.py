@@ -96,7 +96,7 @@ class Fixture:
 
     def list_arguments(self, count: int) -> list[tuple[WorkflowState, str | None]]:
         """``count`` (state, cursor) pairs, each cursor followed by at least 50 workflows."""
-        states = list(WorkflowState)
+        states = list(data.SEEDED_STATES)  # the states the seed cycles through
         arguments: list[tuple[WorkflowState, str | None]] = []
         for number in range(count):
             state = states[number % len(states)]
