@@ -101,12 +101,15 @@ async def _seed(url: str, count: int) -> None:
 
 
 def _child(*arguments: str) -> dict[str, float]:
-    output = subprocess.run(  # noqa: S603 - this interpreter, this module
+    done = subprocess.run(  # noqa: S603 - this interpreter, this module
         [sys.executable, "-m", "benchmarks.memory", "--child", *arguments],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
-    ).stdout
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the {arguments[0]} child failed:\n{done.stderr[-3000:]}")
+    output = done.stdout
     figures: dict[str, float] = {}
     for line in output.splitlines():
         words = line.split()
