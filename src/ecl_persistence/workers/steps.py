@@ -145,7 +145,8 @@ class Steps:
             return known
         count = 0
         if step in self._point.to_retry:
-            async with self._db.session(read_only=True) as uow:
+            # The run's own history: from the primary, never a lagging replica.
+            async with self._db.session(read_only=True, primary=True) as uow:
                 attempts = await uow.step_executions.get_for_step(self._point.workflow.id, step)
             count = sum(
                 1
