@@ -178,7 +178,8 @@ class DatabaseConfig:
     ``max_payload_bytes`` bounds each JSON payload (input, output, metadata).
     The ``repr`` never shows the password.
 
-    Scaling out on PostgreSQL (``docs/scaling.md``): ``pgbouncer`` turns off
+    Scaling out on PostgreSQL (``docs/scaling.md``): ``pgbouncer`` (or
+    ``?pgbouncer=true`` in the URL) turns off
     what PgBouncer's transaction pooling breaks (prepared statements kept
     across transactions, session settings); ``listen_url`` is where a
     worker's notification listener connects (a direct connection to the
@@ -214,6 +215,9 @@ class DatabaseConfig:
             given = getattr(self, name)
             parsed = None if given is None else normalize_url(given)
             object.__setattr__(self, f"_{name[:-4]}_async_url", parsed)
+        if not self.pgbouncer and self.strategy.pgbouncer_in_url(self._async_url):
+            # ``?pgbouncer=true`` in the URL is the other spelling of the field.
+            object.__setattr__(self, "pgbouncer", True)
         self.strategy.check_scale_out(self)
 
     @property

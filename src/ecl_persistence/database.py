@@ -38,7 +38,7 @@ def build_engine(config: DatabaseConfig) -> AsyncEngine:
 
 def _read_sessions(engine: AsyncEngine, config: DatabaseConfig) -> async_sessionmaker[AsyncSession]:
     """The sessions of the read-only units of work on ``engine``."""
-    options = config.strategy.read_only_options(engine)
+    options = config.strategy.read_only_options(engine, config)
     read_engine = engine.execution_options(**options)
     return async_sessionmaker(read_engine, expire_on_commit=False, autoflush=False)
 

@@ -109,8 +109,8 @@ class DialectStrategy(abc.ABC):
         """Raise ValidationError for what ``url`` asks that this dialect cannot do."""
 
     @abc.abstractmethod
-    def read_only_options(self, engine: AsyncEngine) -> dict[str, Any]:
-        """Execution options of ``engine`` for the read-only units of work."""
+    def read_only_options(self, engine: AsyncEngine, config: DatabaseConfig) -> dict[str, Any]:
+        """Execution options of ``engine`` (built for ``config``) for the read-only units."""
 
     def release(self, engine: AsyncEngine) -> None:  # noqa: B027
         """After an engine built here was disposed: free what the strategy kept for it."""
@@ -124,6 +124,10 @@ class DialectStrategy(abc.ABC):
         for name in ("pgbouncer", "listen_url", "replica_url"):
             if getattr(config, name) not in (None, False):
                 raise ValidationError(f"{name} needs PostgreSQL; the {self.name} database has none")
+
+    def pgbouncer_in_url(self, url: URL) -> bool:
+        """Whether ``url`` itself asks for the PgBouncer mode (``?pgbouncer=true``)."""
+        return False
 
     def claimable_notice(self) -> Executable | None:
         """The statement that tells listening workers a workflow may be claimable, if any.

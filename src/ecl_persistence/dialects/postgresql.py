@@ -165,6 +165,10 @@ class PostgresqlStrategy(DialectStrategy):
                         "transaction pooling loses; set those settings on the server or role"
                     )
 
+    def pgbouncer_in_url(self, url: URL) -> bool:
+        """Whether the URL says ``?pgbouncer=true``."""
+        return libpq.pgbouncer_flag(url)
+
     def claimable_notice(self) -> Executable:
         """``SELECT pg_notify('ecl_claimable', :definition_id)``, delivered at commit."""
         return _pg_listen.NOTICE
@@ -194,8 +198,16 @@ class PostgresqlStrategy(DialectStrategy):
                 f"not postgresql+{engine.dialect.driver}"
             )
 
-    def read_only_options(self, engine: AsyncEngine) -> dict[str, Any]:
-        """Reads in autocommit: no BEGIN/COMMIT round trips around them."""
+    def read_only_options(self, engine: AsyncEngine, config: DatabaseConfig) -> dict[str, Any]:
+        """Reads in autocommit: no BEGIN/COMMIT round trips around them.
+
+        Behind PgBouncer, in a ``BEGIN READ ONLY`` transaction instead:
+        SQLAlchemy prepares a statement and then runs it, two exchanges that
+        transaction pooling may hand to two server connections unless one
+        transaction holds them together.
+        """
+        if config.pgbouncer:
+            return {"postgresql_readonly": True}
         return {"isolation_level": "AUTOCOMMIT"}
 
     def insert_ignoring_conflicts(
