@@ -135,7 +135,8 @@ async def test_a_worker_never_reads_its_workflow_from_the_replica(
     async with db.session(read_only=True, primary=True) as uow:
         stored = await uow.workflows.get(workflow.id)
         attempts = await uow.step_executions.get_for_step(workflow.id, "search")
-    assert stored is not None and stored.state is WorkflowState.COMPLETED
+    assert stored is not None
+    assert stored.state is WorkflowState.COMPLETED
     assert [a.attempt for a in attempts] == [1, 2]
     assert any(read_only for read_only, _ in units), "the step's history was read"
     assert all(primary or not read_only for read_only, primary in units), units
