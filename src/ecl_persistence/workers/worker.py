@@ -53,8 +53,8 @@ class Worker:
     it also listens for notifications while it hands out runs (one
     connection of its own, to ``listen_url`` if configured): a workflow
     created or released is claimed at once, and polling only finds expired
-    leases and ``run_after`` that came due (see ``docs/scaling.md``).
-    Invalid values raise ValidationError.
+    leases and ``run_after`` that came due (see ``docs/scaling.md``);
+    ``listen=False`` polls only. Invalid values raise ValidationError.
     """
 
     __slots__ = (
@@ -64,6 +64,7 @@ class Worker:
         "_definitions",
         "_iterating",
         "_lease_seconds",
+        "_listen",
         "_listener",
         "_poll_seconds",
         "_stopper",
@@ -81,6 +82,7 @@ class Worker:
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
         concurrency: int = 1,
+        listen: bool = True,
     ) -> None:
         self._db = db
         self._worker_id = check_text(worker_id, field="worker_id", max_length=MAX_ID_LENGTH)
@@ -92,6 +94,9 @@ class Worker:
         self._concurrency = concurrency
         self._active: set[WorkflowRun] = set()
         self._wakeup = Wakeup()
+        if not isinstance(listen, bool):
+            raise ValidationError("listen must be a bool")
+        self._listen = listen
         self._listener = Listener(db, self._wakeup, self._definitions, self._worker_id)
         self._stopping = False
         self._stopper: asyncio.Task[None] | None = None
@@ -132,7 +137,7 @@ class Worker:
             raise ValidationError(f"{self!r} is already handing out runs")
         self._iterating = True
         waiting: deque[WorkflowRun] = deque()
-        if not until_idle:
+        if self._listen and not until_idle:
             self._listener.start()
         try:
             while not self._stopping:
