@@ -115,7 +115,7 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
             )
             delete_seconds, delete_wal = await _timed(
                 connection,
-                f"DELETE FROM step_executions WHERE started_at < '{days[1].isoformat()}'",
+                f"DELETE FROM step_executions WHERE started_at < '{days[1].isoformat()}'",  # noqa: S608
             )
             drop_seconds, drop_wal = await _timed(
                 connection,
