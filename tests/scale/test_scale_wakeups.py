@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from datetime import timedelta
 
 import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 from tests.conftest import asyncpg_url
 from tests.factories import WorkflowFactory, claim_one, create_workflows, statements_run
 from tests.scale._support import claiming, listener_pids, terminate
@@ -158,3 +160,46 @@ async def test_the_listener_wakes_only_for_the_workers_definitions(db: Database)
     everything = Listener(db, wakeup, None, "w2")
     everything._on_notice("billing")
     assert await wakeup.wait(0.01)
+
+
+@pytest.mark.postgresql
+async def test_a_listener_that_cannot_connect_leaves_the_worker_polling(
+    pg_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    port = closed.getsockname()[1]
+    url = make_url(pg_db.config.url).set(port=port).render_as_string(hide_password=False)
+    try:
+        async with Database.from_url(pg_db.config.url, listen_url=url) as db:
+            worker = Worker(db, "w1", poll_seconds=0.1)
+            async with claiming(worker) as claims:
+                await create_workflows(db, workflow := WorkflowFactory.build())
+                run, _ = await claims.next()
+                assert run.workflow.id == workflow.id
+                assert not worker.listening
+    finally:
+        closed.close()
+    warnings = [r.getMessage() for r in caplog.records if "cannot listen" in r.getMessage()]
+    assert warnings, "the failed connects are logged"
+    assert all("ConnectionFailedError" in message for message in warnings)
+
+
+@pytest.mark.postgresql
+async def test_the_listening_connection_checks_itself_and_reports_its_loss(
+    postgres_url: str, pg_db: Database
+) -> None:
+    heard: list[str] = []
+    listening = await pg_db.config.strategy.listen(pg_db.config, heard.append)
+    assert listening is not None
+    try:
+        lost = asyncio.ensure_future(listening.wait_lost(0.05))
+        await asyncio.sleep(0.3)  # several SELECT 1 checks answered meanwhile
+        assert not lost.done()
+        await create_workflows(pg_db, WorkflowFactory.build(definition_id="heard"))
+        await terminate(postgres_url, await listener_pids(postgres_url))
+        async with asyncio.timeout(10):
+            await lost
+        assert heard == ["heard"]
+    finally:
+        await listening.close()
