@@ -37,7 +37,11 @@ async def connections_take_turns(db: Database) -> None:
                 await uow.workflows.get(WorkflowFactory.build().id)
                 await asyncio.sleep(0.002 * n)
 
-    await asyncio.gather(*(read(n) for n in range(4)))
+    # Every reader runs to its end (its unit of work closed) before a failure is raised.
+    outcomes = await asyncio.gather(*(read(n) for n in range(4)), return_exceptions=True)
+    failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    if failures:
+        raise failures[0]
 
 
 async def test_without_the_setting_asyncpg_prepared_statements_collide_behind_pgbouncer(
