@@ -37,7 +37,13 @@ pytest_plugins = ("tests.support.fixtures",)
 POSTGRES_URL_VARIABLE = "ECL_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PGBOUNCER_VARIABLE = "ECL_TEST_PGBOUNCER"
-TABLES = ("artifacts", "step_executions", "workflow_transitions", "workflows")
+TABLES = (
+    "artifacts",
+    "step_executions",
+    "workflow_transitions",
+    "workflows",
+    "concurrency_limits",
+)
 # (host, port) of a PgBouncer of the suite -> (host, port) of the server behind it.
 _BOUNCED: dict[tuple[str | None, int | None], tuple[str | None, int | None]] = {}
 

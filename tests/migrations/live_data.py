@@ -49,15 +49,25 @@ _ARTIFACTS = (
 _TRANSITIONS = ("id", "workflow_id", "from_state", "to_state", "at", "actor", "reason", "version")
 
 _QUEUE_0004 = ("run_after", "priority")
+_OPERATIONS_0005 = ("cancel_requested_at", "forked_from", "concurrency_key")
 
 _0001: Schema = {"workflows": _WORKFLOWS_0001, "step_executions": _STEPS, "artifacts": _ARTIFACTS}
 _0002: Schema = {**_0001, "workflows": _WORKFLOWS_0001 + _WORKERS_0002}
 _0003: Schema = {**_0002, "workflow_transitions": _TRANSITIONS}
+_0004: Schema = {**_0003, "workflows": _WORKFLOWS_0001 + _WORKERS_0002 + _QUEUE_0004}
+_LIMITS = ("key", "max_running", "updated_at")
 SCHEMAS: dict[str, Schema] = {
     "0001": _0001,
     "0002": _0002,
     "0003": _0003,
-    "0004": {**_0003, "workflows": _WORKFLOWS_0001 + _WORKERS_0002 + _QUEUE_0004},
+    "0004": _0004,
+    "0005": {
+        "workflows": _0004["workflows"] + _OPERATIONS_0005,
+        "step_executions": (*_STEPS, "copied_from"),
+        "artifacts": _ARTIFACTS,
+        "workflow_transitions": _TRANSITIONS,
+        "concurrency_limits": _LIMITS,
+    },
 }
 """The tables and columns of each revision, parents first (children are inserted after)."""
 
@@ -68,6 +78,10 @@ ADDED: dict[str, object] = {
     "claim_count": 0,
     "run_after": None,
     "priority": 0,
+    "cancel_requested_at": None,
+    "forked_from": None,
+    "concurrency_key": None,
+    "copied_from": None,
 }
 """The value a column added to an existing table holds in the rows that were already there."""
 
@@ -81,11 +95,15 @@ _TYPES: dict[str, Any] = {
     "started_at": UTCDateTime(),
     "lease_expires_at": UTCDateTime(),
     "run_after": UTCDateTime(),
+    "cancel_requested_at": UTCDateTime(),
+    "forked_from": Uuid(),
+    "copied_from": Uuid(),
     "at": UTCDateTime(),
     "attempt": Integer(),
     "version": Integer(),
     "claim_count": Integer(),
     "priority": Integer(),
+    "max_running": Integer(),
     "state": String(),
     "error": Text(),
 }
@@ -107,7 +125,8 @@ def _json(value: Any) -> str | None:
 
 
 def _workflow(n: int) -> dict[str, Any]:
-    states = list(WorkflowState)
+    # Cancelled exists from revision 0005 on: rows of every revision use the others.
+    states = [state for state in WorkflowState if state is not WorkflowState.CANCELLED]
     state = states[n % len(states)]
     created = T0 + timedelta(seconds=n, microseconds=n)
     finished = state.is_finished
@@ -132,6 +151,9 @@ def _workflow(n: int) -> dict[str, Any]:
         # A retry due later, and priorities on both sides of the default.
         "run_after": created + timedelta(hours=1) if state is WorkflowState.PENDING else None,
         "priority": n % 5 - 2,
+        "cancel_requested_at": None,
+        "forked_from": None,
+        "concurrency_key": f"tenant-{n % 3}" if n % 4 == 0 else None,
     }
 
 
@@ -157,6 +179,7 @@ def _steps(workflow: dict[str, Any], n: int) -> list[dict[str, Any]]:
                 "duration_ms": 250,
                 "tokens_used": 1000 * attempt if n % 3 else None,
                 "metadata": _json({}),
+                "copied_from": None,
             }
         )
     return rows
@@ -207,6 +230,9 @@ def sample_rows() -> Rows:
         rows["step_executions"].extend(_steps(workflow, n))
         rows["artifacts"].append(_artifact(workflow, n))
         rows["workflow_transitions"].extend(_transitions(workflow))
+    rows["concurrency_limits"] = [
+        {"key": f"tenant-{n}", "max_running": n, "updated_at": T0} for n in range(3)
+    ]
     return rows
 
 
@@ -236,7 +262,7 @@ async def dump(engine: AsyncEngine, schema: Schema) -> Dump:
             table: [
                 tuple(row)
                 for row in await connection.execute(
-                    text(f"SELECT {', '.join(columns)} FROM {table} ORDER BY id")
+                    text(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {columns[0]}")
                 )
             ]
             for table, columns in schema.items()

@@ -70,6 +70,14 @@ async def test_creation_and_release_notify_at_commit_and_a_rollback_does_not(
         async with db.session() as uow:
             await uow.workflows.release(claimed.id, "w1")
         assert await notices.received() == ["other"]
+
+        claimed = await claim_one(db, "w1", definition_ids=["other"])
+        async with db.session() as uow:
+            await uow.workflows.update_state(claimed.id, WorkflowState.FAILED, "boom")
+        assert await notices.received() == []
+        async with db.session() as uow:
+            await uow.workflows.retry(claimed.id)
+        assert await notices.received() == ["other"], "a retried workflow is claimable again"
     finally:
         await listening.close()
 

@@ -9,6 +9,7 @@ anyone holds decoded values: aware UTC datetimes and JSON documents.
 from ecl_persistence.orm.base import NAMING_CONVENTION, Base
 from ecl_persistence.orm.models import (
     ArtifactRecord,
+    ConcurrencyLimitRecord,
     StepExecutionRecord,
     WorkflowRecord,
     WorkflowTransitionRecord,
@@ -19,6 +20,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "ArtifactRecord",
     "Base",
+    "ConcurrencyLimitRecord",
     "JsonPayload",
     "StepExecutionRecord",
     "UTCDateTime",
