@@ -119,7 +119,7 @@ PGBOUNCER_TESTS = tuple(
     for name in (
         "workflow_repository", "step_execution_repository", "claims", "claim_order",
         "transitions", "idempotent_create", "optimistic_concurrency", "unit_of_work",
-        "recorder", "worker_runs", "worker_steps",
+        "recorder", "worker_runs", "worker_steps", "operations", "concurrency_limits",
     )
 )  # fmt: skip
 
