@@ -20,6 +20,7 @@ nox.options.sessions = [
     "typecheck",
     "tests-sqlite",
     "tests-postgres",
+    "tests-pgbouncer",
     "migrations",
     "coverage",
     "docs",
@@ -107,6 +108,32 @@ for _database, _marker in DATABASES.items():
         ensure_debian_packages(session, *DEBIAN_PACKAGES[database])
         install(session, "tests")
         _pytest(session, marker, "--ignore=tests/migrations", "tests")
+
+
+# The PostgreSQL tests that also run through a PgBouncer in transaction pooling
+# mode (ECL_TEST_PGBOUNCER=1, see tests/conftest.py and docs/testing.md): the
+# repositories, the unit of work, the recorder and the workers in one process
+# (tests/scale covers PgBouncer with workers, listeners and the failure the
+# setting prevents). Left out, to keep the session near two minutes: the rest.
+PGBOUNCER_TESTS = tuple(
+    f"tests/integration/test_{name}.py"
+    for name in (
+        "workflow_repository", "step_execution_repository", "claims", "claim_order",
+        "transitions", "idempotent_create", "optimistic_concurrency", "unit_of_work",
+        "recorder", "worker_runs", "worker_steps", "operations", "concurrency_limits",
+    )
+)  # fmt: skip
+
+
+@nox.session(name="tests-pgbouncer")
+def tests_pgbouncer(session: nox.Session) -> None:
+    """A large part of the PostgreSQL suite again, through a real PgBouncer (transaction mode)."""
+    ensure_debian_packages(session, *DEBIAN_PACKAGES["postgres"])
+    install(session, "tests")
+    session.run(
+        "coverage", "run", "-m", "pytest", "-m", "postgresql", *PGBOUNCER_TESTS, *session.posargs,
+        env={"COVERAGE_FILE": f".coverage.{session.name}", "ECL_TEST_PGBOUNCER": "1"},
+    )  # fmt: skip
 
 
 @nox.session

@@ -4,6 +4,13 @@ The PostgreSQL server comes from ``ECL_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``); the suite creates its own
 scratch databases there and drops them at the end. A server that does not
 answer fails the PostgreSQL tests loudly; it never skips them.
+
+With ``ECL_TEST_PGBOUNCER=1`` the session's scratch database (``postgres_url``,
+hence ``database_url`` and ``db``) is reached through a PgBouncer of the
+suite's own in transaction pooling mode, with ``?pgbouncer=true`` in its URL;
+the plain asyncpg connections of the tests' own helpers (:func:`asyncpg_url`)
+still go to the server directly. The ``tests-pgbouncer`` nox session runs
+that way (see ``docs/testing.md``).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
+from tests.support.pgbouncer import PgBouncer
 
 from ecl_persistence import Database
 from ecl_persistence.config import mask_url
@@ -28,6 +36,7 @@ pytest_plugins = ("tests.support.fixtures",)
 
 POSTGRES_URL_VARIABLE = "ECL_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PGBOUNCER_VARIABLE = "ECL_TEST_PGBOUNCER"
 TABLES = (
     "artifacts",
     "step_executions",
@@ -35,6 +44,8 @@ TABLES = (
     "workflows",
     "concurrency_limits",
 )
+# (host, port) of a PgBouncer of the suite -> (host, port) of the server behind it.
+_BOUNCED: dict[tuple[str | None, int | None], tuple[str | None, int | None]] = {}
 
 
 def admin_postgres_url() -> str:
@@ -42,9 +53,26 @@ def admin_postgres_url() -> str:
     return os.environ.get(POSTGRES_URL_VARIABLE) or DEFAULT_POSTGRES_URL
 
 
+def through_pgbouncer() -> bool:
+    """Whether ``ECL_TEST_PGBOUNCER`` asks for the scratch database through PgBouncer."""
+    value = os.environ.get(PGBOUNCER_VARIABLE, "").strip().lower()
+    if value not in ("", "0", "1"):
+        pytest.fail(f"{PGBOUNCER_VARIABLE} must be 0 or 1", pytrace=False)
+    return value == "1"
+
+
 def asyncpg_url(url: str) -> str:
-    """``url`` with the plain ``postgresql`` scheme, as ``asyncpg.connect`` takes it."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """``url`` with the plain ``postgresql`` scheme, as ``asyncpg.connect`` takes it.
+
+    A URL of the suite's PgBouncer becomes the URL of the server behind it:
+    the tests' own connections watch and kill sessions on the server.
+    """
+    parsed = make_url(url).set(drivername="postgresql")
+    if "pgbouncer" in parsed.query:
+        parsed = parsed.difference_update_query(["pgbouncer"])
+        host, port = _BOUNCED.get((parsed.host, parsed.port), (parsed.host, parsed.port))
+        parsed = parsed.set(host=host, port=port)
+    return parsed.render_as_string(hide_password=False)
 
 
 async def _admin_execute(statement: str) -> None:
@@ -87,7 +115,13 @@ def postgres_url() -> Iterator[str]:
             await database.migrate()
 
     asyncio.run(migrate())
-    yield url
+    if not through_pgbouncer():
+        yield url
+    else:
+        with PgBouncer(admin_postgres_url(), default_pool_size=10, max_client_conn=400) as bouncer:
+            server = make_url(url)
+            _BOUNCED[(bouncer.host, bouncer.port)] = (server.host, server.port)
+            yield bouncer.url(str(server.database), server.username or "postgres", pgbouncer="true")
     drop_postgres_database(url)
 
 

@@ -140,9 +140,32 @@ def _check_url(instance: object, attribute: object, value: object) -> None:
     normalize_url(value)
 
 
-def _check_echo(instance: object, attribute: object, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ValidationError("echo must be a bool")
+def _check_bool(name: str) -> Any:
+    def check(instance: object, attribute: object, value: object) -> None:
+        if not isinstance(value, bool):
+            raise ValidationError(f"{name} must be a bool")
+
+    return check
+
+
+def _check_optional_url(name: str) -> Any:
+    def check(instance: object, attribute: object, value: object) -> None:
+        if value is None:
+            return
+        if not isinstance(value, str | URL):
+            raise ValidationError(f"{name} must be a string or None")
+        normalize_url(value)
+
+    return check
+
+
+def _mask_optional(url: str | URL | None) -> str:
+    return "None" if url is None else mask_url(url)
+
+
+_URL_VARIABLES = (("ECL_DB_LISTEN_URL", "listen_url"), ("ECL_DB_REPLICA_URL", "replica_url"))
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
 
 
 @attrs.frozen
@@ -154,20 +177,58 @@ class DatabaseConfig:
     bounds the wait for a connection, for a connect and for a SQLite lock.
     ``max_payload_bytes`` bounds each JSON payload (input, output, metadata).
     The ``repr`` never shows the password.
+
+    Scaling out on PostgreSQL (``docs/scaling.md``): ``pgbouncer`` (or
+    ``?pgbouncer=true`` in the URL) turns off
+    what PgBouncer's transaction pooling breaks (prepared statements kept
+    across transactions, session settings); ``listen_url`` is where a
+    worker's notification listener connects (a direct connection to the
+    server, as ``LISTEN`` cannot go through transaction pooling; default:
+    ``url`` unless ``pgbouncer``); ``replica_url`` is a read replica that
+    read-only units of work use (see :meth:`Database.session
+    <ecl_persistence.Database.session>`). SQLite refuses all three with
+    ValidationError.
     """
 
     url: str = attrs.field(default=DEFAULT_URL, validator=_check_url, repr=mask_url)
     max_connections: int = attrs.field(default=5, validator=_positive_int("max_connections"))
     timeout_secs: float = attrs.field(default=3.0, validator=_check_timeout)
-    echo: bool = attrs.field(default=False, validator=_check_echo)
+    echo: bool = attrs.field(default=False, validator=_check_bool("echo"))
     max_payload_bytes: int = attrs.field(
         default=DEFAULT_MAX_PAYLOAD_BYTES, validator=_positive_int("max_payload_bytes")
     )
+    pgbouncer: bool = attrs.field(default=False, validator=_check_bool("pgbouncer"))
+    listen_url: str | None = attrs.field(
+        default=None, validator=_check_optional_url("listen_url"), repr=_mask_optional
+    )
+    replica_url: str | None = attrs.field(
+        default=None, validator=_check_optional_url("replica_url"), repr=_mask_optional
+    )
     # Parsed once: the URL is read on every engine set-up and by every unit of work.
     _async_url: URL = attrs.field(init=False, repr=False, eq=False)
+    _listen_async_url: URL | None = attrs.field(init=False, repr=False, eq=False)
+    _replica_async_url: URL | None = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_async_url", normalize_url(self.url))
+        for name in ("listen_url", "replica_url"):
+            given = getattr(self, name)
+            parsed = None if given is None else normalize_url(given)
+            object.__setattr__(self, f"_{name[:-4]}_async_url", parsed)
+        if not self.pgbouncer and self.strategy.pgbouncer_in_url(self._async_url):
+            # ``?pgbouncer=true`` in the URL is the other spelling of the field.
+            object.__setattr__(self, "pgbouncer", True)
+        self.strategy.check_scale_out(self)
+
+    @property
+    def listen_async_url(self) -> URL | None:
+        """``listen_url`` with the async driver, or None."""
+        return self._listen_async_url
+
+    @property
+    def replica_async_url(self) -> URL | None:
+        """``replica_url`` with the async driver, or None."""
+        return self._replica_async_url
 
     @property
     def async_url(self) -> URL:
@@ -193,8 +254,9 @@ class DatabaseConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DatabaseConfig:
         """Build a configuration from the environment.
 
-        Reads ``ECL_DATABASE_URL`` (else ``DATABASE_URL``), ``ECL_DB_MAX_CONNECTIONS``
-        and ``ECL_DB_TIMEOUT_SECS``.
+        Reads ``ECL_DATABASE_URL`` (else ``DATABASE_URL``), ``ECL_DB_MAX_CONNECTIONS``,
+        ``ECL_DB_TIMEOUT_SECS``, ``ECL_DB_PGBOUNCER`` (``1``/``true`` or
+        ``0``/``false``), ``ECL_DB_LISTEN_URL`` and ``ECL_DB_REPLICA_URL``.
         Unset variables keep their defaults; a value that is not valid raises
         :class:`ValidationError` naming the variable.
         """
@@ -215,6 +277,15 @@ class DatabaseConfig:
                 raise ValidationError(
                     "ECL_DB_TIMEOUT_SECS must be a positive number of seconds"
                 ) from None
+        raw_bouncer = env.get("ECL_DB_PGBOUNCER")
+        if raw_bouncer is not None:
+            flag = raw_bouncer.strip().lower()
+            if flag not in _TRUE + _FALSE:
+                raise ValidationError("ECL_DB_PGBOUNCER must be 1, true, 0 or false")
+            fields["pgbouncer"] = flag in _TRUE
+        for variable, field in _URL_VARIABLES:
+            if env.get(variable):
+                fields[field] = env[variable]
         try:
             return cls(**fields)
         except ValidationError as exc:

@@ -8,8 +8,9 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
+import attrs
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ecl_persistence.config import DatabaseConfig
 from ecl_persistence.dialects import strategy_for
@@ -35,6 +36,13 @@ def build_engine(config: DatabaseConfig) -> AsyncEngine:
     return config.strategy.create_engine(config)
 
 
+def _read_sessions(engine: AsyncEngine, config: DatabaseConfig) -> async_sessionmaker[AsyncSession]:
+    """The sessions of the read-only units of work on ``engine``."""
+    options = config.strategy.read_only_options(engine, config)
+    read_engine = engine.execution_options(**options)
+    return async_sessionmaker(read_engine, expire_on_commit=False, autoflush=False)
+
+
 class Database:
     """A configured database: hands out units of work and runs migrations.
 
@@ -52,11 +60,15 @@ class Database:
         """The configuration this database was built from."""
         self._engine = engine
         self._owns_engine = owns_engine
-        read_engine = engine.execution_options(**strategy.read_only_options(engine))
         self._sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
-        self._read_sessions = async_sessionmaker(
-            read_engine, expire_on_commit=False, autoflush=False
-        )
+        self._read_sessions = _read_sessions(engine, config)
+        # A read replica: an engine of its own, with the primary's settings.
+        self._replica_engine: AsyncEngine | None = None
+        self._replica_sessions = self._read_sessions
+        if config.replica_url is not None:
+            replica = attrs.evolve(config, url=config.replica_url, replica_url=None)
+            self._replica_engine = strategy.create_engine(replica)
+            self._replica_sessions = _read_sessions(self._replica_engine, replica)
         # An in-memory database has one connection: units of work take turns on it.
         self._memory_lock = asyncio.Lock() if strategy.is_memory(engine.url) else None
 
@@ -116,9 +128,26 @@ class Database:
         """``"sqlite"`` or ``"postgresql"``."""
         return self.config.dialect
 
-    def session(self, *, read_only: bool = False) -> UnitOfWork:
-        """Return a new unit of work; use it with ``async with``."""
-        factory = self._read_sessions if read_only else self._sessions
+    @property
+    def replica_engine(self) -> AsyncEngine | None:
+        """The engine of the read replica (``replica_url``), or None without one."""
+        return self._replica_engine
+
+    def session(self, *, read_only: bool = False, primary: bool = False) -> UnitOfWork:
+        """Return a new unit of work; use it with ``async with``.
+
+        A read-only unit reads from the read replica when the configuration
+        names one (``replica_url``), unless ``primary``: a replica lags
+        behind the primary (by milliseconds, more under load), so a read that
+        must see the caller's own latest writes asks for ``primary=True``. A
+        unit that is not read-only always works on the primary.
+        """
+        if not read_only:
+            factory = self._sessions
+        elif primary:
+            factory = self._read_sessions
+        else:
+            factory = self._replica_sessions
         return unit_of_work_class()(
             factory, self.config, read_only=read_only, lock=self._memory_lock
         )
@@ -166,6 +195,9 @@ class Database:
         if self._owns_engine:
             await self._engine.dispose()
             self.config.strategy.release(self._engine)
+        if self._replica_engine is not None:
+            await self._replica_engine.dispose()
+            self.config.strategy.release(self._replica_engine)
 
     async def __aenter__(self) -> Self:
         return self

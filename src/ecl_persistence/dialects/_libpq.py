@@ -17,6 +17,9 @@ and this package understands is mapped here; any other is refused with a
 ``target_session_attrs``     ``any``, ``read-write``, ``read-only``,
                              ``primary``, ``standby``, ``prefer-standby``
 ===========================  =================================================
+
+and one of the package's own: ``pgbouncer`` (``true``/``false``, ``1``/``0``),
+as ``DatabaseConfig(pgbouncer=...)``; it never reaches the driver.
 """
 
 from __future__ import annotations
@@ -33,7 +36,14 @@ from sqlalchemy.engine import URL
 
 from ecl_persistence.errors import ValidationError
 
-__all__ = ["LIBPQ_PARAMETERS", "ConnectArguments", "check_query", "connect_arguments"]
+__all__ = [
+    "LIBPQ_PARAMETERS",
+    "PACKAGE_PARAMETERS",
+    "ConnectArguments",
+    "check_query",
+    "connect_arguments",
+    "pgbouncer_flag",
+]
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _SESSION_ATTRS = ("any", "read-write", "read-only", "primary", "standby", "prefer-standby")
@@ -51,6 +61,9 @@ LIBPQ_PARAMETERS = (
 # Read by SQLAlchemy's asyncpg dialect itself: hosts and ports (several for a
 # multi-host URL, or a socket directory) and its statement cache.
 _DIALECT_PARAMETERS = ("host", "port", "prepared_statement_cache_size")
+# The package's own parameters, removed before the driver sees the URL.
+PACKAGE_PARAMETERS = ("pgbouncer",)
+_FLAGS = {"true": True, "1": True, "false": False, "0": False}
 _SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 # libpq's default CA file for sslmode=verify-ca and verify-full.
 _DEFAULT_ROOT = Path("~/.postgresql/root.crt")
@@ -87,13 +100,14 @@ def check_query(url: URL) -> None:
     Messages name the parameter, never its value. Files are not read here.
     """
     for name in url.query:
-        if name not in LIBPQ_PARAMETERS and name not in _DIALECT_PARAMETERS:
+        if name not in (*LIBPQ_PARAMETERS, *_DIALECT_PARAMETERS, *PACKAGE_PARAMETERS):
             raise ValidationError(
                 f"the database URL has the parameter {name[:60]!r}, which ecl-persistence does "
                 f"not understand; it understands {', '.join(LIBPQ_PARAMETERS)}"
             )
     _server_settings(url.query)
     _timeout(url.query)
+    pgbouncer_flag(url)
     mode = _single(url.query, "sslmode")
     if mode is not None and mode not in SSL_MODES:
         raise ValidationError(f"sslmode must be one of {', '.join(SSL_MODES)}")
@@ -111,12 +125,23 @@ def connect_arguments(url: URL) -> ConnectArguments:
     check_query(url)
     query = url.query
     return ConnectArguments(
-        url=url.difference_update_query(LIBPQ_PARAMETERS),
+        url=url.difference_update_query((*LIBPQ_PARAMETERS, *PACKAGE_PARAMETERS)),
         ssl=_ssl(query),
         timeout=_timeout(query),
         server_settings=_server_settings(query),
         target_session_attrs=_single(query, "target_session_attrs"),
     )
+
+
+def pgbouncer_flag(url: URL) -> bool:
+    """The URL's ``pgbouncer`` parameter: whether it names a PgBouncer (False if absent)."""
+    text = _single(url.query, "pgbouncer")
+    if text is None:
+        return False
+    flag = _FLAGS.get(text.strip().lower())
+    if flag is None:
+        raise ValidationError("the database URL's pgbouncer parameter must be true or false")
+    return flag
 
 
 def _timeout(query: Mapping[str, Any]) -> float | None:

@@ -9,22 +9,24 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
 
-from sqlalchemy import Dialect, Insert, Select
+from sqlalchemy import Dialect, Executable, Insert, Select
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.schema import Column
 from sqlalchemy.types import TypeEngine
 
+from ecl_persistence.errors import ValidationError
+
 if TYPE_CHECKING:
     from ecl_persistence.config import DatabaseConfig
     from ecl_persistence.errors import DbError
 
-__all__ = ["ENGINE_LOGGING_NAME", "AnySelect", "DialectStrategy", "LockMode"]
+__all__ = ["ENGINE_LOGGING_NAME", "AnySelect", "DialectStrategy", "Listening", "LockMode"]
 
 ENGINE_LOGGING_NAME = "ecl_persistence"
 """The ``logging_name`` of the engines the strategies build: their logger is
@@ -64,6 +66,18 @@ class LockMode:
     """``FOR UPDATE SKIP LOCKED``: for rows about to be deleted."""
 
 
+class Listening(abc.ABC):
+    """One open connection that receives the database's "claimable" notifications."""
+
+    @abc.abstractmethod
+    async def wait_lost(self, check_seconds: float) -> None:
+        """Return once the connection is lost; check that it answers every ``check_seconds``."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close the connection (nothing happens if it is closed already)."""
+
+
 class DialectStrategy(abc.ABC):
     """Everything that differs between SQLite and PostgreSQL, behind one interface."""
 
@@ -95,11 +109,45 @@ class DialectStrategy(abc.ABC):
         """Raise ValidationError for what ``url`` asks that this dialect cannot do."""
 
     @abc.abstractmethod
-    def read_only_options(self, engine: AsyncEngine) -> dict[str, Any]:
-        """Execution options of ``engine`` for the read-only units of work."""
+    def read_only_options(self, engine: AsyncEngine, config: DatabaseConfig) -> dict[str, Any]:
+        """Execution options of ``engine`` (built for ``config``) for the read-only units."""
 
     def release(self, engine: AsyncEngine) -> None:  # noqa: B027
         """After an engine built here was disposed: free what the strategy kept for it."""
+
+    def check_scale_out(self, config: DatabaseConfig) -> None:
+        """Raise ValidationError for the scale-out settings this dialect does not have.
+
+        None by default: ``pgbouncer``, ``listen_url`` and ``replica_url`` are
+        PostgreSQL's.
+        """
+        for name in ("pgbouncer", "listen_url", "replica_url"):
+            if getattr(config, name) not in (None, False):
+                raise ValidationError(f"{name} needs PostgreSQL; the {self.name} database has none")
+
+    def pgbouncer_in_url(self, url: URL) -> bool:
+        """Whether ``url`` itself asks for the PgBouncer mode (``?pgbouncer=true``)."""
+        return False
+
+    def claimable_notice(self) -> Executable | None:
+        """The statement that tells listening workers a workflow may be claimable, if any.
+
+        It takes the definition id as ``:definition_id`` and is sent in the
+        writing transaction (so only a commit delivers it). None by default:
+        the workers of this dialect poll.
+        """
+        return None
+
+    async def listen(
+        self, config: DatabaseConfig, on_notice: Callable[[str], None]
+    ) -> Listening | None:
+        """Open a connection that calls ``on_notice(definition_id)`` for each notification.
+
+        None where the dialect has no notifications (or the configuration
+        cannot receive them): the worker polls. Raises ConnectionFailedError
+        when the server cannot be reached.
+        """
+        return None
 
     def is_memory(self, url: URL) -> bool:
         """Whether ``url`` names a private in-memory database (one connection, taken in turns)."""

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Dialect, Insert, Select, event
+from sqlalchemy import Dialect, Executable, Insert, Select, event
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -27,12 +28,14 @@ from sqlalchemy.types import TypeEngine
 
 from ecl_persistence._messages import first_line, raw_first_line
 from ecl_persistence.dialects import _libpq as libpq
-from ecl_persistence.dialects.base import ENGINE_LOGGING_NAME, DialectStrategy, LockMode
+from ecl_persistence.dialects import _pg_listen
+from ecl_persistence.dialects.base import ENGINE_LOGGING_NAME, DialectStrategy, Listening, LockMode
 from ecl_persistence.errors import (
     ConflictError,
     ConnectionFailedError,
     DbError,
     SchemaNotReadyError,
+    TransactionFailedError,
     ValidationError,
 )
 
@@ -55,6 +58,7 @@ _NOT_RETRYABLE = {
     "3D000": "database does not exist",
 }
 _CONFLICT = {"40001", "40P01"}  # serialization failure, deadlock
+_READ_ONLY = "25006"  # read_only_sql_transaction: a replica, or a read-only transaction
 MIGRATION_LOCK = 0x45434C5F4D494752  # "ECL_MIGR"
 """The key of the advisory lock migrations take turns on, in each database."""
 _UNDEFINED = {"42P01": "table", "42703": "column"}  # undefined table, undefined column
@@ -111,8 +115,14 @@ class PostgresqlStrategy(DialectStrategy):
             connect_args["ssl"] = given.ssl
         if given.target_session_attrs is not None:
             connect_args["target_session_attrs"] = given.target_session_attrs
+        url = given.url
+        if config.pgbouncer:
+            connect_args |= _pgbouncer_arguments()
+            # SQLAlchemy's own cache of prepared statements, per connection:
+            # under transaction pooling a statement lives on one server only.
+            url = url.update_query_dict({"prepared_statement_cache_size": "0"})
         engine = create_async_engine(
-            given.url,
+            url,
             echo=config.echo,
             hide_parameters=True,
             logging_name=ENGINE_LOGGING_NAME,
@@ -136,6 +146,50 @@ class PostgresqlStrategy(DialectStrategy):
         """Refuse a query parameter that is neither libpq's (``sslmode``, ...) nor the dialect's."""
         libpq.check_query(url)
 
+    def check_scale_out(self, config: DatabaseConfig) -> None:
+        """``listen_url``, ``replica_url``: PostgreSQL URLs; behind PgBouncer, no ``options``.
+
+        Behind PgBouncer the session settings of ``options`` (startup
+        parameters) would not follow the transactions to the server
+        connections they run on: refused rather than lost.
+        """
+        urls = (("listen_url", config.listen_async_url), ("replica_url", config.replica_async_url))
+        for name, url in urls:
+            if url is not None and url.get_backend_name() != self.name:
+                raise ValidationError(f"{name} must be a PostgreSQL URL like url")
+        if config.pgbouncer:
+            for url in (config.async_url, config.replica_async_url):
+                if url is not None and "options" in url.query:
+                    raise ValidationError(
+                        "pgbouncer=True: the URL's options parameter sets session state that "
+                        "transaction pooling loses; set those settings on the server or role"
+                    )
+
+    def pgbouncer_in_url(self, url: URL) -> bool:
+        """Whether the URL says ``?pgbouncer=true``."""
+        return libpq.pgbouncer_flag(url)
+
+    def claimable_notice(self) -> Executable:
+        """``SELECT pg_notify('ecl_claimable', :definition_id)``, delivered at commit."""
+        return _pg_listen.NOTICE
+
+    async def listen(
+        self, config: DatabaseConfig, on_notice: Callable[[str], None]
+    ) -> Listening | None:
+        """``LISTEN`` on a connection of its own to ``listen_url`` (default: ``url``).
+
+        None behind PgBouncer without a ``listen_url``: a ``LISTEN`` through
+        transaction pooling would receive nothing.
+        """
+        url = config.listen_async_url
+        if url is None:
+            if config.pgbouncer:
+                return None
+            url = config.async_url
+        return await _pg_listen.open_listening(
+            url, config, on_notice, f"{APPLICATION_NAME} listener"
+        )
+
     def adopt_engine(self, engine: AsyncEngine, config: DatabaseConfig) -> None:
         """Nothing to install: refuse a driver other than asyncpg."""
         if engine.dialect.driver != self.driver:
@@ -144,8 +198,16 @@ class PostgresqlStrategy(DialectStrategy):
                 f"not postgresql+{engine.dialect.driver}"
             )
 
-    def read_only_options(self, engine: AsyncEngine) -> dict[str, Any]:
-        """Reads in autocommit: no BEGIN/COMMIT round trips around them."""
+    def read_only_options(self, engine: AsyncEngine, config: DatabaseConfig) -> dict[str, Any]:
+        """Reads in autocommit: no BEGIN/COMMIT round trips around them.
+
+        Behind PgBouncer, in a ``BEGIN READ ONLY`` transaction instead:
+        SQLAlchemy prepares a statement and then runs it, two exchanges that
+        transaction pooling may hand to two server connections unless one
+        transaction holds them together.
+        """
+        if config.pgbouncer:
+            return {"postgresql_readonly": True}
         return {"isolation_level": "AUTOCOMMIT"}
 
     def insert_ignoring_conflicts(
@@ -192,6 +254,11 @@ class PostgresqlStrategy(DialectStrategy):
             return ConnectionFailedError(f"{action}: the database connection was lost")
         if state in _CONFLICT:
             return ConflictError(f"{action}: {first_line(driver_error)}; retry the unit of work")
+        if state == _READ_ONLY:
+            return TransactionFailedError(
+                f"{action}: the server refuses writes here (a read replica, or a read-only "
+                "transaction); write in a unit of work that is not read-only"
+            )
         if state in _UNDEFINED:
             return _missing(
                 action, _UNDEFINED[state], _UNDEFINED_NAME.match(raw_first_line(driver_error))
@@ -216,6 +283,19 @@ class PostgresqlStrategy(DialectStrategy):
         migration that waited finds the schema at its target and does nothing.
         """
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+
+
+def _pgbouncer_arguments() -> dict[str, Any]:
+    """Asyncpg's arguments for transaction pooling: no statement outlives its transaction.
+
+    No statement cache, and a unique name for each statement SQLAlchemy
+    prepares: the next transaction may run on another server connection,
+    where a name reused would collide or be missing.
+    """
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_name_func": lambda: f"__ecl_{uuid.uuid4().hex}__",
+    }
 
 
 def _missing(action: str, kind: str, named: re.Match[str] | None) -> SchemaNotReadyError:

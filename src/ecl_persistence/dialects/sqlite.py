@@ -262,7 +262,7 @@ class SqliteStrategy(DialectStrategy):
 
         event.listen(engine.sync_engine, "begin", _begin_immediately)
 
-    def read_only_options(self, engine: AsyncEngine) -> dict[str, Any]:
+    def read_only_options(self, engine: AsyncEngine, config: DatabaseConfig) -> dict[str, Any]:
         """Read-only units send no BEGIN: each statement reads in autocommit."""
         if isinstance(engine.dialect, OneTripDialect):
             return {"isolation_level": "AUTOCOMMIT"}

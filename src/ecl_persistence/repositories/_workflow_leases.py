@@ -30,6 +30,7 @@ from ecl_persistence.repositories import _concurrency, _leases, transitions
 from ecl_persistence.repositories import _workflow_sql as sql
 from ecl_persistence.repositories._checks import check_aware, check_id, check_limit
 from ecl_persistence.repositories._values import id_value, state_value
+from ecl_persistence.repositories._wakeups import announce_claimable
 from ecl_persistence.repositories._workflow_base import (
     ENTITY,
     TABLE_NAME,
@@ -251,6 +252,8 @@ class WorkflowLeases(WorkflowRepositoryBase):
         # Only a running workflow holds a lease (a CHECK constraint says so).
         released = WorkflowTransition.of(workflow, WorkflowState.RUNNING, actor=worker, reason=why)
         await transitions.record(self._uow, [released], action)
+        if due is None or due <= params["now"]:
+            await announce_claimable(self._uow, workflow.definition_id, action)
         return workflow
 
     async def list_stale(

@@ -47,6 +47,7 @@ from ecl_persistence.repositories import _concurrency, transitions
 from ecl_persistence.repositories import _workflow_sql as sql
 from ecl_persistence.repositories._checks import check_id, check_payloads
 from ecl_persistence.repositories._values import state_value
+from ecl_persistence.repositories._wakeups import announce_claimable
 from ecl_persistence.repositories._workflow_base import (
     ENTITY,
     TABLE_NAME,
@@ -165,8 +166,12 @@ class WorkflowOperations(WorkflowRepositoryBase):
         """
         id = WorkflowId(check_id(id, "workflow id"))
         actor, reason = check_actor(actor), check_reason(reason)
-        # Claimable from here on: issue 18's wake-up (NOTIFY) goes after this move.
-        return await self._update_state(id, WorkflowState.PENDING, None, actor, reason or "retry")
+        retried = await self._update_state(
+            id, WorkflowState.PENDING, None, actor, reason or "retry"
+        )
+        # Claimable from here on: listening workers hear it at the commit.
+        await announce_claimable(self._uow, retried.definition_id, f"retry workflow {id}")
+        return retried
 
     async def fork(
         self,
@@ -220,8 +225,9 @@ class WorkflowOperations(WorkflowRepositoryBase):
             forked_from=original.id,
         )
         check_payloads(self._uow, fork.input, fork.output, fork.metadata)
-        # The fork is claimable once this commits (issue 18's wake-up goes here too).
+        # The fork is claimable once this commits: listening workers hear it then.
         await self._uow.execute(sql.INSERT, workflow_values(fork), action=action)
+        await announce_claimable(self._uow, fork.definition_id, action)
         why = f"forked from workflow {id} at step {step}"
         await transitions.record(
             self._uow, [WorkflowTransition.of(fork, None, actor=actor, reason=why)], action

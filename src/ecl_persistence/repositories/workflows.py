@@ -40,6 +40,7 @@ from ecl_persistence.repositories import _workflow_sql as sql
 from ecl_persistence.repositories import transitions
 from ecl_persistence.repositories._checks import check_id, check_payloads
 from ecl_persistence.repositories._values import same_json
+from ecl_persistence.repositories._wakeups import announce_claimable
 from ecl_persistence.repositories._workflow_base import (
     ENTITY,
     as_state,
@@ -112,12 +113,12 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings, WorkflowOperations):
         values = workflow_values(workflow)
         if workflow.idempotency_key is None:
             await self._uow.execute(sql.INSERT, values, action=action)
-            await transitions.record(self._uow, [created], action)
+            await self._created(workflow, created, action)
             return workflow, True
         keyed = sql.insert_keyed(self._uow.strategy)
         inserted = await self._uow.execute(keyed, values, action=action)
         if inserted.first() is not None:
-            await transitions.record(self._uow, [created], action)
+            await self._created(workflow, created, action)
             return workflow, True
         params = {"definition_id": workflow.definition_id, "key": workflow.idempotency_key}
         existing = one_workflow(await self._uow.execute(sql.GET_BY_KEY, params, action=action))
@@ -132,6 +133,11 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings, WorkflowOperations):
                 retryable=False,
             )
         return existing, False
+
+    async def _created(self, workflow: Workflow, created: WorkflowTransition, action: str) -> None:
+        await transitions.record(self._uow, [created], action)
+        if workflow.state is WorkflowState.PENDING:
+            await announce_claimable(self._uow, workflow.definition_id, action)
 
     async def get(self, id: WorkflowId | str) -> Workflow | None:
         """The workflow with this id (a UUID or its text), or ``None``."""

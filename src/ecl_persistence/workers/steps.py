@@ -160,7 +160,8 @@ class Steps:
         count = 0
         if step in self._point.to_retry:
             workflow_id = self._point.workflow.id
-            async with self._db.session(read_only=True) as uow:
+            # The run's own history: from the primary, never a lagging replica.
+            async with self._db.session(read_only=True, primary=True) as uow:
                 attempts = await uow.step_executions.get_for_step(workflow_id, step)
                 since = _retried_at(await uow.workflows.history(workflow_id))
             count = sum(

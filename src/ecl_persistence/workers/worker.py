@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ecl_persistence.domain import MAX_ID_LENGTH, ResumePoint, Workflow, WorkflowId, check_text
 from ecl_persistence.errors import DbError, ValidationError
 from ecl_persistence.workers.run import RunContext, WorkflowRun
-from ecl_persistence.workers.wakeup import Wakeup
+from ecl_persistence.workers.wakeup import Listener, Wakeup
 
 if TYPE_CHECKING:
     from ecl_persistence.database import Database
@@ -49,8 +49,12 @@ class Worker:
     Each claim holds its workflow for ``lease_seconds``, renewed every third
     of that by the run's heartbeat. At most ``concurrency`` runs are held at
     a time; with nothing to claim the worker asks again every
-    ``poll_seconds``, or as soon as one of its own runs ends. Invalid values
-    raise ValidationError.
+    ``poll_seconds``, or as soon as one of its own runs ends. On PostgreSQL
+    it also listens for notifications while it hands out runs (one
+    connection of its own, to ``listen_url`` if configured): a workflow
+    created or released is claimed at once, and polling only finds expired
+    leases and ``run_after`` that came due (see ``docs/scaling.md``);
+    ``listen=False`` polls only. Invalid values raise ValidationError.
     """
 
     __slots__ = (
@@ -60,6 +64,8 @@ class Worker:
         "_definitions",
         "_iterating",
         "_lease_seconds",
+        "_listen",
+        "_listener",
         "_poll_seconds",
         "_stopper",
         "_stopping",
@@ -76,6 +82,7 @@ class Worker:
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
         concurrency: int = 1,
+        listen: bool = True,
     ) -> None:
         self._db = db
         self._worker_id = check_text(worker_id, field="worker_id", max_length=MAX_ID_LENGTH)
@@ -87,6 +94,10 @@ class Worker:
         self._concurrency = concurrency
         self._active: set[WorkflowRun] = set()
         self._wakeup = Wakeup()
+        if not isinstance(listen, bool):
+            raise ValidationError("listen must be a bool")
+        self._listen = listen
+        self._listener = Listener(db, self._wakeup, self._definitions, self._worker_id)
         self._stopping = False
         self._stopper: asyncio.Task[None] | None = None
         self._iterating = False
@@ -98,6 +109,11 @@ class Worker:
     def worker_id(self) -> str:
         """The name this worker claims under."""
         return self._worker_id
+
+    @property
+    def listening(self) -> bool:
+        """Whether the worker's notification listener has its connection open now."""
+        return self._listener.listening
 
     @property
     def stopping(self) -> bool:
@@ -121,6 +137,8 @@ class Worker:
             raise ValidationError(f"{self!r} is already handing out runs")
         self._iterating = True
         waiting: deque[WorkflowRun] = deque()
+        if self._listen and not until_idle:
+            self._listener.start()
         try:
             while not self._stopping:
                 free = self._concurrency - len(self._active)
@@ -143,6 +161,7 @@ class Worker:
                     yield waiting.popleft()
         finally:
             self._iterating = False
+            await self._listener.stop()
             for run in waiting:
                 await run._give_back("the worker stopped before running it")
             if self._stopper is not None and self._stopper is not asyncio.current_task():
