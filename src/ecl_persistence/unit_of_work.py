@@ -31,6 +31,7 @@ from ecl_persistence.repositories import (
 if TYPE_CHECKING:
     from ecl_persistence.config import DatabaseConfig
     from ecl_persistence.dialects import DialectStrategy
+    from ecl_persistence.domain import PriceBook
 
 __all__ = ["UnitOfWork"]
 
@@ -63,6 +64,7 @@ class UnitOfWork:
         "_failed",
         "_lock",
         "_max_payload_bytes",
+        "_price_book",
         "_session",
         "_strategy",
         "artifacts",
@@ -78,8 +80,10 @@ class UnitOfWork:
         *,
         read_only: bool = False,
         lock: asyncio.Lock | None = None,
+        price_book: PriceBook | None = None,
     ) -> None:
         self._factory = factory
+        self._price_book = price_book
         self._strategy = config.strategy
         self._max_payload_bytes = config.max_payload_bytes
         self._lock = lock
@@ -171,6 +175,11 @@ class UnitOfWork:
     def max_payload_bytes(self) -> int:
         """The size limit of one JSON payload, from the database's configuration."""
         return self._max_payload_bytes
+
+    @property
+    def price_book(self) -> PriceBook | None:
+        """The database's prices, which fill in the cost of an attempt recorded without one."""
+        return self._price_book
 
     @property
     def dialect(self) -> str:

@@ -139,6 +139,18 @@ class DialectStrategy(abc.ABC):
         """The column type JSON documents are stored in."""
 
     @abc.abstractmethod
+    def money_type(self, dialect: Dialect) -> TypeEngine[Any]:
+        """The column type an amount of money (six decimal places) is stored in, exactly."""
+
+    @abc.abstractmethod
+    def money_processors(self) -> tuple[Any, Any]:
+        """(bind, result) processors of an amount: a ``Decimal`` in, a ``Decimal`` out."""
+
+    @abc.abstractmethod
+    def utc_day(self, column: Any) -> Any:
+        """The UTC day of the timestamp ``column``, as ``YYYY-MM-DD`` text (SQL)."""
+
+    @abc.abstractmethod
     def json_as_text(self, column_sql: str) -> str:
         """The SQL that reads the JSON column ``column_sql`` as text."""
 

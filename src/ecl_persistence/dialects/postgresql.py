@@ -16,9 +16,10 @@ import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Dialect, Insert, Select, event
+from sqlalchemy import Dialect, Insert, Numeric, Select, event, func
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -169,6 +170,18 @@ class PostgresqlStrategy(DialectStrategy):
         """``jsonb``."""
         return dialect.type_descriptor(postgresql_dialect.JSONB(none_as_null=True))
 
+    def money_type(self, dialect: Dialect) -> TypeEngine[Any]:
+        """``numeric(20, 6)``: exact, and summed exactly."""
+        return dialect.type_descriptor(Numeric(20, 6, asdecimal=True))
+
+    def money_processors(self) -> tuple[Any, Any]:
+        """The driver binds and reads ``Decimal`` itself; a sum read back at six places."""
+        return None, _money_result
+
+    def utc_day(self, column: Any) -> Any:
+        """``to_char`` of the timestamp at UTC."""
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+
     def json_as_text(self, column_sql: str) -> str:
         """``CAST(... AS TEXT)``: the document's text, whatever the engine's deserializer."""
         return f"CAST({column_sql} AS TEXT)"
@@ -263,3 +276,10 @@ def _name_the_server_in_connect_errors(
                 f"cannot reach the PostgreSQL server at {server}: {reason}; "
                 "check the host and port of the database URL and that the server is running"
             ) from error
+
+
+_SIX_PLACES = Decimal("0.000001")
+
+
+def _money_result(value: Decimal | None) -> Decimal | None:
+    return None if value is None else value.quantize(_SIX_PLACES)

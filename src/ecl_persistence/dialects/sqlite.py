@@ -18,10 +18,11 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Dialect, Insert, Select, Text, event
+from sqlalchemy import BigInteger, Dialect, Insert, Select, Text, event, func
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -305,6 +306,18 @@ class SqliteStrategy(DialectStrategy):
         """TEXT, not SQLite's JSON type name, whose numeric affinity would store ``5`` as 5."""
         return dialect.type_descriptor(Text())
 
+    def money_type(self, dialect: Dialect) -> TypeEngine[Any]:
+        """A 64-bit count of millionths: SQLite's NUMERIC would keep a float, and sum floats."""
+        return dialect.type_descriptor(BigInteger())
+
+    def money_processors(self) -> tuple[Any, Any]:
+        """A Decimal bound as its count of millionths; a count (or a sum of them) read back."""
+        return _money_to_micros, _money_from_micros
+
+    def utc_day(self, column: Any) -> Any:
+        """The first ten characters of the stored UTC text: ``YYYY-MM-DD``."""
+        return func.substr(column, 1, 10)
+
     def json_as_text(self, column_sql: str) -> str:
         """The column itself: it is TEXT already."""
         return column_sql
@@ -353,3 +366,19 @@ def _pragma(dbapi_connection: Any, statement: str) -> None:
         cursor.execute(statement)
     finally:
         cursor.close()
+
+
+_MICROS = Decimal(1_000_000)
+
+
+def _money_to_micros(value: Decimal | None) -> int | None:
+    return None if value is None else int(value * _MICROS)
+
+
+def _money_from_micros(value: object) -> Decimal | None:
+    if value is None:
+        return None
+    if type(value) is not int:
+        # Not a count of millionths (a hand-made UPDATE): the mapper names the row.
+        return value  # type: ignore[return-value]
+    return (Decimal(value) / _MICROS).quantize(Decimal("0.000001"))

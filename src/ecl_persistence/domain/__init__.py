@@ -45,9 +45,27 @@ from ecl_persistence.domain.payload import (
 )
 from ecl_persistence.domain.resume import ResumePoint
 from ecl_persistence.domain.states import WORKFLOW_TRANSITIONS, StepExecutionState, WorkflowState
+from ecl_persistence.domain.usage import (
+    COST_PLACES,
+    MAX_COST,
+    Price,
+    PriceBook,
+    TokenUsage,
+    UsageRow,
+    check_cost,
+    check_model,
+)
 from ecl_persistence.domain.transitions import WorkflowTransition, check_actor, check_reason
 
 __all__ = [
+    "COST_PLACES",
+    "MAX_COST",
+    "Price",
+    "PriceBook",
+    "TokenUsage",
+    "UsageRow",
+    "check_cost",
+    "check_model",
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "MAX_ARTIFACT_PATH_LENGTH",
     "MAX_ATTEMPT",

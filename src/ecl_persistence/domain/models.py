@@ -25,11 +25,13 @@ from ecl_persistence.domain.ids import (
 from ecl_persistence.domain.leases import Lease
 from ecl_persistence.domain.payload import MISSING, JsonValue, Missing, check_text
 from ecl_persistence.domain.states import StepExecutionState, WorkflowState
+from ecl_persistence.domain.usage import TokenUsage, check_cost, check_model
 from ecl_persistence.errors import ValidationError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
+    from decimal import Decimal
 
 __all__ = [
     "MAX_ATTEMPT",
@@ -92,6 +94,23 @@ def _error(value: str | None) -> str | None:
     if value is None:
         return None
     return check_text(value, field="error", max_length=MAX_ERROR_LENGTH, allow_empty=True)
+
+
+def _usage(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, TokenUsage):
+        raise ValidationError(f"usage must be a TokenUsage, not {type(value).__name__}")
+
+
+def _model(value: str | None) -> str | None:
+    return check_model(value)
+
+
+def _cost(value: Decimal | None) -> Decimal | None:
+    return check_cost(value)
+
+
+def _total_cost(value: Decimal | None) -> Decimal | None:
+    return check_cost(value, "total_cost", maximum=None)
 
 
 def _workflow_state(value: WorkflowState | str) -> WorkflowState:
@@ -264,6 +283,11 @@ class StepExecution:
     payloads pass :func:`~ecl_persistence.domain.check_json`, and every
     datetime is aware and in UTC. ``output`` is ``MISSING`` until the step
     produces one. Build new executions with :meth:`start`.
+
+    ``usage`` is what the attempt's LLM calls used (a :class:`TokenUsage`),
+    ``model`` the model they ran on and ``cost`` what they cost (a
+    non-negative ``Decimal`` with at most six decimal places); each None when
+    not recorded. With a usage, ``tokens_used`` is its total.
     """
 
     id: StepExecutionId = attrs.field(
@@ -291,6 +315,13 @@ class StepExecution:
     metadata: dict[str, JsonValue] = attrs.field(
         validator=_fields.json_object, repr=_fields.redacted
     )
+    usage: TokenUsage | None = attrs.field(default=None, validator=_usage)
+    model: str | None = attrs.field(default=None, converter=_model)
+    cost: Decimal | None = attrs.field(default=None, converter=_cost)
+
+    def __attrs_post_init__(self) -> None:
+        if self.usage is not None:
+            _SET(self, "tokens_used", self.usage.total)
 
     @classmethod
     def start(
@@ -337,6 +368,9 @@ class StepExecution:
         duration_ms: int | None,
         tokens_used: int | None,
         metadata: dict[str, JsonValue],
+        usage: TokenUsage | None = None,
+        model: str | None = None,
+        cost: Decimal | None = None,
     ) -> StepExecution:
         """Rebuild a stored step execution without running the validators again.
 
@@ -357,6 +391,9 @@ class StepExecution:
         _SET(self, "duration_ms", duration_ms)
         _SET(self, "tokens_used", tokens_used)
         _SET(self, "metadata", metadata)
+        _SET(self, "usage", usage)
+        _SET(self, "model", model)
+        _SET(self, "cost", cost)
         return self
 
 
@@ -365,6 +402,7 @@ class ExecutionStats:
     """Totals over the step executions of a workflow.
 
     Instances are frozen and every count is a non-negative 64-bit integer.
+    ``total_cost`` is the sum of the attempts' costs, None when none has one.
     """
 
     total_executions: int = attrs.field(validator=_fields.integer(minimum=0))
@@ -372,6 +410,7 @@ class ExecutionStats:
     failed_count: int = attrs.field(validator=_fields.integer(minimum=0))
     total_duration_ms: int = attrs.field(validator=_fields.integer(minimum=0))
     total_tokens: int = attrs.field(validator=_fields.integer(minimum=0))
+    total_cost: Decimal | None = attrs.field(default=None, converter=_total_cost)
 
     @classmethod
     def empty(cls) -> ExecutionStats:

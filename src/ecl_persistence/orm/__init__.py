@@ -13,13 +13,14 @@ from ecl_persistence.orm.models import (
     WorkflowRecord,
     WorkflowTransitionRecord,
 )
-from ecl_persistence.orm.types import JsonPayload, Undecodable, UTCDateTime
+from ecl_persistence.orm.types import JsonPayload, Money, Undecodable, UTCDateTime
 
 __all__ = [
     "NAMING_CONVENTION",
     "ArtifactRecord",
     "Base",
     "JsonPayload",
+    "Money",
     "StepExecutionRecord",
     "UTCDateTime",
     "Undecodable",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -21,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, object_session, relationship
 
 from ecl_persistence.orm.base import Base
-from ecl_persistence.orm.types import JsonPayload, Undecodable, UTCDateTime, Uuid
+from ecl_persistence.orm.types import JsonPayload, Money, Undecodable, UTCDateTime, Uuid
 
 __all__ = [
     "ArtifactRecord",
@@ -126,6 +127,15 @@ Index(
 )
 
 
+USAGE_CHECK = (
+    "(input_tokens IS NULL AND output_tokens IS NULL AND cached_tokens IS NULL "
+    "AND reasoning_tokens IS NULL) OR (input_tokens IS NOT NULL AND output_tokens IS NOT NULL "
+    "AND cached_tokens IS NOT NULL AND reasoning_tokens IS NOT NULL AND input_tokens >= 0 "
+    "AND output_tokens >= 0 AND cached_tokens >= 0 AND reasoning_tokens >= 0)"
+)
+"""The four token counts of an attempt's usage: all set (and non-negative) or none."""
+
+
 class StepExecutionRecord(Base):
     """A row of ``step_executions``: one attempt of one step of a workflow."""
 
@@ -146,6 +156,13 @@ class StepExecutionRecord(Base):
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)
     tokens_used: Mapped[int | None] = mapped_column(BigInteger)
     metadata_: Mapped[Any] = mapped_column("metadata", JsonPayload, nullable=False)
+    # The usage: all four counts or none (an attempt that recorded no usage).
+    input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cached_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    model: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    cost: Mapped[Decimal | None] = mapped_column(Money)
 
     workflow: Mapped[WorkflowRecord] = relationship(back_populates="step_executions", lazy="raise")
 
@@ -154,9 +171,13 @@ class StepExecutionRecord(Base):
         CheckConstraint("attempt >= 1", name="attempt_positive"),
         CheckConstraint("duration_ms >= 0", name="duration_ms_non_negative"),
         CheckConstraint("tokens_used >= 0", name="tokens_used_non_negative"),
+        CheckConstraint(USAGE_CHECK, name="usage"),
+        CheckConstraint("cost >= 0", name="cost_non_negative"),
         # Leads with workflow_id, so it is also the foreign key's index.
         UniqueConstraint("workflow_id", "step_id", "attempt"),
         Index("ix_step_executions_workflow_id_started_at", "workflow_id", "started_at"),
+        # The ledger's since/until range.
+        Index("ix_step_executions_started_at", "started_at"),
     )
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, DateTime, Dialect
+from sqlalchemy import JSON, ColumnElement, DateTime, Dialect, Numeric
 from sqlalchemy import Uuid as SqlUuid
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -24,7 +25,7 @@ from ecl_persistence.dialects import strategy_for
 from ecl_persistence.domain import MISSING, JsonValue, Missing, encode_json, load_json
 from ecl_persistence.errors import SerializationError, StoredValueError
 
-__all__ = ["JsonPayload", "JsonText", "UTCDateTime", "Undecodable", "Uuid"]
+__all__ = ["JsonPayload", "JsonText", "Money", "UTCDateTime", "Undecodable", "Uuid"]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -47,6 +48,32 @@ class UTCDateTime(TypeDecorator[datetime]):
     def result_processor(self, dialect: Dialect, coltype: object) -> Any:
         """Read timestamps back as aware UTC datetimes, in one step per value."""
         _bind, result = strategy_for(dialect).datetime_processors()
+        return result
+
+
+class Money(TypeDecorator[Decimal]):
+    """An exact amount with six decimal places: ``numeric(20, 6)`` on PostgreSQL.
+
+    On SQLite, whose NUMERIC keeps floats (and sums them as floats), a 64-bit
+    count of millionths; either way a ``Decimal`` is bound and read back,
+    and ``SUM`` over the column is exact.
+    """
+
+    impl = Numeric(20, 6, asdecimal=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        """Use the dialect's exact storage (see the class)."""
+        return strategy_for(dialect).money_type(dialect)
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        """Bind as the dialect stores amounts."""
+        bind, _result = strategy_for(dialect).money_processors()
+        return bind
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        """Read a stored amount (or a sum of them) back as a ``Decimal``."""
+        _bind, result = strategy_for(dialect).money_processors()
         return result
 
 

@@ -17,6 +17,7 @@ import functools
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import attrs
@@ -205,7 +206,7 @@ def workflow_from_values(values: tuple[Any, ...], *, table: str, id: object) -> 
 def step_execution_from_values(values: tuple[Any, ...], *, table: str, id: object) -> StepExecution:
     """Build a :class:`StepExecution` from a row whose state and JSON columns are decoded."""
     (id_, workflow_id, step_id, attempt, _state, _input, _output, error, started_at, completed_at,
-     duration_ms, tokens_used, metadata) = values  # fmt: skip
+     duration_ms, tokens_used, metadata, _usage, model, cost) = values  # fmt: skip
     if (
         isinstance(id_, uuid.UUID)
         and isinstance(workflow_id, uuid.UUID)
@@ -217,6 +218,8 @@ def step_execution_from_values(values: tuple[Any, ...], *, table: str, id: objec
         and _optional_count(duration_ms)
         and _optional_count(tokens_used)
         and type(metadata) is dict
+        and (model is None or _text(model, MAX_ID_LENGTH))
+        and (cost is None or type(cost) is Decimal)
     ):
         return StepExecution._from_row(*values)
     return build(

@@ -27,6 +27,7 @@ from ecl_persistence.domain import (
     Artifact,
     StepExecution,
     StepExecutionState,
+    TokenUsage,
     Workflow,
     WorkflowState,
     WorkflowTransition,
@@ -59,6 +60,7 @@ __all__ = [
     "transition_from_record",
     "transition_from_row",
     "transition_values",
+    "usage_values",
     "workflow_from_record",
     "workflow_from_row",
     "workflow_values",
@@ -178,7 +180,8 @@ _STEPS = "step_executions"
 def step_execution_from_row(row: Sequence[Any]) -> StepExecution:
     """Build a :class:`StepExecution` from a ``step_executions`` row (table order)."""
     (id, workflow_id, step_id, attempt, state, input, output, error, started_at, completed_at,
-     duration_ms, tokens_used, metadata) = row  # fmt: skip
+     duration_ms, tokens_used, metadata, input_tokens, output_tokens, cached_tokens,
+     reasoning_tokens, model, cost) = row  # fmt: skip
     values = (
         id,
         workflow_id,
@@ -193,8 +196,18 @@ def step_execution_from_row(row: Sequence[Any]) -> StepExecution:
         duration_ms,
         tokens_used,
         json_value(metadata, table=_STEPS, column="metadata", id=id),
+        _usage_of(id, input_tokens, output_tokens, cached_tokens, reasoning_tokens),
+        model,
+        cost,
     )
     return step_execution_from_values(values, table=_STEPS, id=id)
+
+
+def _usage_of(id: object, *counts: object) -> TokenUsage | None:
+    """The stored usage of an attempt: None when its four counts are NULL."""
+    if all(count is None for count in counts):
+        return None
+    return build(lambda: TokenUsage(*counts), table=_STEPS, id=id)  # type: ignore[arg-type]
 
 
 def step_execution_from_record(record: StepExecutionRecord) -> StepExecution:
@@ -218,7 +231,25 @@ def step_execution_values(execution: StepExecution) -> dict[str, Any]:
         "duration_ms": execution.duration_ms,
         "tokens_used": execution.tokens_used,
         "metadata_": execution.metadata,
+        **usage_values(execution.usage),
+        "model": execution.model,
+        "cost": execution.cost,
     }
+
+
+def usage_values(usage: TokenUsage | None) -> dict[str, int | None]:
+    """The four token count columns of ``usage`` (all None without one)."""
+    if usage is None:
+        return dict.fromkeys(_USAGE_KEYS)
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+    }
+
+
+_USAGE_KEYS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 
 
 # --- artifacts -------------------------------------------------------------------------
