@@ -31,7 +31,7 @@ __all__ = [
 
 #: The decimal places of a stored cost: a millionth of the currency unit.
 COST_PLACES = 6
-#: The largest cost of one attempt (exclusive): what a 64-bit count of millionths holds, rounded down.
+#: The bound (exclusive) of the cost of one attempt: 10**12, below 2**63 millionths.
 MAX_COST = Decimal(10**12)
 _QUANTUM = Decimal(1).scaleb(-COST_PLACES)
 _MTOK = Decimal(1_000_000)
@@ -68,7 +68,7 @@ def check_model(value: object) -> str | None:
     """``value`` as a model name: None, or text of 1 to 255 characters without NUL."""
     if value is None:
         return None
-    return check_text(value, field="model", max_length=MAX_ID_LENGTH)  # type: ignore[arg-type]
+    return check_text(value, field="model", max_length=MAX_ID_LENGTH)
 
 
 def _total(instance: TokenUsage, attribute: attrs.Attribute[Any], value: int) -> None:
@@ -91,9 +91,7 @@ class TokenUsage:
     input_tokens: int = attrs.field(default=0, validator=_fields.integer(minimum=0))
     output_tokens: int = attrs.field(default=0, validator=_fields.integer(minimum=0))
     cached_tokens: int = attrs.field(default=0, validator=_fields.integer(minimum=0))
-    reasoning_tokens: int = attrs.field(
-        default=0, validator=[_fields.integer(minimum=0), _total]
-    )
+    reasoning_tokens: int = attrs.field(default=0, validator=[_fields.integer(minimum=0), _total])
 
     @property
     def total(self) -> int:
