@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -33,6 +34,7 @@ from ecl_persistence.domain import (
 __all__ = [
     "details_document",
     "echo_json",
+    "money",
     "ms_between",
     "page_document",
     "payload_size",
@@ -143,6 +145,9 @@ def _execution_document(execution: StepExecution, *, payloads: bool) -> dict[str
         "completed_at": _iso(execution.completed_at),
         "duration_ms": execution.duration_ms,
         "tokens_used": execution.tokens_used,
+        "usage": None if execution.usage is None else attrs.asdict(execution.usage),
+        "model": execution.model,
+        "cost": money(execution.cost),
     }
     _payloads(
         document,
@@ -175,8 +180,15 @@ def _transition_document(transition: WorkflowTransition) -> dict[str, Any]:
     }
 
 
-def _stats_document(stats: ExecutionStats) -> dict[str, int]:
-    return attrs.asdict(stats)
+def money(amount: Decimal | None) -> str | None:
+    """An amount as JSON: its exact decimal text (a JSON number would be a float), or null."""
+    return None if amount is None else str(amount)
+
+
+def _stats_document(stats: ExecutionStats) -> dict[str, int | str | None]:
+    document: dict[str, int | str | None] = attrs.asdict(stats)
+    document["total_cost"] = money(stats.total_cost)
+    return document
 
 
 def details_document(details: WorkflowAggregate, *, payloads: bool = False) -> dict[str, Any]:

@@ -9,7 +9,7 @@ be stored as JSON; never a bare ``TypeError`` or ``ValueError``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -25,6 +25,7 @@ from ecl_persistence.domain.ids import (
 from ecl_persistence.domain.leases import Lease
 from ecl_persistence.domain.payload import MISSING, JsonValue, Missing, check_text
 from ecl_persistence.domain.states import StepExecutionState, WorkflowState
+from ecl_persistence.domain.summaries import ExecutionStats, Page
 from ecl_persistence.domain.usage import TokenUsage, check_cost, check_model
 from ecl_persistence.errors import ValidationError
 
@@ -52,8 +53,6 @@ MAX_ATTEMPT = 1_000_000
 #: The lowest and highest priority of a workflow (a 32-bit column).
 MIN_PRIORITY = -(2**31)
 MAX_PRIORITY = 2**31 - 1
-
-_T = TypeVar("_T")
 
 # The frozen classes refuse attribute assignment; their trusted constructors
 # fill the slots the way attrs' own __init__ does.
@@ -107,10 +106,6 @@ def _model(value: str | None) -> str | None:
 
 def _cost(value: Decimal | None) -> Decimal | None:
     return check_cost(value)
-
-
-def _total_cost(value: Decimal | None) -> Decimal | None:
-    return check_cost(value, "total_cost", maximum=None)
 
 
 def _workflow_state(value: WorkflowState | str) -> WorkflowState:
@@ -395,38 +390,3 @@ class StepExecution:
         _SET(self, "model", model)
         _SET(self, "cost", cost)
         return self
-
-
-@attrs.frozen
-class ExecutionStats:
-    """Totals over the step executions of a workflow.
-
-    Instances are frozen and every count is a non-negative 64-bit integer.
-    ``total_cost`` is the sum of the attempts' costs, None when none has one.
-    """
-
-    total_executions: int = attrs.field(validator=_fields.integer(minimum=0))
-    succeeded_count: int = attrs.field(validator=_fields.integer(minimum=0))
-    failed_count: int = attrs.field(validator=_fields.integer(minimum=0))
-    total_duration_ms: int = attrs.field(validator=_fields.integer(minimum=0))
-    total_tokens: int = attrs.field(validator=_fields.integer(minimum=0))
-    total_cost: Decimal | None = attrs.field(default=None, converter=_total_cost)
-
-    @classmethod
-    def empty(cls) -> ExecutionStats:
-        """Return the statistics of a workflow without executions: all zero."""
-        return cls(0, 0, 0, 0, 0)
-
-
-@attrs.frozen
-class Page(Generic[_T]):
-    """One page of a listing.
-
-    ``items`` is always a tuple (any iterable given is copied into one), so a
-    page is frozen all the way down to its item references. ``next_cursor``
-    is the opaque cursor to pass for the following page, or None when this
-    is the last page.
-    """
-
-    items: tuple[_T, ...] = attrs.field(converter=_fields.to_tuple)
-    next_cursor: str | None = attrs.field(validator=_fields.optional_str)
