@@ -25,6 +25,7 @@ from ecl_persistence.domain import (
     Missing,
     Page,
     StepExecution,
+    UsageRow,
     Workflow,
     WorkflowAggregate,
     WorkflowTransition,
@@ -34,6 +35,7 @@ from ecl_persistence.domain import (
 __all__ = [
     "details_document",
     "echo_json",
+    "ledger_row_document",
     "money",
     "ms_between",
     "page_document",
@@ -183,6 +185,21 @@ def _transition_document(transition: WorkflowTransition) -> dict[str, Any]:
 def money(amount: Decimal | None) -> str | None:
     """An amount as JSON: its exact decimal text (a JSON number would be a float), or null."""
     return None if amount is None else str(amount)
+
+
+def ledger_row_document(row: UsageRow) -> dict[str, Any]:
+    """A row of the usage ledger as JSON (its cost as exact text)."""
+    return {
+        "key": row.key,
+        "attempts": row.attempts,
+        "recorded": row.recorded,
+        "input_tokens": row.input_tokens,
+        "output_tokens": row.output_tokens,
+        "cached_tokens": row.cached_tokens,
+        "reasoning_tokens": row.reasoning_tokens,
+        "total_tokens": row.total_tokens,
+        "cost": money(row.cost),
+    }
 
 
 def _stats_document(stats: ExecutionStats) -> dict[str, int | str | None]:

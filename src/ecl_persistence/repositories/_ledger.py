@@ -80,12 +80,13 @@ def ledger_statement(
     source = _TABLE.join(WorkflowRecord.__table__, _W.id == _T.workflow_id) if joined else _TABLE
     statement = statement.select_from(source).where(*conditions)
     if group_by is not None:
-        statement = statement.group_by(key).order_by(key)
+        # NULL last on both backends (PostgreSQL sorts it last, SQLite first).
+        statement = statement.group_by(key).order_by(key.is_(None), key)
     return statement
 
 
 async def ledger(uow: UnitContext, **arguments: Any) -> list[UsageRow]:
-    """Run :func:`ledger_statement`; one :class:`UsageRow` per group (none when nothing matches)."""
+    """Run :func:`ledger_statement`: a :class:`UsageRow` per group, by key (None last)."""
     statement = ledger_statement(uow, **arguments)
     result = await uow.execute(statement, action="read the usage ledger")
     rows = [_row(row) for row in result]

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ecl_persistence.cli.commands.workflows import instant_value
-from ecl_persistence.cli.documents import echo_json, money, visible
+from ecl_persistence.cli.documents import echo_json, ledger_row_document, visible
 from ecl_persistence.cli.render import console, json_option
 from ecl_persistence.cli.runtime import database_url_option, run_with_database
 from ecl_persistence.database import Database
@@ -69,23 +69,9 @@ def usage(
         print_ledger(rows, group_by)
 
 
-def _row_document(row: UsageRow) -> dict[str, Any]:
-    return {
-        "key": row.key,
-        "attempts": row.attempts,
-        "recorded": row.recorded,
-        "input_tokens": row.input_tokens,
-        "output_tokens": row.output_tokens,
-        "cached_tokens": row.cached_tokens,
-        "reasoning_tokens": row.reasoning_tokens,
-        "total_tokens": row.total_tokens,
-        "cost": money(row.cost),
-    }
-
-
 def ledger_document(rows: list[UsageRow], group_by: str | None) -> dict[str, Any]:
     """The ledger as JSON: its grouping and one object per row (costs as exact text)."""
-    return {"group_by": group_by, "rows": [_row_document(row) for row in rows]}
+    return {"group_by": group_by, "rows": [ledger_row_document(row) for row in rows]}
 
 
 def print_ledger(rows: list[UsageRow], group_by: str | None) -> None:
