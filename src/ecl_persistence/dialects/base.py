@@ -146,6 +146,10 @@ class DialectStrategy(abc.ABC):
     def money_processors(self) -> tuple[Any, Any]:
         """(bind, result) processors of an amount: a ``Decimal`` in, a ``Decimal`` out."""
 
+    def money_sum(self, column_sql: str) -> str:
+        """The SQL of the exact sum of the amount column ``column_sql`` (NULL for none)."""
+        return f"sum({column_sql})"
+
     @abc.abstractmethod
     def utc_day(self, column: Any) -> Any:
         """The UTC day of the timestamp ``column``, as ``YYYY-MM-DD`` text (SQL)."""

@@ -314,6 +314,14 @@ class SqliteStrategy(DialectStrategy):
         """A Decimal bound as its count of millionths; a count (or a sum of them) read back."""
         return _money_to_micros, _money_from_micros
 
+    def money_sum(self, column_sql: str) -> str:
+        """Whole units and millionths summed apart, as ``units:millionths`` text.
+
+        A sum of 64-bit counts of millionths would overflow past about nine
+        million million; summed apart, each part stays far from it.
+        """
+        return f"(sum({column_sql} / 1000000) || ':' || sum({column_sql} % 1000000))"
+
     def utc_day(self, column: Any) -> Any:
         """The first ten characters of the stored UTC text: ``YYYY-MM-DD``."""
         return func.substr(column, 1, 10)
@@ -369,6 +377,7 @@ def _pragma(dbapi_connection: Any, statement: str) -> None:
 
 
 _MICROS = Decimal(1_000_000)
+_SIX = Decimal("0.000001")
 
 
 def _money_to_micros(value: Decimal | None) -> int | None:
@@ -378,7 +387,14 @@ def _money_to_micros(value: Decimal | None) -> int | None:
 def _money_from_micros(value: object) -> Decimal | None:
     if value is None:
         return None
+    if type(value) is str and ":" in value:
+        # A sum (see money_sum): whole units and millionths.
+        units, micros = value.split(":", 1)
+        try:
+            return Decimal(int(units)) + (Decimal(int(micros)) / _MICROS).quantize(_SIX)
+        except ValueError:
+            return value  # type: ignore[return-value]
     if type(value) is not int:
         # Not a count of millionths (a hand-made UPDATE): the mapper names the row.
         return value  # type: ignore[return-value]
-    return (Decimal(value) / _MICROS).quantize(Decimal("0.000001"))
+    return (Decimal(value) / _MICROS).quantize(_SIX)

@@ -13,7 +13,7 @@ from ecl_persistence.orm.models import (
     WorkflowRecord,
     WorkflowTransitionRecord,
 )
-from ecl_persistence.orm.types import JsonPayload, Money, Undecodable, UTCDateTime
+from ecl_persistence.orm.types import JsonPayload, Money, MoneySum, Undecodable, UTCDateTime
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -21,6 +21,7 @@ __all__ = [
     "Base",
     "JsonPayload",
     "Money",
+    "MoneySum",
     "StepExecutionRecord",
     "UTCDateTime",
     "Undecodable",

@@ -25,7 +25,15 @@ from ecl_persistence.dialects import strategy_for
 from ecl_persistence.domain import MISSING, JsonValue, Missing, encode_json, load_json
 from ecl_persistence.errors import SerializationError, StoredValueError
 
-__all__ = ["JsonPayload", "JsonText", "Money", "UTCDateTime", "Undecodable", "Uuid"]
+__all__ = [
+    "JsonPayload",
+    "JsonText",
+    "Money",
+    "MoneySum",
+    "UTCDateTime",
+    "Undecodable",
+    "Uuid",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -75,6 +83,26 @@ class Money(TypeDecorator[Decimal]):
         """Read a stored amount (or a sum of them) back as a ``Decimal``."""
         _bind, result = strategy_for(dialect).money_processors()
         return result
+
+
+class MoneySum(FunctionElement[Decimal]):
+    """The exact ``SUM`` of a :class:`Money` column (see ``DialectStrategy.money_sum``).
+
+    NULL when every value summed is NULL (or there is none), as ``SUM``.
+    """
+
+    name = "money_sum"
+    inherit_cache = True
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        super().__init__(column)
+        self.type = Money()
+
+
+@compiles(MoneySum)
+def _money_sum(element: MoneySum, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = element.clauses
+    return strategy_for(compiler.dialect).money_sum(compiler.process(column, **kw))
 
 
 class Undecodable:

@@ -12,11 +12,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, cast
 
-from sqlalchemy import Select, Table, func, literal, null, select, type_coerce
+from sqlalchemy import Select, Table, func, literal, null, select
 
 from ecl_persistence.domain import MAX_ID_LENGTH, UsageRow, check_text
 from ecl_persistence.errors import ValidationError
-from ecl_persistence.orm import Money, StepExecutionRecord, WorkflowRecord
+from ecl_persistence.orm import MoneySum, StepExecutionRecord, WorkflowRecord
 from ecl_persistence.repositories._checks import check_aware, check_id
 from ecl_persistence.repositories._context import UnitContext
 
@@ -75,7 +75,7 @@ def ledger_statement(
         _sum(_T.output_tokens),
         _sum(_T.cached_tokens),
         _sum(_T.reasoning_tokens),
-        type_coerce(func.sum(_T.cost), Money()),
+        MoneySum(_T.cost),
     )
     source = _TABLE.join(WorkflowRecord.__table__, _W.id == _T.workflow_id) if joined else _TABLE
     statement = statement.select_from(source).where(*conditions)

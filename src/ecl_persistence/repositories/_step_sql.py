@@ -22,14 +22,13 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    type_coerce,
     update,
 )
 
 from ecl_persistence.dialects import DialectStrategy, LockMode
 from ecl_persistence.dialects.base import AnySelect
 from ecl_persistence.domain import StepExecutionState
-from ecl_persistence.orm import Money, StepExecutionRecord, WorkflowRecord
+from ecl_persistence.orm import MoneySum, StepExecutionRecord, WorkflowRecord
 from ecl_persistence.repositories import _leases
 from ecl_persistence.repositories.mappers import row_insert
 
@@ -176,7 +175,7 @@ STATS = select(
     func.coalesce(func.sum(case((_T.state == StepExecutionState.FAILED.value, 1), else_=0)), 0),
     func.coalesce(func.sum(_T.duration_ms), 0),
     func.coalesce(func.sum(_T.tokens_used), 0),
-    type_coerce(func.sum(_T.cost), Money()),
+    MoneySum(_T.cost),
 )
 STATS_OF_WORKFLOW = STATS.where(_T.workflow_id == bindparam("wid"))
 TOTALS_OF_DEFINITION = STATS.select_from(
