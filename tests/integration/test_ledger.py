@@ -291,7 +291,7 @@ HOSTILE_USAGE: list[Callable[[], object]] = [
     lambda: TokenUsage(input_tokens="12"),  # type: ignore[arg-type]
     lambda: TokenUsage(2**62, 2**62),  # each fits, the total does not
     lambda: Price(Decimal("-1"), 1),
-    lambda: Price(1.5, 1),  # type: ignore[arg-type]
+    lambda: Price(1.5, 1),
     lambda: Price(Decimal("NaN"), 1),
     lambda: PriceBook({"": Price(1, 1)}),
     lambda: PriceBook({"m": 3}),  # type: ignore[dict-item]
@@ -397,9 +397,9 @@ async def test_the_workers_budget_per_workflow_refuses_the_step_that_would_pass_
             except BudgetExceededError as error:
                 refused.append(error)
                 raise
-    (error,) = refused
-    assert isinstance(error, BudgetExceededError)
-    assert (error.spent, error.limit, error.step_id) == (Decimal("3.000000"), Decimal(3), "two")
+    (budget,) = refused
+    assert isinstance(budget, BudgetExceededError)
+    assert (budget.spent, budget.limit, budget.step_id) == (Decimal("3.000000"), Decimal(3), "two")
     assert (await stored_workflow(db, workflow.id)).state is WorkflowState.FAILED
 
 
