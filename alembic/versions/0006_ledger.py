@@ -1,4 +1,4 @@
-"""The token and cost ledger: usage, model and cost of every attempt.
+"""The token and cost ledger, and the payload store.
 
 Revision ID: 0006
 Revises: 0004
@@ -11,6 +11,13 @@ and the ``cost`` (``numeric(20, 6)`` on PostgreSQL; on SQLite, whose NUMERIC
 keeps floats, a 64-bit count of millionths), and an index on
 ``started_at`` for the ledger's time ranges.
 
+Adds the ``payloads`` table (large inputs and outputs, compressed, stored
+once under the SHA-256 of their canonical JSON) and, on ``workflows`` and
+``step_executions``, the nullable ``input_ref`` and ``output_ref`` that
+name a row's stored payload (each with a partial index, for purge and
+delete). Rows written before this revision keep their payloads inline and
+read as they are.
+
 Written by hand for SQLite and PostgreSQL, without the live models. No
 table is rebuilt: both backends add nullable columns in place (on SQLite
 the checks go with the columns they are added with, on PostgreSQL they are
@@ -21,7 +28,9 @@ usage, model or cost, and its ``tokens_used`` as it was.
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+import zstandard
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0006"
 down_revision: str | None = "0004"
@@ -38,6 +47,37 @@ USAGE = (
 )
 CHECKS = {"ck_step_executions_usage": USAGE, "ck_step_executions_cost_non_negative": "cost >= 0"}
 INDEX = "ix_step_executions_started_at"
+REFERRING = ("workflows", "step_executions")
+REFS = ("input_ref", "output_ref")
+
+
+def _inline_payloads() -> None:
+    """Write every stored payload back into the columns of the rows that refer to it."""
+    connection = op.get_bind()
+    payloads = sa.table(
+        "payloads", sa.column("hash", sa.String()), sa.column("data", sa.LargeBinary())
+    )
+    for table in REFERRING:
+        for column in REFS:
+            inline = column.removesuffix("_ref")
+            rows = sa.table(
+                table, sa.column("id"), sa.column(column, sa.String()), sa.column(inline)
+            )
+            chosen = (
+                sa.select(rows.c.id, payloads.c.data)
+                .join(payloads, payloads.c.hash == rows.c[column])
+                .where(rows.c[column].is_not(None))
+            )
+            for row_id, data in connection.execute(chosen):
+                text = zstandard.ZstdDecompressor().decompress(data).decode("utf-8")
+                connection.execute(
+                    sa.update(rows)
+                    .where(rows.c.id == row_id)
+                    .values({inline: sa.cast(sa.literal(text), _JSON_OF[connection.dialect.name])})
+                )
+
+
+_JSON_OF = {"sqlite": sa.Text(), "postgresql": postgresql.JSONB()}
 
 
 def _sqlite() -> bool:
@@ -69,9 +109,36 @@ def upgrade() -> None:
         for name, condition in CHECKS.items():
             op.create_check_constraint(op.f(name), TABLE, condition)
     op.create_index(op.f(INDEX), TABLE, ["started_at"], if_not_exists=True)
+    op.create_table(
+        "payloads",
+        sa.Column("hash", sa.String(64), nullable=False),
+        sa.Column("codec", sa.String(16), nullable=False),
+        sa.Column("raw_size", sa.BigInteger(), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("hash", name=op.f("pk_payloads")),
+        sa.CheckConstraint("raw_size >= 0", name=op.f("ck_payloads_raw_size_non_negative")),
+    )
+    for table in REFERRING:
+        for column in REFS:
+            op.add_column(table, sa.Column(column, sa.String(64), nullable=True))
+            op.create_index(
+                op.f(f"ix_{table}_{column}"),
+                table,
+                [column],
+                postgresql_where=sa.text(f"{column} IS NOT NULL"),
+                sqlite_where=sa.text(f"{column} IS NOT NULL"),
+            )
 
 
 def downgrade() -> None:
+    # A payload in the store goes back inline (the rows it belongs to become
+    # those of the older schema), then the store goes.
+    _inline_payloads()
+    for table in REFERRING:
+        for column in reversed(REFS):
+            op.drop_index(op.f(f"ix_{table}_{column}"), table_name=table)
+            op.drop_column(table, column)
+    op.drop_table("payloads")
     op.drop_index(op.f(INDEX), table_name=TABLE)
     if not _sqlite():
         for name in CHECKS:

@@ -140,6 +140,17 @@ def _check_url(instance: object, attribute: object, value: object) -> None:
     normalize_url(value)
 
 
+DEFAULT_PAYLOAD_INLINE_BYTES = 8192
+"""Inputs and outputs longer than this (as JSON text, in bytes) go to the payload store."""
+
+
+def _optional_size(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if type(value) is not int or value < 0:
+        raise ValidationError(f"{attribute.name} must be a non-negative integer or None")
+
+
 def _check_echo(instance: object, attribute: object, value: object) -> None:
     if not isinstance(value, bool):
         raise ValidationError("echo must be a bool")
@@ -153,6 +164,9 @@ class DatabaseConfig:
     pool size on PostgreSQL (and the pool of a SQLite file). ``timeout_secs``
     bounds the wait for a connection, for a connect and for a SQLite lock.
     ``max_payload_bytes`` bounds each JSON payload (input, output, metadata).
+    An input or output whose JSON text is longer than ``payload_inline_bytes``
+    is stored once, compressed, in the ``payloads`` table (``None``: always
+    inline); reads are the same either way.
     The ``repr`` never shows the password.
     """
 
@@ -162,6 +176,9 @@ class DatabaseConfig:
     echo: bool = attrs.field(default=False, validator=_check_echo)
     max_payload_bytes: int = attrs.field(
         default=DEFAULT_MAX_PAYLOAD_BYTES, validator=_positive_int("max_payload_bytes")
+    )
+    payload_inline_bytes: int | None = attrs.field(
+        default=DEFAULT_PAYLOAD_INLINE_BYTES, validator=_optional_size
     )
     # Parsed once: the URL is read on every engine set-up and by every unit of work.
     _async_url: URL = attrs.field(init=False, repr=False, eq=False)

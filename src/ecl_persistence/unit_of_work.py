@@ -64,6 +64,7 @@ class UnitOfWork:
         "_failed",
         "_lock",
         "_max_payload_bytes",
+        "_payload_inline_bytes",
         "_price_book",
         "_session",
         "_strategy",
@@ -86,6 +87,7 @@ class UnitOfWork:
         self._price_book = price_book
         self._strategy = config.strategy
         self._max_payload_bytes = config.max_payload_bytes
+        self._payload_inline_bytes = config.payload_inline_bytes
         self._lock = lock
         self._active = False
         # Made at the first statement: a unit that runs none costs no session.
@@ -175,6 +177,11 @@ class UnitOfWork:
     def max_payload_bytes(self) -> int:
         """The size limit of one JSON payload, from the database's configuration."""
         return self._max_payload_bytes
+
+    @property
+    def payload_inline_bytes(self) -> int | None:
+        """Inputs and outputs longer than this go to the payload store (None: never)."""
+        return self._payload_inline_bytes
 
     @property
     def price_book(self) -> PriceBook | None:

@@ -62,6 +62,8 @@ class LockMode:
     """The same, skipping rows another transaction holds locked instead of waiting."""
     DELETE_SKIP_LOCKED = "delete-skip-locked"
     """``FOR UPDATE SKIP LOCKED``: for rows about to be deleted."""
+    KEY_SHARE = "key-share"
+    """``FOR KEY SHARE``: the rows must stay (not be deleted) until the transaction ends."""
 
 
 class DialectStrategy(abc.ABC):
@@ -121,6 +123,14 @@ class DialectStrategy(abc.ABC):
         """
 
     @abc.abstractmethod
+    def insert_or_lock(self, target: Any, index_elements: Sequence[Column[Any]]) -> Insert:
+        """An INSERT that leaves a row already stored as it is, but holds it to the end.
+
+        Where rows are locked (PostgreSQL) the stored row is locked as by an
+        update, so a concurrent delete waits; SQLite's one writer needs none.
+        """
+
+    @abc.abstractmethod
     def lock(self, select: _S, mode: str) -> _S:
         """``select`` locking the rows it reads in ``mode`` (a :class:`LockMode`), where needed."""
 
@@ -145,6 +155,10 @@ class DialectStrategy(abc.ABC):
     @abc.abstractmethod
     def money_processors(self) -> tuple[Any, Any]:
         """(bind, result) processors of an amount: a ``Decimal`` in, a ``Decimal`` out."""
+
+    @abc.abstractmethod
+    def payload_lookup(self, ref_sql: str) -> str:
+        """The SQL reading the payload ``ref_sql`` names as ``hash:codec:hex``."""
 
     def money_sum(self, column_sql: str) -> str:
         """The SQL of the exact sum of the amount column ``column_sql`` (NULL for none)."""

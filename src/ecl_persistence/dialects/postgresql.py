@@ -156,6 +156,14 @@ class PostgresqlStrategy(DialectStrategy):
         statement = postgresql_dialect.insert(target)
         return statement.on_conflict_do_nothing(index_elements=index_elements)
 
+    def insert_or_lock(self, target: Any, index_elements: Sequence[Column[Any]]) -> Insert:
+        """``ON CONFLICT (...) DO UPDATE`` of the key to itself: the stored row, locked."""
+        statement = postgresql_dialect.insert(target)
+        key = index_elements[0]
+        return statement.on_conflict_do_update(
+            index_elements=index_elements, set_={key.name: statement.excluded[key.name]}
+        )
+
     def lock(self, select: _S, mode: str) -> _S:
         """``FOR NO KEY UPDATE`` (``SKIP LOCKED``), or ``FOR UPDATE SKIP LOCKED`` for deletes."""
         if mode == LockMode.UPDATE:
@@ -164,6 +172,8 @@ class PostgresqlStrategy(DialectStrategy):
             return select.with_for_update(key_share=True, skip_locked=True)
         if mode == LockMode.DELETE_SKIP_LOCKED:
             return select.with_for_update(skip_locked=True)
+        if mode == LockMode.KEY_SHARE:
+            return select.with_for_update(read=True, key_share=True)
         raise ValueError(f"unknown lock mode {mode!r}")
 
     def json_type(self, dialect: Dialect) -> TypeEngine[Any]:
@@ -177,6 +187,12 @@ class PostgresqlStrategy(DialectStrategy):
     def money_processors(self) -> tuple[Any, Any]:
         """The driver binds and reads ``Decimal`` itself; a sum read back at six places."""
         return None, _money_result
+
+    def payload_lookup(self, ref_sql: str) -> str:
+        """A lookup in ``payloads`` by primary key; ``encode(..., 'hex')`` of the stored bytes."""
+        found = "payloads.hash || ':' || payloads.codec || ':' || encode(payloads.data, 'hex')"
+        lookup = f"SELECT {found} FROM payloads WHERE payloads.hash = {ref_sql}"  # noqa: S608
+        return f"coalesce(({lookup}), {ref_sql})"
 
     def utc_day(self, column: Any) -> Any:
         """``to_char`` of the timestamp at UTC."""

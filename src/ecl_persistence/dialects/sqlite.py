@@ -290,6 +290,10 @@ class SqliteStrategy(DialectStrategy):
         """``INSERT ... ON CONFLICT (...) DO NOTHING``."""
         return sqlite_dialect.insert(target).on_conflict_do_nothing(index_elements=index_elements)
 
+    def insert_or_lock(self, target: Any, index_elements: Sequence[Column[Any]]) -> Insert:
+        """``ON CONFLICT DO NOTHING``: the writer holds the whole database already."""
+        return sqlite_dialect.insert(target).on_conflict_do_nothing(index_elements=index_elements)
+
     def lock(self, select: _S, mode: str) -> _S:
         """Unchanged: a writing transaction already holds the database's only write lock."""
         return select
@@ -313,6 +317,13 @@ class SqliteStrategy(DialectStrategy):
     def money_processors(self) -> tuple[Any, Any]:
         """A Decimal bound as its count of millionths; a count (or a sum of them) read back."""
         return _money_to_micros, _money_from_micros
+
+    def payload_lookup(self, ref_sql: str) -> str:
+        """A lookup in ``payloads`` by primary key; ``hex()`` of the stored bytes."""
+        found = "payloads.hash || ':' || payloads.codec || ':' || hex(payloads.data)"
+        return (
+            f"coalesce((SELECT {found} FROM payloads WHERE payloads.hash = {ref_sql}), {ref_sql})"  # noqa: S608 - SQL of a column
+        )
 
     def money_sum(self, column_sql: str) -> str:
         """Whole units and millionths summed apart, as ``units:millionths`` text.

@@ -9,11 +9,19 @@ anyone holds decoded values: aware UTC datetimes and JSON documents.
 from ecl_persistence.orm.base import NAMING_CONVENTION, Base
 from ecl_persistence.orm.models import (
     ArtifactRecord,
+    PayloadRecord,
     StepExecutionRecord,
     WorkflowRecord,
     WorkflowTransitionRecord,
 )
-from ecl_persistence.orm.types import JsonPayload, Money, MoneySum, Undecodable, UTCDateTime
+from ecl_persistence.orm.types import (
+    JsonPayload,
+    Money,
+    MoneySum,
+    PayloadRef,
+    Undecodable,
+    UTCDateTime,
+)
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -22,6 +30,8 @@ __all__ = [
     "JsonPayload",
     "Money",
     "MoneySum",
+    "PayloadRecord",
+    "PayloadRef",
     "StepExecutionRecord",
     "UTCDateTime",
     "Undecodable",

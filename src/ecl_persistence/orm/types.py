@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, DateTime, Dialect, Numeric
+from sqlalchemy import JSON, ColumnElement, DateTime, Dialect, Numeric, String
 from sqlalchemy import Uuid as SqlUuid
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -24,12 +24,15 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from ecl_persistence.dialects import strategy_for
 from ecl_persistence.domain import MISSING, JsonValue, Missing, encode_json, load_json
 from ecl_persistence.errors import SerializationError, StoredValueError
+from ecl_persistence.orm.payload_codec import HASH_LENGTH, StoredPayload, decode_stored
 
 __all__ = [
     "JsonPayload",
     "JsonText",
     "Money",
     "MoneySum",
+    "PayloadLookup",
+    "PayloadRef",
     "UTCDateTime",
     "Undecodable",
     "Uuid",
@@ -103,6 +106,61 @@ class MoneySum(FunctionElement[Decimal]):
 def _money_sum(element: MoneySum, compiler: SQLCompiler, **kw: Any) -> str:
     (column,) = element.clauses
     return strategy_for(compiler.dialect).money_sum(compiler.process(column, **kw))
+
+
+class PayloadRef(TypeDecorator[Any]):
+    """The hash of a payload stored in the ``payloads`` table, read back as the payload.
+
+    Bound as the hash (or NULL: the value is inline). Selected, the column
+    reads its payload in the same statement (a lookup by primary key), so a
+    row arrives with its value: a :class:`~.payload_codec.StoredPayload`, or
+    an :class:`Undecodable` naming the payload (by hash) when it is missing
+    or damaged; never a part of its content.
+    """
+
+    impl = String(HASH_LENGTH)
+    cache_ok = True
+
+    def column_expression(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Select the payload itself, by its hash, with the row."""
+        return PayloadLookup(column, type_=self)
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        """Decode ``hash:codec:hex`` (a missing payload reads as its hash alone)."""
+        return _decode_payload
+
+
+class PayloadLookup(FunctionElement[Any]):
+    """A payload reference read as ``hash:codec:hex`` (see ``DialectStrategy.payload_lookup``)."""
+
+    name = "payload_lookup"
+    inherit_cache = True
+
+    def __init__(self, column: ColumnElement[Any], type_: PayloadRef) -> None:
+        super().__init__(column)
+        self.type = type_
+
+
+@compiles(PayloadLookup)
+def _payload_lookup(element: PayloadLookup, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = element.clauses
+    return strategy_for(compiler.dialect).payload_lookup(compiler.process(column, **kw))
+
+
+def _decode_payload(value: str | None) -> StoredPayload | Undecodable | None:
+    if value is None:
+        return None
+    hash, _, rest = value.partition(":")
+    if not rest:
+        return Undecodable(f"payload {hash} is missing", "a payload")
+    codec, _, hex_data = rest.partition(":")
+    try:
+        return StoredPayload(hash, decode_stored(hash, codec, bytes.fromhex(hex_data)))
+    except (SerializationError, ValueError) as error:
+        reason = (
+            str(error) if isinstance(error, SerializationError) else f"payload {hash} is corrupt"
+        )
+        return Undecodable(reason, "a payload")
 
 
 class Undecodable:

@@ -30,6 +30,11 @@ class UnitContext(Protocol):
         ...
 
     @property
+    def payload_inline_bytes(self) -> int | None:
+        """Inputs and outputs whose JSON text is longer go to the payload store (None: never)."""
+        ...
+
+    @property
     def price_book(self) -> PriceBook | None:
         """The prices that fill in a missing cost (None: costs only as given)."""
         ...

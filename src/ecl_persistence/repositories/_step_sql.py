@@ -78,6 +78,7 @@ _COMPLETE = (
     .values(
         state=bindparam("state"),
         output=bindparam("output"),
+        output_ref=bindparam("output_ref", type_=_T.output_ref.type),
         error=bindparam("error"),
         completed_at=bindparam("now"),
         duration_ms=bindparam("duration_ms"),

@@ -36,6 +36,7 @@ from ecl_persistence.domain import (
     WorkflowState,
 )
 from ecl_persistence.errors import SerializationError, StoredValueError, ValidationError
+from ecl_persistence.orm.payload_codec import StoredPayload
 from ecl_persistence.orm.types import Undecodable
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "same_json",
     "state_value",
     "step_execution_from_values",
+    "stored_value",
     "workflow_from_values",
 ]
 
@@ -74,6 +76,15 @@ def optional_json_value(
     if type(value) is Undecodable:
         raise value.error(table, column, id)
     return value  # type: ignore[return-value]
+
+
+def stored_value(value: object, *, table: str, column: str, id: object) -> JsonValue:
+    """The value of a payload column read back (a ``PayloadRef``): its payload's value."""
+    if type(value) is Undecodable:
+        raise value.error(table, column, id)
+    if not isinstance(value, StoredPayload):
+        raise StoredValueError(f"{table}.{column} of {id} does not hold a payload reference")
+    return value.value
 
 
 def id_value(value: object, *, table: str, column: str = "id") -> uuid.UUID:

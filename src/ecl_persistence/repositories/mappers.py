@@ -45,6 +45,7 @@ from ecl_persistence.repositories._values import (
     optional_json_value,
     state_value,
     step_execution_from_values,
+    stored_value,
     workflow_from_values,
 )
 
@@ -121,13 +122,17 @@ def workflow_from_row(row: Sequence[Any]) -> Workflow:
     """Build a :class:`Workflow` from a ``workflows`` row (columns in table order)."""
     (id, definition_id, state, input, output, error, created_at, updated_at, completed_at,
      metadata, version, idempotency_key, lease_owner, lease_expires_at,
-     claim_count, run_after, priority) = row  # fmt: skip
+     claim_count, run_after, priority, input_ref, output_ref) = row  # fmt: skip
     values = (
         id,
         definition_id,
         state_value(WorkflowState, state, table=_WORKFLOWS, id=id),
-        json_value(input, table=_WORKFLOWS, column="input", id=id),
-        optional_json_value(output, table=_WORKFLOWS, column="output", id=id),
+        stored_value(input_ref, table=_WORKFLOWS, column="input_ref", id=id)
+        if input_ref is not None
+        else json_value(input, table=_WORKFLOWS, column="input", id=id),
+        stored_value(output_ref, table=_WORKFLOWS, column="output_ref", id=id)
+        if output_ref is not None
+        else optional_json_value(output, table=_WORKFLOWS, column="output", id=id),
         error,
         created_at,
         updated_at,
@@ -169,6 +174,8 @@ def workflow_values(workflow: Workflow) -> dict[str, Any]:
         "claim_count": workflow.claim_count,
         "run_after": workflow.run_after,
         "priority": workflow.priority,
+        "input_ref": None,
+        "output_ref": None,
     }
 
 
@@ -181,15 +188,19 @@ def step_execution_from_row(row: Sequence[Any]) -> StepExecution:
     """Build a :class:`StepExecution` from a ``step_executions`` row (table order)."""
     (id, workflow_id, step_id, attempt, state, input, output, error, started_at, completed_at,
      duration_ms, tokens_used, metadata, input_tokens, output_tokens, cached_tokens,
-     reasoning_tokens, model, cost) = row  # fmt: skip
+     reasoning_tokens, model, cost, input_ref, output_ref) = row  # fmt: skip
     values = (
         id,
         workflow_id,
         step_id,
         attempt,
         state_value(StepExecutionState, state, table=_STEPS, id=id),
-        json_value(input, table=_STEPS, column="input", id=id),
-        optional_json_value(output, table=_STEPS, column="output", id=id),
+        stored_value(input_ref, table=_STEPS, column="input_ref", id=id)
+        if input_ref is not None
+        else json_value(input, table=_STEPS, column="input", id=id),
+        stored_value(output_ref, table=_STEPS, column="output_ref", id=id)
+        if output_ref is not None
+        else optional_json_value(output, table=_STEPS, column="output", id=id),
         error,
         started_at,
         completed_at,
@@ -234,6 +245,8 @@ def step_execution_values(execution: StepExecution) -> dict[str, Any]:
         **usage_values(execution.usage),
         "model": execution.model,
         "cost": execution.cost,
+        "input_ref": None,
+        "output_ref": None,
     }
 
 

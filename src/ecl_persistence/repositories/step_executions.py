@@ -46,6 +46,7 @@ from ecl_persistence.repositories._checks import check_count, check_id, check_pa
 from ecl_persistence.repositories._context import UnitContext
 from ecl_persistence.repositories._leases import lease_params
 from ecl_persistence.repositories._ledger import Grouping, ledger
+from ecl_persistence.repositories._payload_store import offload, offload_many
 from ecl_persistence.repositories.mappers import (
     step_execution_from_record,
     step_execution_from_row,
@@ -81,6 +82,7 @@ class StepExecutionRepository:
         action = f"create step execution {getattr(execution, 'id', '?')}"
         self._uow.require_writable(action)
         values = self._values(execution)
+        await offload(self._uow, values)
         if lease is None:
             await self._uow.execute(sql.INSERT, values, action=action)
             return execution
@@ -135,6 +137,7 @@ class StepExecutionRepository:
         )
         if locked.first() is None:
             raise NotFoundError("workflow", execution.workflow_id)
+        await offload(self._uow, values)
         statement = sql.insert_under_workflow(strategy, True, lease is not None)
         return await self._inserted(statement, values, lease, action)
 
@@ -159,6 +162,7 @@ class StepExecutionRepository:
         if not batch:
             return []
         rows = [self._values(execution) for execution in batch]
+        await offload_many(self._uow, rows)
         await self._uow.execute(sql.INSERT, rows, action=f"create {len(rows)} step executions")
         return batch
 
@@ -263,6 +267,7 @@ class StepExecutionRepository:
             "eid": id,
             "state": target.value,
             "output": output,
+            "output_ref": None,
             "error": error,
             "now": utc_now(),
             "duration_ms": check_count(duration_ms, "duration_ms"),
@@ -274,6 +279,7 @@ class StepExecutionRepository:
         }
         if lease is not None:
             params.update(lease_params(check_lease(lease)))
+        await offload(self._uow, params, "output")
         statement = sql.complete(self._uow.strategy, lease is not None)
         row = (await self._uow.execute(statement, params, action=action)).first()
         if row is None:
