@@ -53,8 +53,7 @@ class UnitOfWork:
     propagates, and :attr:`committed` tells whether it completed. So a
     caller that sees ``CancelledError`` can know whether the work was stored.
 
-    Obtain one from :meth:`Database.session`; the repositories it exposes
-    (``workflows``, ``step_executions``, ``artifacts``) work only inside the block.
+    Obtain one from :meth:`Database.session`; its repositories work only inside the block.
     """
 
     __slots__ = (

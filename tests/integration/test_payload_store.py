@@ -28,7 +28,7 @@ from ecl_persistence import (
     Workflow,
     WorkflowState,
 )
-from ecl_persistence.domain import JsonValue, utc_now
+from ecl_persistence.domain import JsonValue, StepId, utc_now
 
 LIMIT = 1024
 SECRET = "sensitive-conversation-text"
@@ -103,7 +103,7 @@ async def test_ten_identical_inputs_are_stored_once_and_read_back_everywhere(
         (again,) = await uow.step_executions.get_for_step(workflow.id, "s8")
         assert again.output == payload
         latest = await uow.step_executions.latest_attempts(workflow.id)
-        assert latest["s8"].output == payload
+        assert latest[StepId("s8")].output == payload
     # The rows keep the reference, not the payload: no user value is taken for one.
     refs = await _raw_refs(store, "step_executions")
     assert {ref for ref, _ in refs} == {_hash(payload)}

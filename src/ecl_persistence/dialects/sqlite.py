@@ -18,7 +18,6 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,6 +33,7 @@ from ecl_persistence._sqlite_driver import FileGuard, OneTripConnection
 from ecl_persistence._sqlite_driver import connect as sqlite_connect
 from ecl_persistence.dialects import _sqlite_errors as sqlite_errors
 from ecl_persistence.dialects._sqlite_dialect import DRIVER_NAME, OneTripDialect
+from ecl_persistence.dialects._sqlite_money import money_from_micros, money_to_micros
 from ecl_persistence.dialects.base import ENGINE_LOGGING_NAME, DialectStrategy
 from ecl_persistence.errors import (
     DbError,
@@ -316,7 +316,7 @@ class SqliteStrategy(DialectStrategy):
 
     def money_processors(self) -> tuple[Any, Any]:
         """A Decimal bound as its count of millionths; a count (or a sum of them) read back."""
-        return _money_to_micros, _money_from_micros
+        return money_to_micros, money_from_micros
 
     def payload_lookup(self, ref_sql: str) -> str:
         """A lookup in ``payloads`` by primary key; ``hex()`` of the stored bytes."""
@@ -385,27 +385,3 @@ def _pragma(dbapi_connection: Any, statement: str) -> None:
         cursor.execute(statement)
     finally:
         cursor.close()
-
-
-_MICROS = Decimal(1_000_000)
-_SIX = Decimal("0.000001")
-
-
-def _money_to_micros(value: Decimal | None) -> int | None:
-    return None if value is None else int(value * _MICROS)
-
-
-def _money_from_micros(value: object) -> Decimal | None:
-    if value is None:
-        return None
-    if type(value) is str and ":" in value:
-        # A sum (see money_sum): whole units and millionths.
-        units, micros = value.split(":", 1)
-        try:
-            return Decimal(int(units)) + (Decimal(int(micros)) / _MICROS).quantize(_SIX)
-        except ValueError:
-            return value  # type: ignore[return-value]
-    if type(value) is not int:
-        # Not a count of millionths (a hand-made UPDATE): the mapper names the row.
-        return value  # type: ignore[return-value]
-    return (Decimal(value) / _MICROS).quantize(_SIX)
