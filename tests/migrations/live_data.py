@@ -63,7 +63,12 @@ SCHEMAS: dict[str, Schema] = {
     "0003": _0003,
     "0004": {**_0003, "workflows": _WORKFLOWS_0001 + _WORKERS_0002 + _QUEUE_0004},
 }
-SCHEMAS["0006"] = {**SCHEMAS["0004"], "step_executions": _STEPS + _LEDGER_0006}
+_REFS_0006 = ("input_ref", "output_ref")
+SCHEMAS["0006"] = {
+    **SCHEMAS["0004"],
+    "workflows": _WORKFLOWS_0001 + _WORKERS_0002 + _QUEUE_0004 + _REFS_0006,
+    "step_executions": _STEPS + _LEDGER_0006 + _REFS_0006,
+}
 """The tables and columns of each revision, parents first (children are inserted after)."""
 
 ADDED: dict[str, object] = {
@@ -74,6 +79,8 @@ ADDED: dict[str, object] = {
     "run_after": None,
     "priority": 0,
     **dict.fromkeys(_LEDGER_0006),
+    "input_ref": None,
+    "output_ref": None,
 }
 """The value a column added to an existing table holds in the rows that were already there."""
 
@@ -139,6 +146,9 @@ def _workflow(n: int) -> dict[str, Any]:
         # A retry due later, and priorities on both sides of the default.
         "run_after": created + timedelta(hours=1) if state is WorkflowState.PENDING else None,
         "priority": n % 5 - 2,
+        # Inline: test_payload_store_migration.py migrates stored payloads.
+        "input_ref": None,
+        "output_ref": None,
     }
 
 
@@ -165,6 +175,8 @@ def _steps(workflow: dict[str, Any], n: int) -> list[dict[str, Any]]:
                 "tokens_used": 1000 * attempt if n % 3 else None,
                 "metadata": _json({}),
                 **_usage(n, attempt),
+                "input_ref": None,
+                "output_ref": None,
             }
         )
     return rows

@@ -28,7 +28,7 @@ from ecl_persistence.migrations import (
     script_location,
 )
 
-TABLES = {"workflows", "step_executions", "artifacts", "workflow_transitions"}
+TABLES = {"workflows", "step_executions", "artifacts", "workflow_transitions", "payloads"}
 SECRET = "Migr4tion-Secret"
 
 

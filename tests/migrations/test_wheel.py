@@ -76,7 +76,13 @@ def test_installed_wheel_migrates_outside_the_repository(
     assert result.returncode == 0, result.stderr
     described, location = result.stdout.strip().splitlines()
     tables, foreign_keys, indexes = ast.literal_eval(described)
-    assert tables == ["artifacts", "step_executions", "workflow_transitions", "workflows"]
+    assert tables == [
+        "artifacts",
+        "payloads",
+        "step_executions",
+        "workflow_transitions",
+        "workflows",
+    ]
     assert foreign_keys == 3
     assert indexes >= 5
     assert str(REPOSITORY) not in location
