@@ -86,11 +86,14 @@ async def offload(uow: UnitContext, row: dict[str, Any], *keys: str) -> None:
 
 async def _store(uow: UnitContext, payloads: dict[str, EncodedPayload]) -> None:
     """Hold the payloads already stored until commit; insert (and hold) the others."""
-    stored = select(_P.c.hash).where(_P.c.hash.in_(list(payloads)))
-    held = await uow.execute(
-        uow.strategy.lock(stored, LockMode.KEY_SHARE), action="hold stored payloads"
-    )
-    missing = [payloads[h] for h in set(payloads) - {row[0] for row in held}]
+    missing = list(payloads.values())
+    if uow.strategy.row_locks:
+        # Only the missing ones are sent; the stored ones are held (FOR KEY SHARE).
+        stored = select(_P.c.hash).where(_P.c.hash.in_(list(payloads)))
+        held = await uow.execute(
+            uow.strategy.lock(stored, LockMode.KEY_SHARE), action="hold stored payloads"
+        )
+        missing = [payloads[h] for h in set(payloads) - {row[0] for row in held}]
     if not missing:
         return
     statement = uow.strategy.insert_or_lock(_P, [_P.c.hash])
