@@ -342,6 +342,28 @@ def test_show_prints_the_history_of_state_changes_with_actor_and_reason(
     assert "search backend timed out" in history
 
 
+def test_show_gives_the_claim_order_priority_and_run_after(
+    ecl_db: Invoke, database_url: str
+) -> None:
+    due = T0 + timedelta(hours=1, milliseconds=250)
+    workflow = Workflow.new("research", {}, run_after=due, priority=7, now=T0)
+    plain = Workflow.new("research", {}, now=T0)
+
+    async def run(db: Database) -> None:
+        async with db.session() as uow:
+            await uow.workflows.create(workflow)
+            await uow.workflows.create(plain)
+
+    on_database(database_url, run)
+    document = json_of(ecl_db("workflows", "show", str(workflow.id), "--json"))["workflow"]
+    assert (document["priority"], document["run_after"]) == (7, due.isoformat())
+    other = json_of(ecl_db("workflows", "show", str(plain.id), "--json"))["workflow"]
+    assert (other["priority"], other["run_after"]) == (0, None)
+    table = ecl_db("workflows", "show", str(workflow.id)).stdout
+    assert re.search(r"^ *priority +7 *$", table, re.MULTILINE)
+    assert re.search(r"^ *run after +2024-05-01 13:00:00\.250 UTC *$", table, re.MULTILINE)
+
+
 def test_show_says_when_no_state_change_was_recorded(ecl_db: Invoke, database_url: str) -> None:
     workflow = WorkflowFactory.build()
 

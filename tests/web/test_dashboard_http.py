@@ -289,3 +289,11 @@ def test_is_loopback(host: str, loopback: bool) -> None:
 def test_the_ipv6_loopback_name_is_answered_too(client: TestClient) -> None:
     assert client.get("/", headers={"host": "[::1]:8000"}).status_code == 200
     assert client.get("/", headers={"host": "[::2]:8000"}).status_code == 421
+
+
+def test_the_workflow_page_gives_the_claim_order(client: TestClient, seeded: Seeded) -> None:
+    html = client.get(f"/workflows/{seeded.traced.id}").text
+    workflow = seeded.traced
+    assert f"<dt>priority</dt><dd>{workflow.priority}</dd>" in html
+    assert '<dt>run after (UTC)</dt><dd class="mono">-</dd>' in html
+    assert client.get(f"/api/workflows/{workflow.id}").json()["workflow"]["priority"] == 0

@@ -127,6 +127,8 @@ def workflow_document(workflow: Workflow, *, payloads: bool = False) -> dict[str
         "lease_owner": workflow.lease_owner,
         "lease_expires_at": _iso(workflow.lease_expires_at),
         "claim_count": workflow.claim_count,
+        "priority": workflow.priority,
+        "run_after": _iso(workflow.run_after),
     }
     _payloads(
         document,

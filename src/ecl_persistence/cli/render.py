@@ -174,6 +174,8 @@ def print_details(details: WorkflowAggregate, *, payloads: bool = False) -> None
             "version": str(workflow.version),
             "lease": Text(_lease(workflow)),
             "claims": str(workflow.claim_count),
+            "priority": str(workflow.priority),
+            "run after": _time(workflow.run_after),
             "error": _plain(workflow.error or "-", lines=True),
             "input": Text(_payload_cell(workflow.input, payloads)),
             "output": Text(_payload_cell(workflow.output, payloads)),
