@@ -187,9 +187,15 @@ def print_details(details: WorkflowAggregate, *, payloads: bool = False) -> None
     history.add_column("step", overflow="fold")
     for column in ("attempt", "state", "started", "duration", "tokens"):
         history.add_column(column, justify="left" if column == "state" else "right", no_wrap=True)
-    history.add_column("in/out/cached/reasoning", justify="right", no_wrap=True)
-    history.add_column("model", overflow="fold")
-    history.add_column("cost", justify="right", no_wrap=True)
+    # The ledger's columns only when an attempt recorded something for them.
+    ledger = any(
+        e.usage is not None or e.model is not None or e.cost is not None
+        for e in details.step_executions
+    )
+    if ledger:
+        history.add_column("in/out/cached/reasoning", justify="right", no_wrap=True)
+        history.add_column("model", overflow="fold")
+        history.add_column("cost", justify="right", no_wrap=True)
     history.add_column("error", overflow="fold")
     for execution in details.step_executions:
         history.add_row(
@@ -199,9 +205,15 @@ def print_details(details: WorkflowAggregate, *, payloads: bool = False) -> None
             clock_ms(execution.started_at),
             format_ms(execution.duration_ms),
             _count(execution.tokens_used),
-            usage_cell(execution.usage),
-            _plain(execution.model),
-            "-" if execution.cost is None else str(execution.cost),
+            *(
+                (
+                    usage_cell(execution.usage),
+                    _plain(execution.model),
+                    "-" if execution.cost is None else str(execution.cost),
+                )
+                if ledger
+                else ()
+            ),
             _plain(execution.error or "", lines=True),
         )
     out.print(history)
