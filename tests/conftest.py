@@ -28,7 +28,14 @@ pytest_plugins = ("tests.support.fixtures",)
 
 POSTGRES_URL_VARIABLE = "ECL_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-TABLES = ("artifacts", "step_executions", "workflow_transitions", "workflows", "payloads")
+TABLES = (
+    "artifacts",
+    "step_executions",
+    "workflow_transitions",
+    "workflows",
+    "concurrency_limits",
+    "payloads",
+)
 
 
 def admin_postgres_url() -> str:

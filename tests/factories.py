@@ -238,7 +238,13 @@ async def stored_artifact(db: Database, artifact_id: ArtifactId) -> Artifact:
     return artifact
 
 
-SNAPSHOT_TABLES = ("workflows", "step_executions", "artifacts", "workflow_transitions")
+SNAPSHOT_TABLES = (
+    "workflows",
+    "step_executions",
+    "artifacts",
+    "workflow_transitions",
+    "concurrency_limits",
+)
 """Every table of the package, as :func:`snapshot` reads them."""
 
 
@@ -248,7 +254,7 @@ async def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
         return {
             table: [
                 tuple(row)
-                for row in await connection.execute(text(f"SELECT * FROM {table} ORDER BY id"))
+                for row in await connection.execute(text(f"SELECT * FROM {table} ORDER BY 1"))
             ]
             for table in SNAPSHOT_TABLES
         }

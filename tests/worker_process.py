@@ -19,6 +19,11 @@ took the workflow over, it prints ``lost``, then tries every write of a
 worker with its old lease and prints ``<write> <outcome>`` for each
 (``LeaseLostError`` when refused), then ``done``.
 
+``stuck URL NAME LEASE``: a worker (lease ``LEASE`` seconds) whose one step
+prints ``in-step <workflow id>`` and hangs; once a run ends it prints
+``ended <workflow id> <state>``. ``limited URL NAME SECONDS``: a worker whose
+one step takes ``SECONDS`` (``ready``, then a line on stdin to start).
+
 ``slow URL NAME SECONDS GRACE``: a worker whose one step prints ``in-step
 <workflow id>`` and takes ``SECONDS``; SIGTERM stops it with ``GRACE``
 seconds of grace. It prints ``stopped`` as it exits.
@@ -218,6 +223,42 @@ async def slow(url: str, name: str, seconds: float, grace: float) -> None:
     print("stopped", flush=True)
 
 
+async def stuck(url: str, name: str, lease_seconds: float) -> None:
+    """A worker whose one step prints ``in-step <workflow id>`` and hangs (to be cancelled)."""
+    async with Database.from_url(url, timeout_secs=30.0) as db:
+        worker = Worker(db, name, lease_seconds=lease_seconds, poll_seconds=0.05)
+        worker.install_signal_handlers()
+        async for run in worker.runs():
+
+            async def step(recording: StepRecording, run: WorkflowRun = run) -> JsonValue:
+                print("in-step", run.workflow.id, flush=True)
+                await asyncio.sleep(3600)
+                return None
+
+            async with run:
+                await run.step("hang", {}, step)
+            print("ended", run.workflow.id, run.workflow.state.value, flush=True)
+    print("stopped", flush=True)
+
+
+async def limited(url: str, name: str, seconds: float) -> None:
+    """A worker whose one step takes ``SECONDS`` (``ready``, then a line on stdin to start)."""
+    async with Database.from_url(url, timeout_secs=30.0) as db:
+        worker = Worker(db, name, lease_seconds=10.0, poll_seconds=0.1)
+        worker.install_signal_handlers()
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        async for run in worker.runs():
+
+            async def step(recording: StepRecording) -> JsonValue:
+                await asyncio.sleep(seconds)
+                return None
+
+            async with run:
+                await run.step("work", {}, step)
+    print("stopped", flush=True)
+
+
 def main(argv: list[str]) -> None:
     mode, url, name, *rest = argv
     if mode == "claim-loop":
@@ -226,6 +267,10 @@ def main(argv: list[str]) -> None:
         asyncio.run(work(url, name, rest[0]))
     elif mode == "hang":
         asyncio.run(hang(url, name, rest[0], float(rest[1])))
+    elif mode == "stuck":
+        asyncio.run(stuck(url, name, float(rest[0])))
+    elif mode == "limited":
+        asyncio.run(limited(url, name, float(rest[0])))
     elif mode == "slow":
         asyncio.run(slow(url, name, float(rest[0]), float(rest[1])))
     else:

@@ -50,7 +50,7 @@ __all__ = [
     "purge",
 ]
 
-FINISHED_STATES = (WorkflowState.COMPLETED, WorkflowState.FAILED)
+FINISHED_STATES = (WorkflowState.COMPLETED, WorkflowState.FAILED, WorkflowState.CANCELLED)
 """The only states a purge may delete: pending and running workflows are never touched."""
 DEFAULT_PURGE_BATCH = 1000
 """Workflows deleted per transaction unless told otherwise."""

@@ -274,7 +274,14 @@ def test_delete_of_an_unknown_id_exits_1(ecl_db: Invoke) -> None:
 def test_stats_counts_by_state_and_totals_executions(ecl_db: Invoke, seeded: Seeded) -> None:
     assert json_of(ecl_db("stats", "--json")) == {
         "definition_id": None,
-        "workflows": {"pending": 0, "running": 1, "completed": 1, "failed": 1, "total": 3},
+        "workflows": {
+            "pending": 0,
+            "running": 1,
+            "completed": 1,
+            "failed": 1,
+            "cancelled": 0,
+            "total": 3,
+        },
         "step_executions": {
             "total_executions": 4,
             "succeeded_count": 2,

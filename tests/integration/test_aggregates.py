@@ -54,6 +54,7 @@ async def test_count_by_state_lists_every_state_with_zero_for_none(db: Database)
         WorkflowState.RUNNING: 2,
         WorkflowState.COMPLETED: 1,
         WorkflowState.FAILED: 1,
+        WorkflowState.CANCELLED: 0,
     }
     assert research == {**everything, WorkflowState.FAILED: 0}
     assert unknown == dict.fromkeys(WorkflowState, 0)

@@ -36,6 +36,8 @@ from ecl_persistence.domain import new_uuid7
 
 SECRET = "payload-that-must-stay-private"
 
+STATES = ("pending", "running", "completed", "failed", "cancelled")
+
 
 @attrs.frozen
 class Exported:
@@ -196,11 +198,11 @@ async def test_the_workflow_gauge_reports_the_last_counts_only_when_asked(
             await uow.workflows.create(WorkflowFactory.build())
     gauge = telemetry.WorkflowStateGauge(db)
     assert gauge.registered
-    assert await gauge.refresh() == {"pending": 2, "running": 0, "completed": 0, "failed": 0}
+    assert await gauge.refresh() == {**dict.fromkeys(STATES, 0), "pending": 2}
     counts = {
         p.attributes["ecl.workflow.state"]: p.value for p in exported.points("ecl.workflow.count")
     }
-    assert counts == {"pending": 2, "running": 0, "completed": 0, "failed": 0}
+    assert counts == {**dict.fromkeys(STATES, 0), "pending": 2}
 
 
 async def test_the_gauge_does_nothing_without_an_sdk(db: Database) -> None:

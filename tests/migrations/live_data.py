@@ -50,6 +50,7 @@ _ARTIFACTS = (
 _TRANSITIONS = ("id", "workflow_id", "from_state", "to_state", "at", "actor", "reason", "version")
 
 _QUEUE_0004 = ("run_after", "priority")
+_OPERATIONS_0005 = ("cancel_requested_at", "forked_from", "concurrency_key")
 _LEDGER_0006 = (
     "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "model", "cost",
 )  # fmt: skip
@@ -57,17 +58,26 @@ _LEDGER_0006 = (
 _0001: Schema = {"workflows": _WORKFLOWS_0001, "step_executions": _STEPS, "artifacts": _ARTIFACTS}
 _0002: Schema = {**_0001, "workflows": _WORKFLOWS_0001 + _WORKERS_0002}
 _0003: Schema = {**_0002, "workflow_transitions": _TRANSITIONS}
+_0004: Schema = {**_0003, "workflows": _WORKFLOWS_0001 + _WORKERS_0002 + _QUEUE_0004}
+_LIMITS = ("key", "max_running", "updated_at")
 SCHEMAS: dict[str, Schema] = {
     "0001": _0001,
     "0002": _0002,
     "0003": _0003,
-    "0004": {**_0003, "workflows": _WORKFLOWS_0001 + _WORKERS_0002 + _QUEUE_0004},
+    "0004": _0004,
+    "0005": {
+        "workflows": _0004["workflows"] + _OPERATIONS_0005,
+        "step_executions": (*_STEPS, "copied_from"),
+        "artifacts": _ARTIFACTS,
+        "workflow_transitions": _TRANSITIONS,
+        "concurrency_limits": _LIMITS,
+    },
 }
 _REFS_0006 = ("input_ref", "output_ref")
 SCHEMAS["0006"] = {
-    **SCHEMAS["0004"],
-    "workflows": _WORKFLOWS_0001 + _WORKERS_0002 + _QUEUE_0004 + _REFS_0006,
-    "step_executions": _STEPS + _LEDGER_0006 + _REFS_0006,
+    **SCHEMAS["0005"],
+    "workflows": SCHEMAS["0005"]["workflows"] + _REFS_0006,
+    "step_executions": SCHEMAS["0005"]["step_executions"] + _LEDGER_0006 + _REFS_0006,
 }
 """The tables and columns of each revision, parents first (children are inserted after)."""
 
@@ -78,6 +88,10 @@ ADDED: dict[str, object] = {
     "claim_count": 0,
     "run_after": None,
     "priority": 0,
+    "cancel_requested_at": None,
+    "forked_from": None,
+    "concurrency_key": None,
+    "copied_from": None,
     **dict.fromkeys(_LEDGER_0006),
     "input_ref": None,
     "output_ref": None,
@@ -94,11 +108,15 @@ _TYPES: dict[str, Any] = {
     "started_at": UTCDateTime(),
     "lease_expires_at": UTCDateTime(),
     "run_after": UTCDateTime(),
+    "cancel_requested_at": UTCDateTime(),
+    "forked_from": Uuid(),
+    "copied_from": Uuid(),
     "at": UTCDateTime(),
     "attempt": Integer(),
     "version": Integer(),
     "claim_count": Integer(),
     "priority": Integer(),
+    "max_running": Integer(),
     "state": String(),
     "error": Text(),
     "cost": Money(),
@@ -121,7 +139,8 @@ def _json(value: Any) -> str | None:
 
 
 def _workflow(n: int) -> dict[str, Any]:
-    states = list(WorkflowState)
+    # Cancelled exists from revision 0005 on: rows of every revision use the others.
+    states = [state for state in WorkflowState if state is not WorkflowState.CANCELLED]
     state = states[n % len(states)]
     created = T0 + timedelta(seconds=n, microseconds=n)
     finished = state.is_finished
@@ -146,6 +165,9 @@ def _workflow(n: int) -> dict[str, Any]:
         # A retry due later, and priorities on both sides of the default.
         "run_after": created + timedelta(hours=1) if state is WorkflowState.PENDING else None,
         "priority": n % 5 - 2,
+        "cancel_requested_at": None,
+        "forked_from": None,
+        "concurrency_key": f"tenant-{n % 3}" if n % 4 == 0 else None,
         # Inline: test_payload_store_migration.py migrates stored payloads.
         "input_ref": None,
         "output_ref": None,
@@ -174,6 +196,7 @@ def _steps(workflow: dict[str, Any], n: int) -> list[dict[str, Any]]:
                 "duration_ms": 250,
                 "tokens_used": 1000 * attempt if n % 3 else None,
                 "metadata": _json({}),
+                "copied_from": None,
                 **_usage(n, attempt),
                 "input_ref": None,
                 "output_ref": None,
@@ -244,6 +267,9 @@ def sample_rows() -> Rows:
         rows["step_executions"].extend(_steps(workflow, n))
         rows["artifacts"].append(_artifact(workflow, n))
         rows["workflow_transitions"].extend(_transitions(workflow))
+    rows["concurrency_limits"] = [
+        {"key": f"tenant-{n}", "max_running": n, "updated_at": T0} for n in range(3)
+    ]
     return rows
 
 
@@ -273,7 +299,7 @@ async def dump(engine: AsyncEngine, schema: Schema) -> Dump:
             table: [
                 tuple(row)
                 for row in await connection.execute(
-                    text(f"SELECT {', '.join(columns)} FROM {table} ORDER BY id")
+                    text(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {columns[0]}")
                 )
             ]
             for table, columns in schema.items()

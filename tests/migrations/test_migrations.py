@@ -28,7 +28,14 @@ from ecl_persistence.migrations import (
     script_location,
 )
 
-TABLES = {"workflows", "step_executions", "artifacts", "workflow_transitions", "payloads"}
+TABLES = {
+    "workflows",
+    "step_executions",
+    "artifacts",
+    "workflow_transitions",
+    "concurrency_limits",
+    "payloads",
+}
 SECRET = "Migr4tion-Secret"
 
 
@@ -78,6 +85,7 @@ async def test_upgrade_from_empty_creates_tables_keys_and_indexes(empty_database
         "ix_workflows_state_completed_at",
         "ix_step_executions_workflow_id_started_at",
         "ix_artifacts_workflow_id_created_at",
+        "ix_workflows_running_concurrency_key",
     } <= schema["indexes"]
     # Revision 0004 replaced the queue's index of 0002 by one in priority order.
     assert "ix_workflows_claimable_created_at_id" not in schema["indexes"]

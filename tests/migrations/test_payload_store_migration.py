@@ -25,7 +25,7 @@ async def test_a_downgrade_puts_stored_payloads_back_inline(empty_database_url: 
                 execution.id, StepExecutionState.SUCCEEDED, output=BIG
             )
         assert await raw_scalar(db, "SELECT count(*) FROM payloads") == 1
-        await downgrade(db.engine, "0004")
+        await downgrade(db.engine, "0005")
         for column, table in (("input", "workflows"), ("input", "step_executions"),
                               ("output", "step_executions")):  # fmt: skip
             raw = await raw_scalar(db, f"SELECT {column} FROM {table}")

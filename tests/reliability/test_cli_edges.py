@@ -104,7 +104,7 @@ def test_on_a_terminal_purge_says_what_it_will_delete_and_asks(
     workflows = _seed(database_url)
     monkeypatch.setattr(purge_command, "_on_a_terminal", lambda: True)
     result = invoke(["purge", "--older-than", "30d"], url=database_url, input=f"{answer}\n")
-    assert "Purge 2 completed and failed workflows finished before" in result.stderr
+    assert "Purge 2 completed, failed and cancelled workflows finished before" in result.stderr
     assert "[y/N]" in result.stderr
     assert result.exit_code == (0 if answer == "y" else ExitCode.NO), result.output
     assert workflow_ids(database_url) == _names(workflows, *left)
@@ -118,7 +118,7 @@ def test_on_a_terminal_an_age_of_zero_asks_about_every_finished_workflow(
     workflows = _seed(database_url)
     monkeypatch.setattr(purge_command, "_on_a_terminal", lambda: True)
     result = invoke(["purge", "--older-than", "0d"], url=database_url, input="n\n")
-    assert "Purge all 3 completed and failed workflows, however recent" in result.stderr
+    assert "Purge all 3 completed, failed and cancelled workflows, however recent" in result.stderr
     assert result.exit_code == ExitCode.NO
     assert workflow_ids(database_url) == _names(workflows, *workflows)
 
@@ -163,7 +163,7 @@ def _run_on_a_terminal(url: str, *args: str, answer: bytes) -> tuple[int, str]:
 def test_purge_asks_on_a_real_terminal(database_url: str) -> None:
     workflows = _seed(database_url)
     code, seen = _run_on_a_terminal(database_url, "purge", "--older-than", "30d", answer=b"n")
-    assert "Purge 2 completed and failed workflows" in seen
+    assert "Purge 2 completed, failed and cancelled workflows" in seen
     assert code == ExitCode.NO, seen
     assert "nothing purged" in seen
     assert workflow_ids(database_url) == _names(workflows, *workflows)

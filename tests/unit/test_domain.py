@@ -61,10 +61,13 @@ def _workflow_move_allowed(source: WorkflowState, target: WorkflowState) -> bool
     if source == target or source == WorkflowState.COMPLETED:
         return False
     if source == WorkflowState.FAILED:
-        return target == WorkflowState.RUNNING
+        # Resumed, retried or cancelled.
+        return target in (WorkflowState.RUNNING, WorkflowState.PENDING, WorkflowState.CANCELLED)
+    if source == WorkflowState.CANCELLED:
+        return target == WorkflowState.PENDING  # only a retry
     if source == WorkflowState.PENDING:
         return True
-    return target in (WorkflowState.COMPLETED, WorkflowState.FAILED)
+    return target in (WorkflowState.COMPLETED, WorkflowState.FAILED, WorkflowState.CANCELLED)
 
 
 @pytest.mark.parametrize(
@@ -85,13 +88,19 @@ def test_workflow_transition_table_covers_every_state_and_is_read_only() -> None
 
 
 def test_workflow_state_values_are_lower_case_names() -> None:
-    assert [state.value for state in WorkflowState] == ["pending", "running", "completed", "failed"]
+    assert [state.value for state in WorkflowState] == [
+        "pending",
+        "running",
+        "completed",
+        "failed",
+        "cancelled",
+    ]
     assert WorkflowState("running") is WorkflowState.RUNNING
 
 
-def test_workflow_state_is_finished_only_when_completed_or_failed() -> None:
+def test_workflow_state_is_finished_only_when_completed_failed_or_cancelled() -> None:
     finished = {state for state in WorkflowState if state.is_finished}
-    assert finished == {WorkflowState.COMPLETED, WorkflowState.FAILED}
+    assert finished == {WorkflowState.COMPLETED, WorkflowState.FAILED, WorkflowState.CANCELLED}
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,13 @@ def test_api_workflows_pages_through_everything_with_counts(
         if cursor is None:
             break
     assert seen == [str(w.id) for w in seeded.newest_first]
-    assert document["counts"] == {"pending": 2, "running": 1, "completed": 3, "failed": 1}
+    assert document["counts"] == {
+        "pending": 2,
+        "running": 1,
+        "completed": 3,
+        "failed": 1,
+        "cancelled": 0,
+    }
     assert sum(document["counts"].values()) == LISTED
 
 

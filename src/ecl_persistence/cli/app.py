@@ -6,6 +6,7 @@ import click
 
 from ecl_persistence import __version__
 from ecl_persistence.cli.commands.demo import demo
+from ecl_persistence.cli.commands.operations import cancel, fork, limits, retry
 from ecl_persistence.cli.commands.purge import purge
 from ecl_persistence.cli.commands.schema import check, current, migrate
 from ecl_persistence.cli.commands.serve import serve
@@ -18,7 +19,8 @@ __all__ = ["cli"]
 
 _EPILOG = """\b
 Exit codes: 0 ok; 1 no (check: behind; unknown id; declined;
-nothing to resume); 2 bad usage or input; 3 database unreachable;
+nothing to resume; not in a state to cancel or retry); 2 bad usage
+or input (a malformed id, an unknown step); 3 database unreachable;
 4 database not migrated; 5 other database error; 6 demo crashed on
 purpose (--crash-after).
 """
@@ -31,5 +33,7 @@ def cli() -> None:
     """Look after an ECL workflow database: migrate it, run a demo, inspect what it holds."""
 
 
-for _command in (migrate, current, check, demo, workflows, stats, usage, purge, serve):
+for _command in (migrate, current, check, demo, workflows, stats, usage, purge, serve, limits):
     cli.add_command(_command)
+for _command in (cancel, retry, fork):
+    workflows.add_command(_command)

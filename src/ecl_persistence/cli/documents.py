@@ -129,6 +129,9 @@ def workflow_document(workflow: Workflow, *, payloads: bool = False) -> dict[str
         "claim_count": workflow.claim_count,
         "priority": workflow.priority,
         "run_after": _iso(workflow.run_after),
+        "cancel_requested_at": _iso(workflow.cancel_requested_at),
+        "forked_from": None if workflow.forked_from is None else str(workflow.forked_from),
+        "concurrency_key": workflow.concurrency_key,
     }
     _payloads(
         document,
@@ -149,6 +152,7 @@ def _execution_document(execution: StepExecution, *, payloads: bool) -> dict[str
         "completed_at": _iso(execution.completed_at),
         "duration_ms": execution.duration_ms,
         "tokens_used": execution.tokens_used,
+        "copied_from": None if execution.copied_from is None else str(execution.copied_from),
         "usage": None if execution.usage is None else attrs.asdict(execution.usage),
         "model": execution.model,
         "cost": money(execution.cost),

@@ -18,6 +18,12 @@ from ecl_persistence.domain.ids import (
     parse_uuid,
 )
 from ecl_persistence.domain.leases import Lease, check_lease
+from ecl_persistence.domain.limits import (
+    MAX_RUNNING,
+    ConcurrencyLimit,
+    check_concurrency_key,
+    check_max_running,
+)
 from ecl_persistence.domain.models import (
     MAX_ATTEMPT,
     MAX_ERROR_LENGTH,
@@ -68,12 +74,14 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_JSON_INT",
     "MAX_PRIORITY",
+    "MAX_RUNNING",
     "MIN_JSON_INT",
     "MIN_PRIORITY",
     "MISSING",
     "WORKFLOW_TRANSITIONS",
     "Artifact",
     "ArtifactId",
+    "ConcurrencyLimit",
     "ExecutionStats",
     "JsonValue",
     "Lease",
@@ -95,9 +103,11 @@ __all__ = [
     "WorkflowTransition",
     "check_actor",
     "check_artifact_path",
+    "check_concurrency_key",
     "check_cost",
     "check_json",
     "check_lease",
+    "check_max_running",
     "check_model",
     "check_reason",
     "check_text",

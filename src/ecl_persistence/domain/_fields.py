@@ -105,6 +105,17 @@ def uuid_value(instance: object, attribute: attrs.Attribute[Any], value: object)
         raise ValidationError(not_a_uuid(value, attribute.name))
 
 
+def optional_uuid_from_text(value: uuid.UUID | str | None) -> uuid.UUID | None:
+    """Like :func:`uuid_from_text`, keeping None (converter)."""
+    return None if value is None else uuid_from_text(value)
+
+
+def optional_uuid(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """Require a :class:`uuid.UUID` or None (validator)."""
+    if value is not None:
+        uuid_value(instance, attribute, value)
+
+
 def json_payload(*, allow_missing: bool = False) -> Validator:
     """Require a value that :func:`check_json` accepts, or ``MISSING`` when allowed."""
 

@@ -10,7 +10,7 @@ import attrs
 
 from ecl_persistence.domain import _fields
 from ecl_persistence.domain.artifacts import Artifact
-from ecl_persistence.domain.ids import StepId
+from ecl_persistence.domain.ids import StepId, WorkflowId
 from ecl_persistence.domain.models import ExecutionStats, StepExecution, Workflow
 from ecl_persistence.domain.resume import ResumePoint
 from ecl_persistence.domain.states import StepExecutionState
@@ -92,6 +92,11 @@ class WorkflowAggregate:
     @stats.default
     def _stats(self) -> ExecutionStats:
         return stats_of(self.step_executions)
+
+    @property
+    def forked_from(self) -> WorkflowId | None:
+        """The workflow this one was forked from (``Workflow.forked_from``), or None."""
+        return self.workflow.forked_from
 
     def latest_attempts(self) -> dict[StepId, StepExecution]:
         """The latest attempt of each step, by step id, in the order the steps started."""

@@ -89,6 +89,12 @@ def _lease(instance: Workflow, attribute: attrs.Attribute[Any], value: datetime 
         raise ValidationError("only a running workflow can hold a lease")
 
 
+def _concurrency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return check_text(value, field="concurrency_key", max_length=MAX_ID_LENGTH)
+
+
 def _error(value: str | None) -> str | None:
     if value is None:
         return None
@@ -134,6 +140,12 @@ class Workflow:
     workers can be told apart; ``run_after``, when set, is the instant before
     which no claim takes the workflow, and claims take the highest
     ``priority`` first, then the oldest.
+
+    The operations of ``docs/operations.md`` add the last three:
+    ``cancel_requested_at`` is when a cancel of the running workflow was
+    asked for (its run stops at its next heartbeat); ``forked_from`` is the
+    workflow this one was forked from; ``concurrency_key`` names the group
+    whose running workflows a concurrency limit counts.
     """
 
     id: WorkflowId = attrs.field(converter=_fields.uuid_from_text, validator=_fields.uuid_value)
@@ -173,6 +185,15 @@ class Workflow:
     priority: int = attrs.field(
         default=0, validator=_fields.integer(minimum=MIN_PRIORITY, maximum=MAX_PRIORITY)
     )
+    cancel_requested_at: datetime | None = attrs.field(
+        default=None,
+        converter=_fields.optional_utc_datetime,
+        validator=_fields.aware_utc(optional=True),
+    )
+    forked_from: WorkflowId | None = attrs.field(
+        default=None, converter=_fields.optional_uuid_from_text, validator=_fields.optional_uuid
+    )
+    concurrency_key: str | None = attrs.field(default=None, converter=_concurrency_key)
 
     @property
     def lease(self) -> Lease | None:
@@ -193,6 +214,7 @@ class Workflow:
         idempotency_key: str | None = None,
         run_after: datetime | None = None,
         priority: int = 0,
+        concurrency_key: str | None = None,
     ) -> Workflow:
         """Return a pending workflow at version 1, created ``now`` (default: the current time).
 
@@ -202,7 +224,9 @@ class Workflow:
         With ``run_after`` (an aware datetime) no claim takes the workflow
         before that instant; claims take the highest ``priority`` first
         (from :data:`MIN_PRIORITY` to :data:`MAX_PRIORITY`, 0 by default),
-        then the oldest.
+        then the oldest. With a ``concurrency_key`` (at most 255 characters,
+        for example a tenant or a model), claims keep the number of running
+        workflows of that key within its limit, if one is set.
         """
         created_at = utc_now() if now is None else now
         return cls(
@@ -220,52 +244,19 @@ class Workflow:
             idempotency_key=idempotency_key,
             run_after=run_after,
             priority=priority,
+            concurrency_key=concurrency_key,
         )
 
     @classmethod
-    def _from_row(
-        cls,
-        id: WorkflowId,
-        definition_id: str,
-        state: WorkflowState,
-        input: JsonValue,
-        output: JsonValue | Missing,
-        error: str | None,
-        created_at: datetime,
-        updated_at: datetime,
-        completed_at: datetime | None,
-        metadata: dict[str, JsonValue],
-        version: int,
-        idempotency_key: str | None,
-        lease_owner: str | None,
-        lease_expires_at: datetime | None,
-        claim_count: int,
-        run_after: datetime | None,
-        priority: int,
-    ) -> Workflow:
-        """Rebuild a stored workflow without running the validators again.
+    def _from_row(cls, *values: Any) -> Workflow:
+        """Rebuild a stored workflow, from its field values in order, without validating them.
 
         Only for the repositories, with values they read back and checked
-        (see ``repositories._rows``): a caller's values go through ``__init__``.
+        (see ``repositories._values``): a caller's values go through ``__init__``.
         """
         self = _NEW(cls)
-        _SET(self, "id", id)
-        _SET(self, "definition_id", definition_id)
-        _SET(self, "state", state)
-        _SET(self, "input", input)
-        _SET(self, "output", output)
-        _SET(self, "error", error)
-        _SET(self, "created_at", created_at)
-        _SET(self, "updated_at", updated_at)
-        _SET(self, "completed_at", completed_at)
-        _SET(self, "metadata", metadata)
-        _SET(self, "version", version)
-        _SET(self, "idempotency_key", idempotency_key)
-        _SET(self, "lease_owner", lease_owner)
-        _SET(self, "lease_expires_at", lease_expires_at)
-        _SET(self, "claim_count", claim_count)
-        _SET(self, "run_after", run_after)
-        _SET(self, "priority", priority)
+        for name, value in zip(_WORKFLOW_SLOTS, values, strict=True):
+            _SET(self, name, value)
         return self
 
 
@@ -277,7 +268,9 @@ class StepExecution:
     to :data:`MAX_ATTEMPT`, counters are non-negative 64-bit integers or None,
     payloads pass :func:`~ecl_persistence.domain.check_json`, and every
     datetime is aware and in UTC. ``output`` is ``MISSING`` until the step
-    produces one. Build new executions with :meth:`start`.
+    produces one. Build new executions with :meth:`start`. ``copied_from``
+    is the attempt this one is a copy of, when a fork copied it from the
+    workflow it was forked from (see ``docs/operations.md``); ``None`` otherwise.
 
     ``usage`` is what the attempt's LLM calls used (a :class:`TokenUsage`),
     ``model`` the model they ran on and ``cost`` what they cost (a
@@ -309,6 +302,9 @@ class StepExecution:
     tokens_used: int | None = attrs.field(validator=_fields.integer(minimum=0, optional=True))
     metadata: dict[str, JsonValue] = attrs.field(
         validator=_fields.json_object, repr=_fields.redacted
+    )
+    copied_from: StepExecutionId | None = attrs.field(
+        default=None, converter=_fields.optional_uuid_from_text, validator=_fields.optional_uuid
     )
     usage: TokenUsage | None = attrs.field(default=None, validator=_usage)
     model: str | None = attrs.field(default=None, converter=_model)
@@ -348,45 +344,17 @@ class StepExecution:
         )
 
     @classmethod
-    def _from_row(
-        cls,
-        id: StepExecutionId,
-        workflow_id: WorkflowId,
-        step_id: StepId,
-        attempt: int,
-        state: StepExecutionState,
-        input: JsonValue,
-        output: JsonValue | Missing,
-        error: str | None,
-        started_at: datetime,
-        completed_at: datetime | None,
-        duration_ms: int | None,
-        tokens_used: int | None,
-        metadata: dict[str, JsonValue],
-        usage: TokenUsage | None = None,
-        model: str | None = None,
-        cost: Decimal | None = None,
-    ) -> StepExecution:
-        """Rebuild a stored step execution without running the validators again.
+    def _from_row(cls, *values: Any) -> StepExecution:
+        """Rebuild a stored step execution, from its field values in order, without validating.
 
         Only for the repositories, with values they read back and checked
-        (see ``repositories._rows``): a caller's values go through ``__init__``.
+        (see ``repositories._values``): a caller's values go through ``__init__``.
         """
         self = _NEW(cls)
-        _SET(self, "id", id)
-        _SET(self, "workflow_id", workflow_id)
-        _SET(self, "step_id", step_id)
-        _SET(self, "attempt", attempt)
-        _SET(self, "state", state)
-        _SET(self, "input", input)
-        _SET(self, "output", output)
-        _SET(self, "error", error)
-        _SET(self, "started_at", started_at)
-        _SET(self, "completed_at", completed_at)
-        _SET(self, "duration_ms", duration_ms)
-        _SET(self, "tokens_used", tokens_used)
-        _SET(self, "metadata", metadata)
-        _SET(self, "usage", usage)
-        _SET(self, "model", model)
-        _SET(self, "cost", cost)
+        for name, value in zip(_STEP_SLOTS, values, strict=True):
+            _SET(self, name, value)
         return self
+
+
+_WORKFLOW_SLOTS = tuple(field.name for field in attrs.fields(Workflow))
+_STEP_SLOTS = tuple(field.name for field in attrs.fields(StepExecution))

@@ -22,11 +22,12 @@ class WorkflowState(enum.StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def is_finished(self) -> bool:
-        """Whether the workflow has stopped (completed or failed)."""
-        return self in (WorkflowState.COMPLETED, WorkflowState.FAILED)
+        """Whether the workflow has stopped (completed, failed or cancelled)."""
+        return self in (WorkflowState.COMPLETED, WorkflowState.FAILED, WorkflowState.CANCELLED)
 
     def can_move_to(self, target: WorkflowState) -> bool:
         """Return whether a workflow in this state may move to ``target``.
@@ -37,15 +38,26 @@ class WorkflowState(enum.StrEnum):
 
 
 #: The states each workflow state may move to. Completed is final; failed may
-#: only be resumed (moved back to running).
+#: be resumed (moved back to running), retried (back to pending) or cancelled;
+#: cancelled only retried (see ``docs/operations.md``).
 WORKFLOW_TRANSITIONS: Mapping[WorkflowState, frozenset[WorkflowState]] = MappingProxyType(
     {
         WorkflowState.PENDING: frozenset(
-            {WorkflowState.RUNNING, WorkflowState.COMPLETED, WorkflowState.FAILED}
+            {
+                WorkflowState.RUNNING,
+                WorkflowState.COMPLETED,
+                WorkflowState.FAILED,
+                WorkflowState.CANCELLED,
+            }
         ),
-        WorkflowState.RUNNING: frozenset({WorkflowState.COMPLETED, WorkflowState.FAILED}),
+        WorkflowState.RUNNING: frozenset(
+            {WorkflowState.COMPLETED, WorkflowState.FAILED, WorkflowState.CANCELLED}
+        ),
         WorkflowState.COMPLETED: frozenset(),
-        WorkflowState.FAILED: frozenset({WorkflowState.RUNNING}),
+        WorkflowState.FAILED: frozenset(
+            {WorkflowState.RUNNING, WorkflowState.PENDING, WorkflowState.CANCELLED}
+        ),
+        WorkflowState.CANCELLED: frozenset({WorkflowState.PENDING}),
     }
 )
 

@@ -9,6 +9,7 @@ anyone holds decoded values: aware UTC datetimes and JSON documents.
 from ecl_persistence.orm.base import NAMING_CONVENTION, Base
 from ecl_persistence.orm.models import (
     ArtifactRecord,
+    ConcurrencyLimitRecord,
     PayloadRecord,
     StepExecutionRecord,
     WorkflowRecord,
@@ -27,6 +28,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "ArtifactRecord",
     "Base",
+    "ConcurrencyLimitRecord",
     "JsonPayload",
     "Money",
     "MoneySum",

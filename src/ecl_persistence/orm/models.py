@@ -35,6 +35,7 @@ from ecl_persistence.orm.types import (
 
 __all__ = [
     "ArtifactRecord",
+    "ConcurrencyLimitRecord",
     "PayloadRecord",
     "StepExecutionRecord",
     "WorkflowRecord",
@@ -50,7 +51,7 @@ def _state_check(*states: str, column: str = "state") -> str:
     return f"{column} IN ({quoted})"
 
 
-WORKFLOW_STATES = ("pending", "running", "completed", "failed")
+WORKFLOW_STATES = ("pending", "running", "completed", "failed", "cancelled")
 """The values of a workflow's ``state`` column."""
 CLAIMABLE_STATES = ("pending", "running")
 """The states a claim looks at: the partial claim index covers exactly these."""
@@ -89,6 +90,10 @@ class WorkflowRecord(Base):
     claim_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     run_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # No foreign key: a fork outlives the purge of the workflow it came from.
+    forked_from: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    concurrency_key: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     # Set when the payload is in ``payloads``: the inline column then holds
     # JSON null (input) or NULL (output), and this, the payload's hash.
     input_ref: Mapped[Any | None] = mapped_column(PayloadRef)
@@ -153,6 +158,17 @@ Index(
     sqlite_where=text(_CLAIMABLE),
 )
 
+# What a claim counts against a concurrency limit: the running workflows of a
+# key, with their lease's expiry (a live lease counts, an expired one not).
+_RUNNING_KEYED = "state = 'running' AND concurrency_key IS NOT NULL"
+Index(
+    "ix_workflows_running_concurrency_key",
+    WorkflowRecord.concurrency_key,
+    WorkflowRecord.lease_expires_at,
+    postgresql_where=text(_RUNNING_KEYED),
+    sqlite_where=text(_RUNNING_KEYED),
+)
+
 
 USAGE_CHECK = (
     "(input_tokens IS NULL AND output_tokens IS NULL AND cached_tokens IS NULL "
@@ -183,6 +199,8 @@ class StepExecutionRecord(Base):
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)
     tokens_used: Mapped[int | None] = mapped_column(BigInteger)
     metadata_: Mapped[Any] = mapped_column("metadata", JsonPayload, nullable=False)
+    # No foreign key: the copy outlives the purge of the attempt it copies.
+    copied_from: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     # The usage: all four counts or none (an attempt that recorded no usage).
     input_tokens: Mapped[int | None] = mapped_column(BigInteger)
     output_tokens: Mapped[int | None] = mapped_column(BigInteger)
@@ -294,6 +312,22 @@ class WorkflowTransitionRecord(Base):
         # it is also the foreign key's index and the one history() reads.
         UniqueConstraint("workflow_id", "version"),
     )
+
+
+class ConcurrencyLimitRecord(Base):
+    """A row of ``concurrency_limits``: how many workflows of a key may run at once.
+
+    Claims lock the row of each key they take workflows of (on PostgreSQL),
+    so that two claims never both see room for the same last slot.
+    """
+
+    __tablename__ = "concurrency_limits"
+
+    key: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    max_running: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (CheckConstraint("max_running >= 0", name="max_running_non_negative"),)
 
 
 def _decoded_attributes(record_class: type[Base]) -> tuple[tuple[str, str], ...]:

@@ -47,6 +47,7 @@ from ecl_persistence.orm import WorkflowRecord
 from ecl_persistence.orm.models import CLAIMABLE_STATES
 from ecl_persistence.orm.types import UTCDateTime
 from ecl_persistence.repositories._checks import check_aware
+from ecl_persistence.repositories._concurrency import full_keys
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
@@ -89,20 +90,29 @@ def _literal(value: str) -> ColumnElement[Any]:
     return literal_column(f"'{value}'")
 
 
-def _claimable(now: ColumnElement[Any]) -> ColumnElement[bool]:
+def _claimable(now: ColumnElement[Any], *, skip_full: bool = True) -> ColumnElement[bool]:
     """Pending workflows, and running ones whose lease has expired, due by ``now``.
 
     The states are literals, spelled as in the partial index's predicate, so
     that both planners can prove the index covers the query (a bound
     parameter would hide the values from them). A running workflow without a
     lease was started outside the claim protocol and is never taken; one
-    whose ``run_after`` is still to come waits for it.
+    whose ``run_after`` is still to come waits for it. One with a cancel
+    request is never taken (``docs/operations.md``). With ``skip_full``, nor
+    is one whose concurrency key is at its limit; a workflow without a key
+    stops at ``concurrency_key IS NULL`` and never reaches that subquery.
     """
-    return and_(
+    conditions = [
         _T.state.in_([_literal(state) for state in CLAIMABLE_STATES]),
         or_(_T.state == _literal(_PENDING), _T.lease_expires_at < now),
         or_(_T.run_after.is_(None), _T.run_after <= now),
-    )
+        _T.cancel_requested_at.is_(None),
+    ]
+    if skip_full:
+        conditions.append(
+            or_(_T.concurrency_key.is_(None), _T.concurrency_key.not_in(full_keys(now)))
+        )
+    return and_(*conditions)
 
 
 QUEUE_ORDER = (_T.priority.desc(), _T.created_at, _T.id)
@@ -113,9 +123,13 @@ QUEUE_INDEX = "ix_workflows_claimable_priority_created_at_id"
 
 @functools.cache
 def pick(strategy: DialectStrategy, *, by_definition: bool) -> AnySelect:
-    """Lock the first claimable workflows in queue order (of ``definitions``): id, state, owner."""
+    """Lock the first claimable workflows in queue order (of ``definitions``).
+
+    Each row: id, state, lease owner and concurrency key.
+    """
     now = bindparam("now", type_=UTCDateTime())
-    queue = select(_T.id, _T.state, _T.lease_owner).where(_claimable(now))
+    columns = (_T.id, _T.state, _T.lease_owner, _T.concurrency_key)
+    queue = select(*columns).where(_claimable(now))
     if by_definition:
         queue = queue.where(_T.definition_id.in_(bindparam("definitions", expanding=True)))
     queue = queue.order_by(*QUEUE_ORDER).limit(bindparam("limit"))
@@ -153,15 +167,15 @@ TAKE_ONE: Update = (
 
 @functools.cache
 def pick_by_id(strategy: DialectStrategy) -> AnySelect:
-    """Lock workflow ``wid`` if it is claimable; its id, state and lease owner.
+    """Lock workflow ``wid`` if it is claimable; its id, state, lease owner and key.
 
     Waits for, rather than skips, a lock another claim holds: once it
     commits, PostgreSQL re-checks the conditions against the row it left, so
     of two racing claims of one workflow exactly one picks it.
     """
     now = bindparam("now", type_=UTCDateTime())
-    chosen = select(_T.id, _T.state, _T.lease_owner).where(
-        _T.id == bindparam("wid"), _claimable(now)
+    chosen = select(_T.id, _T.state, _T.lease_owner, _T.concurrency_key).where(
+        _T.id == bindparam("wid"), _claimable(now, skip_full=False)
     )
     return strategy.lock(chosen, LockMode.UPDATE)
 
@@ -187,9 +201,15 @@ def _owned(fenced: bool) -> ColumnElement[bool]:
 
 
 def _heartbeat(fenced: bool) -> Update:
+    # An expired lease of a workflow with a concurrency key is not renewed:
+    # it stopped counting against its limit, and a claim may have used the room.
+    live = or_(
+        _W.concurrency_key.is_(None),
+        _W.lease_expires_at >= bindparam("now", type_=UTCDateTime()),
+    )
     return (
         update(_W)
-        .where(_owned(fenced))
+        .where(_owned(fenced), live)
         .values(lease_expires_at=bindparam("expires", type_=UTCDateTime()))
         .returning(_W)
         .execution_options(**_FRESH)

@@ -187,7 +187,8 @@ def workflow_from_values(values: tuple[Any, ...], *, table: str, id: object) -> 
     """Build a :class:`Workflow` from a row whose state and JSON columns are decoded."""
     (id_, definition_id, state, _input, _output, error, created_at, updated_at, completed_at,
      metadata, version, idempotency_key, lease_owner, lease_expires_at,
-     claim_count, run_after, priority) = values  # fmt: skip
+     claim_count, run_after, priority, cancel_requested_at, forked_from,
+     concurrency_key) = values  # fmt: skip
     if (
         isinstance(id_, uuid.UUID)
         and _text(definition_id, MAX_ID_LENGTH)
@@ -209,6 +210,9 @@ def workflow_from_values(values: tuple[Any, ...], *, table: str, id: object) -> 
         and _int(claim_count, 0)
         and (run_after is None or _utc(run_after))
         and _int(priority, MIN_PRIORITY, MAX_PRIORITY)
+        and (cancel_requested_at is None or _utc(cancel_requested_at))
+        and (forked_from is None or isinstance(forked_from, uuid.UUID))
+        and (concurrency_key is None or _text(concurrency_key, MAX_ID_LENGTH))
     ):
         return Workflow._from_row(*values)
     return build(lambda: Workflow(*values), table=table, id=id, row=values, columns=WORKFLOW_FIELDS)
@@ -217,7 +221,7 @@ def workflow_from_values(values: tuple[Any, ...], *, table: str, id: object) -> 
 def step_execution_from_values(values: tuple[Any, ...], *, table: str, id: object) -> StepExecution:
     """Build a :class:`StepExecution` from a row whose state and JSON columns are decoded."""
     (id_, workflow_id, step_id, attempt, _state, _input, _output, error, started_at, completed_at,
-     duration_ms, tokens_used, metadata, _usage, model, cost) = values  # fmt: skip
+     duration_ms, tokens_used, metadata, copied_from, _usage, model, cost) = values  # fmt: skip
     if (
         isinstance(id_, uuid.UUID)
         and isinstance(workflow_id, uuid.UUID)
@@ -229,6 +233,7 @@ def step_execution_from_values(values: tuple[Any, ...], *, table: str, id: objec
         and _optional_count(duration_ms)
         and _optional_count(tokens_used)
         and type(metadata) is dict
+        and (copied_from is None or isinstance(copied_from, uuid.UUID))
         and (model is None or _text(model, MAX_ID_LENGTH))
         and (cost is None or type(cost) is Decimal)
     ):

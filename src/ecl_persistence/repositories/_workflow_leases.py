@@ -26,7 +26,7 @@ from ecl_persistence.errors import (
     NotFoundError,
     ValidationError,
 )
-from ecl_persistence.repositories import _leases, transitions
+from ecl_persistence.repositories import _concurrency, _leases, transitions
 from ecl_persistence.repositories import _workflow_sql as sql
 from ecl_persistence.repositories._checks import check_aware, check_id, check_limit
 from ecl_persistence.repositories._values import id_value, state_value
@@ -91,13 +91,22 @@ class WorkflowLeases(WorkflowRepositoryBase):
                 return []
         statement = _leases.pick(self._uow.strategy, by_definition=by_definition)
         picked: dict[WorkflowId, tuple[WorkflowState, str | None]] = {}
+        keys: list[tuple[WorkflowId, str | None]] = []
         for row in await self._uow.execute(statement, params, action=action):
-            id, state, owner = tuple(row)
+            id, state, owner, key = tuple(row)
             id = WorkflowId(id_value(id, table=TABLE_NAME))
             picked[id] = (state_value(WorkflowState, state, table=TABLE_NAME, id=id), owner)
+            keys.append((id, key))
         if not picked:
             return []
-        params["ids"] = list(picked)
+        # Free for workflows without a key: admit() returns at once.
+        params["ids"] = await _concurrency.admit(self._uow, keys, start, action)
+        if not params["ids"]:
+            return []
+        if now is None and any(key is not None for _id, key in keys):
+            # The claim starts once admitted (after any wait for a limit's
+            # lock), so its transitions come after the ends that made room.
+            params["now"], params["expires"] = _leases.lease_times(lease_seconds, None)
         taken = await self._uow.execute(_leases.TAKE, params, action=action)
         claimed = [workflow_from_row(row) for row in taken]
         await transitions.record(
@@ -133,8 +142,9 @@ class WorkflowLeases(WorkflowRepositoryBase):
         running, leased to the worker until ``now + lease_seconds``, with
         ``version`` and ``claim_count`` bumped; of two racing claims, one
         wins. Raises NotFoundError; InvalidStateTransitionError for a completed or failed workflow;
-        ConflictError when another lease still holds it or it is not due yet
-        (retryable: the lease may expire, the time come) or when it runs
+        ConflictError when another lease still holds it, it is not due yet or
+        its concurrency key is at its limit (retryable: the lease may expire,
+        the time come, the room free up), when a cancel was asked of it, or when it runs
         without a lease, outside the claim protocol (not retryable). Nothing
         changes then.
         """
@@ -145,7 +155,9 @@ class WorkflowLeases(WorkflowRepositoryBase):
         pick = _leases.pick_by_id(self._uow.strategy)
         row = (await self._uow.execute(pick, params, action=action)).first()
         if row is not None:
-            _id, state, owner = tuple(row)
+            _id, state, owner, key = tuple(row)
+            if not await _concurrency.admit(self._uow, [(id, key)], start, action):
+                raise ConflictError(f"{action}: its concurrency key is at its limit")
             taken = one_workflow(await self._uow.execute(_leases.TAKE_ONE, params, action=action))
             if taken is None:  # pragma: no cover - the row is locked and was just picked
                 raise ConflictError(f"{action}: changed concurrently")
@@ -166,6 +178,8 @@ class WorkflowLeases(WorkflowRepositoryBase):
             raise ConflictError(
                 f"{action}: it is not to run before {current.run_after.isoformat()}"
             )
+        if current.cancel_requested_at is not None:
+            raise ConflictError(f"{action}: a cancel was asked of it", retryable=False)
         if current.lease_expires_at is None:
             raise ConflictError(
                 f"{action}: it is running without a lease, outside the claim protocol",
@@ -192,12 +206,15 @@ class WorkflowLeases(WorkflowRepositoryBase):
         renewed. ``version`` does not change, so a heartbeat running beside
         the work never makes the worker's ``expected_version`` stale. Raises
         NotFoundError, or LeaseLostError (a ConflictError, not retryable) when
-        the worker lost the lease; nothing changes then.
+        the worker lost the lease; nothing changes then. The expired lease of
+        a workflow with a concurrency key is never renewed (LeaseLostError):
+        it no longer counted against the key's limit. The returned workflow
+        shows a cancel asked of it (``cancel_requested_at``).
         """
         action = f"heartbeat workflow {id}"
         id, worker = self._lease_checks(id, worker_id, action)
-        _start, expires = _leases.lease_times(lease_seconds, now)
-        params: dict[str, Any] = {"wid": id, "worker": worker, "expires": expires}
+        start, expires = _leases.lease_times(lease_seconds, now)
+        params: dict[str, Any] = {"wid": id, "worker": worker, "expires": expires, "now": start}
         fenced = _fence(params, lease, id, worker)
         return await self._owned(_leases.heartbeat(fenced), params, action, lease)
 

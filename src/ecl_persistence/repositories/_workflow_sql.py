@@ -131,6 +131,9 @@ def _update_state(target: WorkflowState, versioned: bool, fenced: bool) -> Updat
     if finished:
         # A finished workflow is nobody's to work on: its lease ends with it.
         values.update(lease_owner=None, lease_expires_at=None)
+    if target is WorkflowState.PENDING:
+        # Pending again (a retry): a cancel asked of an earlier run is answered.
+        values.update(cancel_requested_at=None)
     statement = update(_W).where(*_may_move(target, versioned, fenced)).values(**values)
     return statement.returning(_W).execution_options(**_FRESH)
 

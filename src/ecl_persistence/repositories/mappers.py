@@ -122,7 +122,8 @@ def workflow_from_row(row: Sequence[Any]) -> Workflow:
     """Build a :class:`Workflow` from a ``workflows`` row (columns in table order)."""
     (id, definition_id, state, input, output, error, created_at, updated_at, completed_at,
      metadata, version, idempotency_key, lease_owner, lease_expires_at,
-     claim_count, run_after, priority, input_ref, output_ref) = row  # fmt: skip
+     claim_count, run_after, priority, cancel_requested_at, forked_from,
+     concurrency_key, input_ref, output_ref) = row  # fmt: skip
     values = (
         id,
         definition_id,
@@ -145,6 +146,9 @@ def workflow_from_row(row: Sequence[Any]) -> Workflow:
         claim_count,
         run_after,
         priority,
+        cancel_requested_at,
+        forked_from,
+        concurrency_key,
     )
     return workflow_from_values(values, table=_WORKFLOWS, id=id)
 
@@ -174,6 +178,9 @@ def workflow_values(workflow: Workflow) -> dict[str, Any]:
         "claim_count": workflow.claim_count,
         "run_after": workflow.run_after,
         "priority": workflow.priority,
+        "cancel_requested_at": workflow.cancel_requested_at,
+        "forked_from": workflow.forked_from,
+        "concurrency_key": workflow.concurrency_key,
         "input_ref": None,
         "output_ref": None,
     }
@@ -187,8 +194,8 @@ _STEPS = "step_executions"
 def step_execution_from_row(row: Sequence[Any]) -> StepExecution:
     """Build a :class:`StepExecution` from a ``step_executions`` row (table order)."""
     (id, workflow_id, step_id, attempt, state, input, output, error, started_at, completed_at,
-     duration_ms, tokens_used, metadata, input_tokens, output_tokens, cached_tokens,
-     reasoning_tokens, model, cost, input_ref, output_ref) = row  # fmt: skip
+     duration_ms, tokens_used, metadata, copied_from, input_tokens, output_tokens,
+     cached_tokens, reasoning_tokens, model, cost, input_ref, output_ref) = row  # fmt: skip
     values = (
         id,
         workflow_id,
@@ -207,6 +214,7 @@ def step_execution_from_row(row: Sequence[Any]) -> StepExecution:
         duration_ms,
         tokens_used,
         json_value(metadata, table=_STEPS, column="metadata", id=id),
+        copied_from,
         _usage_of(id, input_tokens, output_tokens, cached_tokens, reasoning_tokens),
         model,
         cost,
@@ -242,6 +250,7 @@ def step_execution_values(execution: StepExecution) -> dict[str, Any]:
         "duration_ms": execution.duration_ms,
         "tokens_used": execution.tokens_used,
         "metadata_": execution.metadata,
+        "copied_from": execution.copied_from,
         **usage_values(execution.usage),
         "model": execution.model,
         "cost": execution.cost,

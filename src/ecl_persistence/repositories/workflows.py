@@ -1,7 +1,8 @@
 """The workflow repository: one workflow at a time, and its aggregate.
 
 Its claims and leases live in ``_workflow_leases``, its listings and counts
-in ``_workflow_listings``, its statements in ``_workflow_sql``; the class
+in ``_workflow_listings``, cancel, retry, fork and concurrency limits in
+``_workflow_operations``, its statements in ``_workflow_sql``; the class
 below brings them together.
 """
 
@@ -51,6 +52,7 @@ from ecl_persistence.repositories._workflow_leases import (
     WorkflowLeases,
 )
 from ecl_persistence.repositories._workflow_listings import WorkflowListings
+from ecl_persistence.repositories._workflow_operations import WorkflowOperations
 from ecl_persistence.repositories.mappers import (
     artifact_from_record,
     step_execution_from_record,
@@ -63,7 +65,7 @@ from ecl_persistence.repositories.mappers import (
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "WorkflowRepository"]
 
 
-class WorkflowRepository(WorkflowLeases, WorkflowListings):
+class WorkflowRepository(WorkflowLeases, WorkflowListings, WorkflowOperations):
     """Workflows of one unit of work.
 
     Every method returns detached :class:`Workflow` values; changing one means
@@ -195,7 +197,7 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings):
 
         The move follows the lifecycle rules (:data:`WORKFLOW_TRANSITIONS`) and is
         a compare-and-set in SQL, so two racing moves cannot both win. It
-        sets ``updated_at``, sets ``completed_at`` on completed and failed (and
+        sets ``updated_at``, sets ``completed_at`` on completed, failed and cancelled (and
         clears it otherwise), stores ``error`` (``None`` clears it), bumps
         ``version``, and ends the lease of a workflow that completes or fails.
         The audit trail records the move in the same transaction, by ``actor``

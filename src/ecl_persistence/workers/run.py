@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
-
-import attrs
 
 from ecl_persistence.domain import (
     MISSING,
@@ -26,34 +24,20 @@ from ecl_persistence.domain import (
 )
 from ecl_persistence.errors import DbError, LeaseLostError, ValidationError
 from ecl_persistence.recorder import describe_exception
+from ecl_persistence.workers.context import RunContext
 from ecl_persistence.workers.endings import RetryLater, retryable, why_released
-from ecl_persistence.workers.heartbeat import keep_lease
+from ecl_persistence.workers.heartbeat import cancel_on_request, keep_lease
 from ecl_persistence.workers.retry import Retry
 from ecl_persistence.workers.steps import DEFAULT_RETRY, StepFunction, Steps
 
 if TYPE_CHECKING:
     from decimal import Decimal
 
-    from ecl_persistence.database import Database
-    from ecl_persistence.domain import PriceBook
     from ecl_persistence.unit_of_work import UnitOfWork
 
 __all__ = ["RunContext", "WorkflowRun"]
 
 _log = logging.getLogger("ecl_persistence.workers")
-
-
-@attrs.frozen
-class RunContext:
-    """What a run takes from its worker."""
-
-    db: Database
-    worker_id: str
-    lease_seconds: float
-    ended: Callable[[WorkflowRun], None]
-    """Called once when the run is over, whatever the way."""
-    price_book: PriceBook | None = None
-    max_cost_per_workflow: Decimal | None = None
 
 
 class WorkflowRun:
@@ -76,7 +60,9 @@ class WorkflowRun:
     exception that failed or released the workflow is logged by its type and
     not propagated, so one workflow's failure does not end the worker; so is
     LeaseLostError. A cancellation from outside propagates, and so does what
-    the block raises after it ended the run itself. Get runs from
+    the block raises after it ended the run itself. A heartbeat that finds a
+    cancel asked of the workflow cancels the block too: the attempt in flight
+    is recorded as failed (``cancelled``) and the workflow is cancelled. Get runs from
     :meth:`Worker.runs <ecl_persistence.Worker.runs>`.
     """
 
@@ -334,6 +320,9 @@ class WorkflowRun:
                 )
                 return True
             return False
+        if self._workflow.cancel_requested_at is not None:  # seen by a heartbeat
+            await self._quietly(self._cancel())
+            return exc is None or ours or isinstance(exc, Exception)
         if exc is None:
             await self._quietly(self.complete())
             return True
@@ -372,6 +361,14 @@ class WorkflowRun:
     def _beaten(self, workflow: Workflow) -> None:
         if self._ended is None:
             self._workflow = workflow
+            if workflow.cancel_requested_at is not None:
+                self._cancel_block()
+
+    async def _cancel(self) -> Workflow:
+        """A cancel was asked of the workflow: cancel it (its attempt in flight failed)."""
+        async with self._writing() as uow:
+            cancelled = await cancel_on_request(uow, self.lease)
+        return await self._finished(cancelled, "cancelled")
 
     async def _stop_heartbeat(self) -> None:
         heartbeat = self._heartbeat

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, NoReturn, Protocol
 
@@ -17,6 +18,8 @@ from ecl_persistence.domain import (
     ResumePoint,
     StepExecutionState,
     StepId,
+    WorkflowState,
+    WorkflowTransition,
     check_cost,
     check_text,
 )
@@ -31,7 +34,7 @@ from ecl_persistence.workers.retry import ONE_ATTEMPT, Retry
 
 if TYPE_CHECKING:
     from ecl_persistence.database import Database
-    from ecl_persistence.workers.run import RunContext
+    from ecl_persistence.workers.context import RunContext
 
 __all__ = ["DEFAULT_RETRY", "StepFunction", "StepHost", "Steps"]
 
@@ -180,12 +183,16 @@ class Steps:
             return known
         count = 0
         if step in self._point.to_retry:
+            workflow_id = self._point.workflow.id
             async with self._db.session(read_only=True) as uow:
-                attempts = await uow.step_executions.get_for_step(self._point.workflow.id, step)
+                attempts = await uow.step_executions.get_for_step(workflow_id, step)
+                since = _retried_at(await uow.workflows.history(workflow_id))
             count = sum(
                 1
                 for attempt in attempts
-                if attempt.state is StepExecutionState.FAILED and attempt.error != _CANCELLED
+                if attempt.state is StepExecutionState.FAILED
+                and attempt.error != _CANCELLED
+                and (since is None or attempt.started_at >= since)
             )
         self._failures[step] = count
         return count
@@ -199,6 +206,15 @@ class _Done:
 @attrs.frozen
 class _Failed:
     error: Exception
+
+
+def _retried_at(history: list[WorkflowTransition]) -> datetime | None:
+    """When the workflow was last retried: its steps' attempts count afresh from then."""
+    retries = (WorkflowState.FAILED, WorkflowState.CANCELLED)
+    return max(
+        (t.at for t in history if t.to_state is WorkflowState.PENDING and t.from_state in retries),
+        default=None,
+    )
 
 
 def _policy(retry: object) -> Retry:

@@ -72,7 +72,7 @@ def _on_a_terminal() -> bool:
     "states",
     multiple=True,
     type=click.Choice([state.value for state in FINISHED_STATES]),
-    help="Only this state (repeatable) [default: completed and failed].",
+    help="Only this state (repeatable) [default: completed, failed and cancelled].",
 )
 @click.option(
     "--batch-size",
@@ -155,7 +155,8 @@ def _progress(*, enabled: bool) -> Progress:
 
 def _question(due: int, states: list[WorkflowState], cutoff: datetime, *, everything: bool) -> str:
     noun = "workflow" if due == 1 else "workflows"
-    which = " and ".join(state.value for state in states)
+    names = [state.value for state in states]
+    which = " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
     if everything:
         return f"Purge all {due} {which} {noun}, however recent, with their steps and artifacts?"
     return (
