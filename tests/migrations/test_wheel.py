@@ -78,8 +78,8 @@ def test_installed_wheel_migrates_outside_the_repository(
     tables, foreign_keys, indexes = ast.literal_eval(described)
     assert tables == [
         "artifacts",
-        "payloads",
         "concurrency_limits",
+        "payloads",
         "step_executions",
         "workflow_transitions",
         "workflows",
