@@ -43,6 +43,7 @@ TABLES = (
     "workflow_transitions",
     "workflows",
     "concurrency_limits",
+    "payloads",
 )
 # (host, port) of a PgBouncer of the suite -> (host, port) of the server behind it.
 _BOUNCED: dict[tuple[str | None, int | None], tuple[str | None, int | None]] = {}

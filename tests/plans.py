@@ -148,9 +148,32 @@ def populated_database(
         return
     url = create_postgres_database()
     try:
-        yield url, asyncio.run(populate(url))
+        samples = asyncio.run(populate(url))
+        asyncio.run(_seed_payloads(url))
+        yield url, samples
     finally:
         drop_postgres_database(url)
+
+
+PAYLOADS = 2000
+"""Payloads seeded beside the rows: the lookups of stored payloads are planned on a real table."""
+
+
+async def _seed_payloads(url: str) -> None:
+    """Fill ``payloads`` (empty, it would be scanned: the cheapest plan of nothing) and ANALYZE it.
+
+    Every read of a workflow or an attempt looks its payloads up by hash
+    (``PayloadRef``); in a database that stores any, that is the primary key.
+    """
+    async with Database.from_url(url) as db, db.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO payloads (hash, codec, raw_size, data) "
+                "SELECT md5(n::text) || md5((n + 1)::text), 'zstd', 10, '\\x00'::bytea "
+                f"FROM generate_series(1, {PAYLOADS}) AS n"
+            )
+        )
+        await connection.execute(text("ANALYZE payloads"))
 
 
 async def statements_sent(

@@ -168,6 +168,17 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
 
+DEFAULT_PAYLOAD_INLINE_BYTES = 8192
+"""Inputs and outputs longer than this (as JSON text, in bytes) go to the payload store."""
+
+
+def _optional_size(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if type(value) is not int or value < 0:
+        raise ValidationError(f"{attribute.name} must be a non-negative integer or None")
+
+
 @attrs.frozen
 class DatabaseConfig:
     """How to reach the database and how to use it.
@@ -176,6 +187,9 @@ class DatabaseConfig:
     pool size on PostgreSQL (and the pool of a SQLite file). ``timeout_secs``
     bounds the wait for a connection, for a connect and for a SQLite lock.
     ``max_payload_bytes`` bounds each JSON payload (input, output, metadata).
+    An input or output whose JSON text is longer than ``payload_inline_bytes``
+    is stored once, compressed, in the ``payloads`` table (``None``: always
+    inline); reads are the same either way.
     The ``repr`` never shows the password.
 
     Scaling out on PostgreSQL (``docs/scaling.md``): ``pgbouncer`` (or
@@ -203,6 +217,9 @@ class DatabaseConfig:
     )
     replica_url: str | None = attrs.field(
         default=None, validator=_check_optional_url("replica_url"), repr=_mask_optional
+    )
+    payload_inline_bytes: int | None = attrs.field(
+        default=DEFAULT_PAYLOAD_INLINE_BYTES, validator=_optional_size
     )
     # Parsed once: the URL is read on every engine set-up and by every unit of work.
     _async_url: URL = attrs.field(init=False, repr=False, eq=False)

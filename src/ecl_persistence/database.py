@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ecl_persistence.config import DatabaseConfig
 from ecl_persistence.dialects import strategy_for
-from ecl_persistence.domain import WorkflowState
+from ecl_persistence.domain import PriceBook, WorkflowState
 from ecl_persistence.errors import ValidationError
 from ecl_persistence.retention import DEFAULT_PURGE_BATCH, FINISHED_STATES, purge
 from ecl_persistence.telemetry import unit_of_work_class
@@ -51,13 +51,26 @@ class Database:
     ``async with Database.from_url(...) as db:`` disposes of it on exit.
     """
 
-    def __init__(self, config: DatabaseConfig) -> None:
-        self._set_up(config, config.strategy.create_engine(config), owns_engine=True)
+    def __init__(self, config: DatabaseConfig, *, price_book: PriceBook | None = None) -> None:
+        self._set_up(
+            config, config.strategy.create_engine(config), owns_engine=True, price_book=price_book
+        )
 
-    def _set_up(self, config: DatabaseConfig, engine: AsyncEngine, *, owns_engine: bool) -> None:
+    def _set_up(
+        self,
+        config: DatabaseConfig,
+        engine: AsyncEngine,
+        *,
+        owns_engine: bool,
+        price_book: PriceBook | None = None,
+    ) -> None:
         strategy = config.strategy
         self.config = config
         """The configuration this database was built from."""
+        if price_book is not None and not isinstance(price_book, PriceBook):
+            raise ValidationError("price_book must be a PriceBook")
+        self.price_book = price_book
+        """The prices that fill in the cost of an attempt recorded without one (or None)."""
         self._engine = engine
         self._owns_engine = owns_engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
@@ -76,9 +89,11 @@ class Database:
         return f"Database({self.config!r})"
 
     @classmethod
-    def from_url(cls, url: str, **config_fields: Any) -> Database:
+    def from_url(
+        cls, url: str, *, price_book: PriceBook | None = None, **config_fields: Any
+    ) -> Database:
         """Build a database from a URL and any other :class:`DatabaseConfig` fields."""
-        return cls(DatabaseConfig(url=url, **config_fields))
+        return cls(DatabaseConfig(url=url, **config_fields), price_book=price_book)
 
     @classmethod
     def from_env(cls) -> Database:
@@ -86,7 +101,9 @@ class Database:
         return cls(DatabaseConfig.from_env())
 
     @classmethod
-    def from_engine(cls, engine: AsyncEngine, **config_fields: Any) -> Database:
+    def from_engine(
+        cls, engine: AsyncEngine, *, price_book: PriceBook | None = None, **config_fields: Any
+    ) -> Database:
         """Build a database on an ``AsyncEngine`` the application owns.
 
         The engine must use the package's async driver (``sqlite+aiosqlite``
@@ -108,13 +125,15 @@ class Database:
         config = DatabaseConfig(url=url, **config_fields)
         strategy.adopt_engine(engine, config)
         database = cls.__new__(cls)
-        database._set_up(config, engine, owns_engine=False)
+        database._set_up(config, engine, owns_engine=False, price_book=price_book)
         return database
 
     @classmethod
-    async def in_memory(cls, **config_fields: Any) -> Database:
+    async def in_memory(
+        cls, *, price_book: PriceBook | None = None, **config_fields: Any
+    ) -> Database:
         """A private, migrated in-memory SQLite database that lives until :meth:`dispose`."""
-        database = cls(DatabaseConfig(url="sqlite://", **config_fields))
+        database = cls(DatabaseConfig(url="sqlite://", **config_fields), price_book=price_book)
         await database.migrate()
         return database
 
@@ -149,7 +168,11 @@ class Database:
         else:
             factory = self._replica_sessions
         return unit_of_work_class()(
-            factory, self.config, read_only=read_only, lock=self._memory_lock
+            factory,
+            self.config,
+            read_only=read_only,
+            lock=self._memory_lock,
+            price_book=self.price_book,
         )
 
     async def migrate(self, revision: str = "head") -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "AttemptsExhaustedError",
+    "BudgetExceededError",
     "ConflictError",
     "ConnectionFailedError",
     "ConstraintViolationError",
@@ -204,3 +205,23 @@ class AttemptsExhaustedError(DbError):
         )
         self.workflow_id = workflow_id
         self.step_id = step_id
+
+
+class BudgetExceededError(Exception):
+    """A step was not started: its workflow has already spent its budget.
+
+    Not a :class:`DbError`: nothing failed in the database. Raised by
+    :meth:`~ecl_persistence.WorkflowRun.step` when the workflow's recorded
+    cost has reached ``max_cost`` (the step's, or the worker's
+    ``max_cost_per_workflow``). ``spent`` and ``limit`` are the amounts.
+    """
+
+    def __init__(self, workflow_id: object, step_id: str, spent: object, limit: object) -> None:
+        super().__init__(
+            f"step {step_id!r} of workflow {workflow_id} not started: "
+            f"the workflow has spent {spent} of a budget of {limit}"
+        )
+        self.workflow_id = workflow_id
+        self.step_id = step_id
+        self.spent = spent
+        self.limit = limit

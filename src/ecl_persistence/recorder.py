@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -30,11 +31,15 @@ from ecl_persistence.domain import (
     JsonValue,
     Lease,
     Missing,
+    PriceBook,
     StepExecution,
     StepExecutionState,
     StepId,
+    TokenUsage,
     WorkflowId,
+    check_cost,
     check_json,
+    check_model,
 )
 from ecl_persistence.errors import DbError, ValidationError
 from ecl_persistence.repositories._checks import check_count
@@ -51,13 +56,23 @@ _log = logging.getLogger(__name__)
 class StepRecording:
     """The attempt being recorded inside ``async with recorder.step(...)``.
 
-    Set :attr:`output`, :attr:`tokens_used` and :attr:`metadata` in the
-    block; they are stored when it exits (the output only when it exits
-    cleanly). Each is checked when set, so a value that cannot be stored
-    fails the step at that line.
+    Set :attr:`output`, :attr:`tokens_used`, :attr:`usage`, :attr:`model`,
+    :attr:`cost` and :attr:`metadata` in the block; they are stored when it
+    exits (the output only when it exits cleanly: a failed attempt keeps the
+    usage and cost set before it failed). Each is checked when set, so a
+    value that cannot be stored fails the step at that line.
     """
 
-    __slots__ = ("_max_payload_bytes", "_metadata", "_output", "_tokens_used", "execution")
+    __slots__ = (
+        "_cost",
+        "_max_payload_bytes",
+        "_metadata",
+        "_model",
+        "_output",
+        "_tokens_used",
+        "_usage",
+        "execution",
+    )
 
     def __init__(self, execution: StepExecution, max_payload_bytes: int) -> None:
         self.execution = execution
@@ -66,6 +81,9 @@ class StepRecording:
         self._output: JsonValue | Missing = MISSING
         self._tokens_used: int | None = None
         self._metadata: dict[str, JsonValue] | None = None
+        self._usage: TokenUsage | None = None
+        self._model: str | None = None
+        self._cost: Decimal | None = None
 
     @property
     def input(self) -> JsonValue:
@@ -111,6 +129,35 @@ class StepRecording:
     def tokens_used(self, value: int | None) -> None:
         self._tokens_used = check_count(value, "tokens_used")
 
+    @property
+    def usage(self) -> TokenUsage | None:
+        """The tokens the step's LLM calls used, by kind (``tokens_used`` becomes their total)."""
+        return self._usage
+
+    @usage.setter
+    def usage(self, value: TokenUsage | None) -> None:
+        if value is not None and not isinstance(value, TokenUsage):
+            raise ValidationError(f"usage must be a TokenUsage, not {type(value).__name__}")
+        self._usage = value
+
+    @property
+    def model(self) -> str | None:
+        """The model the step's LLM calls ran on, or ``None``."""
+        return self._model
+
+    @model.setter
+    def model(self, value: str | None) -> None:
+        self._model = check_model(value)
+
+    @property
+    def cost(self) -> Decimal | None:
+        """What the step cost (a ``Decimal``); when None, the price book may fill it in."""
+        return self._cost
+
+    @cost.setter
+    def cost(self, value: Decimal | None) -> None:
+        self._cost = check_cost(value)
+
 
 def describe_exception(error: BaseException) -> str:
     """The error text stored for a failed attempt: ``TypeName: message``, storable as is.
@@ -132,13 +179,18 @@ class StepRecorder:
     """Records each run of a step as an attempt, with its outcome, duration and tokens.
 
     Share one recorder per :class:`~ecl_persistence.Database`; it holds no
-    state of its own.
+    state of its own. With a ``price_book``, an attempt that records its
+    usage and model but no cost gets the cost from it (else from the
+    database's price book, if any).
     """
 
-    __slots__ = ("_db",)
+    __slots__ = ("_db", "_price_book")
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, price_book: PriceBook | None = None) -> None:
         self._db = db
+        if price_book is not None and not isinstance(price_book, PriceBook):
+            raise ValidationError("price_book must be a PriceBook")
+        self._price_book = price_book
 
     @observed_step
     @asynccontextmanager
@@ -219,6 +271,9 @@ class StepRecorder:
     ) -> StepExecution:
         duration_ms = max(0, round((time.monotonic() - started) * 1000))
         succeeded = state is StepExecutionState.SUCCEEDED
+        cost = recording.cost
+        if cost is None and self._price_book is not None:
+            cost = self._price_book.cost(recording.model, recording.usage)
         async with self._db.session() as uow:
             return await uow.step_executions.update_completion(
                 execution.id,
@@ -229,4 +284,7 @@ class StepRecorder:
                 tokens_used=recording.tokens_used,
                 metadata=recording._metadata,
                 lease=lease,
+                usage=recording.usage,
+                model=recording.model,
+                cost=cost,
             )

@@ -36,6 +36,7 @@ from ecl_persistence.domain import WorkflowState
 from ecl_persistence.errors import DbError, PurgeFailedError, ValidationError
 from ecl_persistence.orm import ArtifactRecord, StepExecutionRecord, WorkflowRecord
 from ecl_persistence.repositories._checks import check_aware
+from ecl_persistence.repositories._payload_store import referenced_by_workflows, sweep
 
 if TYPE_CHECKING:
     from ecl_persistence.unit_of_work import UnitOfWork
@@ -68,6 +69,14 @@ _CHILDREN = (
 _BEFORE_CUTOFF = _T.completed_at < bindparam("cutoff", type_=_T.completed_at.type)
 
 
+_OLDEST = (
+    select(_T.id)
+    .where(_T.state == bindparam("state"), _BEFORE_CUTOFF)
+    .order_by(_T.completed_at)
+    .limit(bindparam("batch"))
+)
+
+
 @functools.cache
 def batch_statement(strategy: DialectStrategy) -> Delete | Select[tuple[Any]]:
     """The statement taking the ``batch`` oldest workflows in ``state`` finished before ``cutoff``.
@@ -81,12 +90,7 @@ def batch_statement(strategy: DialectStrategy) -> Delete | Select[tuple[Any]]:
     # use the index, which then hands rows over in completed_at order, so
     # LIMIT stops the scan after one batch. With "state IN (...)" both
     # planners would read and sort every purgeable row for each batch.
-    oldest = (
-        select(_T.id)
-        .where(_T.state == bindparam("state"), _BEFORE_CUTOFF)
-        .order_by(_T.completed_at)
-        .limit(bindparam("batch"))
-    )
+    oldest = _OLDEST
     if strategy.row_locks:
         return strategy.lock(oldest, LockMode.DELETE_SKIP_LOCKED)
     return delete(_TABLE).where(_T.id.in_(oldest.scalar_subquery()))
@@ -184,12 +188,24 @@ async def _batch(uow: UnitOfWork, params: dict[str, Any]) -> tuple[int, int]:
     """Run one batch; return how many workflows it took and how many it deleted."""
     action = "purge finished workflows"
     statement = batch_statement(uow.strategy)
-    result: Any = await uow.execute(statement, params, action=action)
     if isinstance(statement, Delete):
+        # The payloads the batch's rows refer to: let go of once they are deleted.
+        refs = await uow.execute(
+            referenced_by_workflows(_OLDEST.scalar_subquery()), params, action=action
+        )
+        candidates = [row[0] for row in refs]
+        result: Any = await uow.execute(statement, params, action=action)
         deleted = int(result.rowcount)
+        await sweep(uow, candidates)
         return deleted, deleted
+    result = await uow.execute(statement, params, action=action)
     ids = list(result.scalars())
     if not ids:
         return 0, 0
+    refs = await uow.execute(
+        referenced_by_workflows(bindparam("ids", expanding=True)), {"ids": ids}, action=action
+    )
+    candidates = [row[0] for row in refs]
     result = await uow.execute(delete_unheld_statement(uow.strategy), {"ids": ids}, action=action)
+    await sweep(uow, candidates)
     return len(ids), int(result.rowcount)

@@ -31,6 +31,7 @@ from ecl_persistence.repositories import (
 if TYPE_CHECKING:
     from ecl_persistence.config import DatabaseConfig
     from ecl_persistence.dialects import DialectStrategy
+    from ecl_persistence.domain import PriceBook
 
 __all__ = ["UnitOfWork"]
 
@@ -52,8 +53,7 @@ class UnitOfWork:
     propagates, and :attr:`committed` tells whether it completed. So a
     caller that sees ``CancelledError`` can know whether the work was stored.
 
-    Obtain one from :meth:`Database.session`; the repositories it exposes
-    (``workflows``, ``step_executions``, ``artifacts``) work only inside the block.
+    Obtain one from :meth:`Database.session`; its repositories work only inside the block.
     """
 
     __slots__ = (
@@ -63,6 +63,8 @@ class UnitOfWork:
         "_failed",
         "_lock",
         "_max_payload_bytes",
+        "_payload_inline_bytes",
+        "_price_book",
         "_session",
         "_strategy",
         "artifacts",
@@ -78,10 +80,13 @@ class UnitOfWork:
         *,
         read_only: bool = False,
         lock: asyncio.Lock | None = None,
+        price_book: PriceBook | None = None,
     ) -> None:
         self._factory = factory
+        self._price_book = price_book
         self._strategy = config.strategy
         self._max_payload_bytes = config.max_payload_bytes
+        self._payload_inline_bytes = config.payload_inline_bytes
         self._lock = lock
         self._active = False
         # Made at the first statement: a unit that runs none costs no session.
@@ -171,6 +176,16 @@ class UnitOfWork:
     def max_payload_bytes(self) -> int:
         """The size limit of one JSON payload, from the database's configuration."""
         return self._max_payload_bytes
+
+    @property
+    def payload_inline_bytes(self) -> int | None:
+        """Inputs and outputs longer than this go to the payload store (None: never)."""
+        return self._payload_inline_bytes
+
+    @property
+    def price_book(self) -> PriceBook | None:
+        """The database's prices, which fill in the cost of an attempt recorded without one."""
+        return self._price_book
 
     @property
     def dialect(self) -> str:

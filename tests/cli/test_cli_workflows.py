@@ -178,6 +178,7 @@ def test_show_json_has_every_attempt_in_order_artifacts_and_stats(
         "failed_count": 1,
         "total_duration_ms": 250,
         "total_tokens": 37,
+        "total_cost": None,
     }
 
 
@@ -287,6 +288,7 @@ def test_stats_counts_by_state_and_totals_executions(ecl_db: Invoke, seeded: See
             "failed_count": 2,
             "total_duration_ms": 255,
             "total_tokens": 38,
+            "total_cost": None,
         },
     }
     research = json_of(ecl_db("stats", "--definition", "research", "--json"))

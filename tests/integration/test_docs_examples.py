@@ -180,6 +180,12 @@ async def test_the_claim_order_snippet_of_the_workers_page_builds_what_it_says()
     assert namespace["later"].run_after == datetime(2026, 12, 7, 8, tzinfo=UTC)  # type: ignore[attr-defined]
 
 
+def test_the_costs_page_example_records_prices_and_reads_the_ledger() -> None:
+    [script] = [block for block in python_blocks("costs.md") if "asyncio.run(main())" in block]
+    namespace: dict[str, object] = {"__name__": "docs_costs"}
+    exec(compile(script, "docs/costs.md", "exec"), namespace)
+
+
 def test_the_fork_snippet_of_the_operations_page_runs_as_written() -> None:
     [script] = [block for block in python_blocks("operations.md") if "asyncio.run(" in block]
     exec(compile(script, "operations.md", "exec"), {"__name__": "__docs__"})

@@ -105,6 +105,9 @@ def populated(
 
 Read = Callable[[UnitOfWork, dict[str, Any]], Awaitable[object]]
 AT = START + timedelta(seconds=WORKFLOWS // 3)
+# The ledger's windows: the last and the first few percent of the attempts.
+LEDGER_FROM = START + timedelta(seconds=WORKFLOWS - 60)
+LEDGER_UNTIL = START + timedelta(seconds=60)
 
 READS: dict[str, Read] = {
     "workflows.get": lambda uow, s: uow.workflows.get(s["workflow"].id),
@@ -146,6 +149,13 @@ READS: dict[str, Read] = {
         s["workflow"].id, "search"
     ),
     "step_executions.get_stats": lambda uow, s: uow.step_executions.get_stats(s["workflow"].id),
+    "step_executions.usage-since": lambda uow, s: uow.step_executions.usage(since=LEDGER_FROM),
+    "step_executions.usage-since-until": lambda uow, s: uow.step_executions.usage(
+        since=START, until=LEDGER_UNTIL
+    ),
+    "step_executions.usage-workflow": lambda uow, s: uow.step_executions.usage(
+        workflow_id=s["workflow"].id
+    ),
     "artifacts.list_for_workflow": lambda uow, s: uow.artifacts.list_for_workflow(s["workflow"].id),
     "artifacts.list_for_step": lambda uow, s: uow.artifacts.list_for_step(
         s["workflow"].id, "search"

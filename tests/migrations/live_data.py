@@ -14,6 +14,7 @@ import itertools
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from alembic.script import ScriptDirectory
@@ -23,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ecl_persistence import StepExecutionState, WorkflowState
 from ecl_persistence.domain import MISSING, encode_json, new_uuid7
 from ecl_persistence.migrations import alembic_config
-from ecl_persistence.orm.types import UTCDateTime
+from ecl_persistence.orm.types import Money, UTCDateTime
 
 Schema = Mapping[str, tuple[str, ...]]
 Rows = dict[str, list[dict[str, Any]]]
@@ -50,6 +51,9 @@ _TRANSITIONS = ("id", "workflow_id", "from_state", "to_state", "at", "actor", "r
 
 _QUEUE_0004 = ("run_after", "priority")
 _OPERATIONS_0005 = ("cancel_requested_at", "forked_from", "concurrency_key")
+_LEDGER_0006 = (
+    "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "model", "cost",
+)  # fmt: skip
 
 _0001: Schema = {"workflows": _WORKFLOWS_0001, "step_executions": _STEPS, "artifacts": _ARTIFACTS}
 _0002: Schema = {**_0001, "workflows": _WORKFLOWS_0001 + _WORKERS_0002}
@@ -69,6 +73,12 @@ SCHEMAS: dict[str, Schema] = {
         "concurrency_limits": _LIMITS,
     },
 }
+_REFS_0006 = ("input_ref", "output_ref")
+SCHEMAS["0006"] = {
+    **SCHEMAS["0005"],
+    "workflows": SCHEMAS["0005"]["workflows"] + _REFS_0006,
+    "step_executions": SCHEMAS["0005"]["step_executions"] + _LEDGER_0006 + _REFS_0006,
+}
 """The tables and columns of each revision, parents first (children are inserted after)."""
 
 ADDED: dict[str, object] = {
@@ -82,6 +92,9 @@ ADDED: dict[str, object] = {
     "forked_from": None,
     "concurrency_key": None,
     "copied_from": None,
+    **dict.fromkeys(_LEDGER_0006),
+    "input_ref": None,
+    "output_ref": None,
 }
 """The value a column added to an existing table holds in the rows that were already there."""
 
@@ -106,6 +119,7 @@ _TYPES: dict[str, Any] = {
     "max_running": Integer(),
     "state": String(),
     "error": Text(),
+    "cost": Money(),
 }
 
 
@@ -154,6 +168,9 @@ def _workflow(n: int) -> dict[str, Any]:
         "cancel_requested_at": None,
         "forked_from": None,
         "concurrency_key": f"tenant-{n % 3}" if n % 4 == 0 else None,
+        # Inline: test_payload_store_migration.py migrates stored payloads.
+        "input_ref": None,
+        "output_ref": None,
     }
 
 
@@ -180,9 +197,29 @@ def _steps(workflow: dict[str, Any], n: int) -> list[dict[str, Any]]:
                 "tokens_used": 1000 * attempt if n % 3 else None,
                 "metadata": _json({}),
                 "copied_from": None,
+                **_usage(n, attempt),
+                "input_ref": None,
+                "output_ref": None,
             }
         )
     return rows
+
+
+def _usage(n: int, attempt: int) -> dict[str, Any]:
+    """Usage, model and cost on some attempts (and tiny and huge costs) in the ledger's columns."""
+    if n % 3 == 0:
+        return dict.fromkeys(_LEDGER_0006)
+    cost = (Decimal("0.000001"), Decimal("999999999999.999999"), None, Decimal("1.25"))[n % 4]
+    cached = 2**40 if n % 5 == 0 else 0
+    return {
+        "tokens_used": 1000 * attempt + cached,
+        "input_tokens": 600 * attempt,
+        "output_tokens": 300 * attempt,
+        "cached_tokens": cached,
+        "reasoning_tokens": 100 * attempt,
+        "model": None if n % 7 == 0 else f"model-{n % 2}",
+        "cost": cost,
+    }
 
 
 def _artifact(workflow: dict[str, Any], n: int) -> dict[str, Any]:

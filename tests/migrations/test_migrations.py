@@ -34,6 +34,7 @@ TABLES = {
     "artifacts",
     "workflow_transitions",
     "concurrency_limits",
+    "payloads",
 }
 SECRET = "Migr4tion-Secret"
 

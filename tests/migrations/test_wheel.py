@@ -79,6 +79,7 @@ def test_installed_wheel_migrates_outside_the_repository(
     assert tables == [
         "artifacts",
         "concurrency_limits",
+        "payloads",
         "step_executions",
         "workflow_transitions",
         "workflows",

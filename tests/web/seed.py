@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import attrs
 from tests.factories import ArtifactFactory, StepExecutionFactory, WorkflowFactory
 
-from ecl_persistence import Database, StepExecutionState, Workflow, WorkflowState
+from ecl_persistence import Database, StepExecutionState, TokenUsage, Workflow, WorkflowState
 from ecl_persistence.domain import utc_now
 
 XSS_STEP = '<img src=x onerror="alert(1)">'
@@ -16,13 +17,24 @@ XSS_DEFINITION = '"quoted" & <b>bold</b>'
 SECRET = "payload-that-must-stay-private"
 LISTED = 7
 """Workflows in the seeded database (the one with attempts and the hostile one included)."""
-# (step, attempt, state, start ms, duration ms, tokens): out of order on purpose.
+XSS_MODEL = "<b>model</b>"
+# (step, attempt, state, start ms, duration ms, usage, model, cost): out of order on purpose.
 ATTEMPTS = (
-    ("answer", 1, StepExecutionState.RUNNING, 900, None, None),
-    ("search", 1, StepExecutionState.FAILED, 0, 250, 10),
-    ("search", 2, StepExecutionState.SUCCEEDED, 300, 500, 20),
-    ("rank", 1, StepExecutionState.SUCCEEDED, 820, 60, 5),
+    ("answer", 1, StepExecutionState.RUNNING, 900, None, None, None, None),
+    ("search", 1, StepExecutionState.FAILED, 0, 250, TokenUsage(8, 2), "model-a", Decimal("0.25")),
+    (
+        "search",
+        2,
+        StepExecutionState.SUCCEEDED,
+        300,
+        500,
+        TokenUsage(12, 6, 2),
+        "model-a",
+        Decimal("0.000001"),
+    ),
+    ("rank", 1, StepExecutionState.SUCCEEDED, 820, 60, TokenUsage(3, 1, 0, 1), XSS_MODEL, None),
 )
+TRACED_COST = Decimal("0.250001")
 HOSTILE_TOKENS = 100
 TOTAL_TOKENS = 10 + 20 + 5 + HOSTILE_TOKENS
 
@@ -74,11 +86,14 @@ async def seed(db: Database) -> Seeded:
             started_at=started + timedelta(milliseconds=start),
             completed_at=None if ms is None else started + timedelta(milliseconds=start + ms),
             duration_ms=ms,
-            tokens_used=tokens,
+            tokens_used=None,
+            usage=usage,
+            model=model,
+            cost=cost,
             error="TimeoutError: search timed out" if state is StepExecutionState.FAILED else None,
             input={"secret": SECRET},
         )
-        for step, attempt, state, start, ms, tokens in ATTEMPTS
+        for step, attempt, state, start, ms, usage, model, cost in ATTEMPTS
     ]
     attempts.append(
         StepExecutionFactory.build(

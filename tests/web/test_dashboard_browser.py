@@ -19,8 +19,10 @@ from tests.web.seed import (
     ATTEMPTS,
     SECRET,
     TOTAL_TOKENS,
+    TRACED_COST,
     XSS_DEFINITION,
     XSS_ERROR,
+    XSS_MODEL,
     XSS_STEP,
     Seeded,
 )
@@ -124,6 +126,9 @@ async def test_a_workflow_page_draws_one_bar_per_attempt_coloured_by_state(
     assert await page.locator("#attempts tbody tr").count() == len(ATTEMPTS)
     assert "250 ms · 10 tokens · ✗ failed" in (await page.locator("#gantt").text_content() or "")
     assert await page.locator("#artifacts").inner_text() != ""
+    by_model = await page.locator("#cost-by-model tbody tr").all_inner_texts()
+    assert [row.split("\t")[0] for row in by_model] == [XSS_MODEL, "model-a", "(none)"]
+    assert str(TRACED_COST) in await page.locator("#total-cost").inner_text()
     assert SECRET not in await page.content(), "payloads stay hidden without --payloads"
     await tab.shot("workflow")
     await page.click('#gantt g.attempt[data-state="failed"]')
@@ -145,7 +150,13 @@ async def test_the_costs_page_charts_the_seeded_tokens(
         assert sum(values) == TOTAL_TOKENS
     definitions = await page.locator("#definitions tbody tr td:first-child").all_inner_texts()
     assert definitions == [XSS_DEFINITION, "research"], "most tokens first"
-    assert await page.locator("#cost-placeholder").is_visible()
+    # The ledger by model: a hostile model name shown as text, costs exact, no model last.
+    models = await page.locator("#cost-by-model tbody tr td:first-child").all_inner_texts()
+    assert models == [XSS_MODEL, "model-a", "(none)"]
+    costs = await page.locator("#cost-by-model tbody tr td:last-child").all_inner_texts()
+    assert costs == ["-", str(TRACED_COST), "-"]
+    assert str(TRACED_COST) in await page.locator("#total-cost").inner_text()
+    assert await page.locator("#cost-placeholder").count() == 0
     await tab.shot("costs")
 
 
@@ -155,7 +166,7 @@ async def test_hostile_text_is_shown_literally_and_never_runs(
     page = tab.page
     await page.goto(f"{live.url}/workflows/{seeded.hostile.id}")
     assert await page.locator("#attempts .step-id").inner_text() == XSS_STEP
-    error = await page.locator("#attempts tbody tr td").nth(8).inner_text()
+    error = await page.locator("#attempts tbody tr td").nth(10).inner_text()
     assert error == "<script>alert('error')</script> \\x1b[31m\\u202egnp.exe"
     assert XSS_ERROR not in await page.content()
     assert await page.locator("img, script").count() == 0

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
-from tests.web.seed import LISTED, SECRET, TOTAL_TOKENS, XSS_ERROR, XSS_STEP, Seeded
+from tests.web.seed import (
+    LISTED,
+    SECRET,
+    TOTAL_TOKENS,
+    TRACED_COST,
+    XSS_ERROR,
+    XSS_MODEL,
+    XSS_STEP,
+    Seeded,
+)
 
 from ecl_persistence import DatabaseConfig, QueryFailedError
 from ecl_persistence.web import create_app, pages
@@ -90,8 +99,16 @@ def test_api_usage_sums_tokens_by_definition_and_day(client: TestClient, seeded:
         (seeded.hostile.definition_id, 100),
         ("research", 35),
     ]
-    assert document["by_model"] is None
-    assert document["cost"] is None
+    # The ledger by model, its costs as exact text; attempts without a model last.
+    by_model = [
+        (m["key"], m["attempts"], m["total_tokens"], m["cost"]) for m in document["by_model"]
+    ]
+    assert by_model == [
+        (XSS_MODEL, 1, 5, None),
+        ("model-a", 2, 30, "0.250001"),
+        (None, 2, 0, None),
+    ]
+    assert document["cost"] == str(TRACED_COST)
     # A window that ends before the seeded attempts holds none of them.
     empty = client.get("/api/usage", params={"until": "3d", "since": "10d"}).json()
     assert empty["total_tokens"] == 0

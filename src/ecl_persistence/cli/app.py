@@ -11,6 +11,7 @@ from ecl_persistence.cli.commands.purge import purge
 from ecl_persistence.cli.commands.schema import check, current, migrate
 from ecl_persistence.cli.commands.serve import serve
 from ecl_persistence.cli.commands.stats import stats
+from ecl_persistence.cli.commands.usage import usage
 from ecl_persistence.cli.commands.workflows import workflows
 from ecl_persistence.cli.runtime import database_url_option
 
@@ -32,7 +33,7 @@ def cli() -> None:
     """Look after an ECL workflow database: migrate it, run a demo, inspect what it holds."""
 
 
-for _command in (migrate, current, check, demo, workflows, stats, purge, serve, limits):
+for _command in (migrate, current, check, demo, workflows, stats, usage, purge, serve, limits):
     cli.add_command(_command)
 for _command in (cancel, retry, fork):
     workflows.add_command(_command)

@@ -27,7 +27,15 @@ from typing import NoReturn, Protocol
 
 import attrs
 
-from ecl_persistence.cli.demo_steps import SOURCES, TOPIC, WORK, DemoContext, StepWork, field
+from ecl_persistence.cli.demo_steps import (
+    DEMO_PRICES,
+    SOURCES,
+    TOPIC,
+    WORK,
+    DemoContext,
+    StepWork,
+    field,
+)
 from ecl_persistence.database import Database
 from ecl_persistence.domain import (
     JsonValue,
@@ -294,7 +302,7 @@ async def run_demo(
     written, and :class:`WorkflowLostError` if another worker took the
     workflow over meanwhile.
     """
-    worker = Worker(db, f"demo-{os.getpid()}", lease_seconds=lease_seconds)
+    worker = Worker(db, f"demo-{os.getpid()}", lease_seconds=lease_seconds, price_book=DEMO_PRICES)
     demo = _Demo(db, worker, lease_seconds, artifacts_root, reporter)
     run = await (_start(demo) if resume is None else _take_over(demo, resume, crash))
     await _work_on(demo, run, crash)

@@ -4,7 +4,9 @@
 its first attempt (as a model endpoint might) and succeeds on its second, and
 ``publish`` writes ``summary.md`` and records it as an artifact, under the
 run's lease. Each takes a few tens of milliseconds of simulated model
-latency; "tokens" are words read and written. Each reads what it needs from
+latency; "tokens" are words read and written, recorded as the usage of a
+made-up model priced by :data:`DEMO_PRICES` (fictional prices, for the
+demo's ledger only: ``ecl-db usage``). Each reads what it needs from
 the stored outputs of the steps before it, so a resumed run, in another
 process, picks up where a crashed one stopped.
 """
@@ -13,17 +15,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import cast
 
 import attrs
 
 from ecl_persistence.database import Database
-from ecl_persistence.domain import Artifact, JsonValue, StepId
+from ecl_persistence.domain import Artifact, JsonValue, Price, PriceBook, StepId, TokenUsage
 from ecl_persistence.recorder import StepRecording
 from ecl_persistence.workers import WorkflowRun
 
-__all__ = ["ARTIFACT", "SOURCES", "TOPIC", "WORK", "DemoContext", "StepWork", "field"]
+__all__ = [
+    "ARTIFACT",
+    "DEMO_MODEL",
+    "DEMO_PRICES",
+    "SOURCES",
+    "TOPIC",
+    "WORK",
+    "DemoContext",
+    "StepWork",
+    "field",
+]
 
 TOPIC = "tides"
 """What the demo workflow is about."""
@@ -34,6 +47,15 @@ SOURCES = (
     "Spring tides, the largest, come when the Sun, Moon and Earth line up.",
 )
 ARTIFACT = "summary.md"
+DEMO_MODEL = "demo-model"
+"""The made-up model the demo's steps "run" on."""
+DEMO_PRICES = PriceBook({DEMO_MODEL: Price(Decimal("0.15"), Decimal("0.60"), Decimal("0.075"))})
+"""Fictional prices per million tokens, so the demo's ledger shows costs."""
+
+
+def _record(rec: StepRecording, read: int, written: int, cached: int = 0) -> None:
+    rec.model = DEMO_MODEL
+    rec.usage = TokenUsage(input_tokens=read, output_tokens=written, cached_tokens=cached)
 
 
 @attrs.frozen
@@ -67,7 +89,7 @@ async def _gather(
 ) -> JsonValue:
     await asyncio.sleep(0.02)
     notes: list[JsonValue] = [s for s in SOURCES if "tide" in s.lower()]
-    rec.tokens_used = _words(*SOURCES)
+    _record(rec, _words(*SOURCES), _words(*(str(note) for note in notes)))
     return {"notes": notes}
 
 
@@ -75,13 +97,14 @@ async def _summarise(
     context: DemoContext, outputs: Mapping[str, JsonValue], rec: StepRecording
 ) -> JsonValue:
     notes = _notes(outputs)
-    rec.tokens_used = _words(*notes)
+    # A timed-out call still costs what it read: the failed attempt keeps it.
+    _record(rec, _words(*notes), 0)
     if rec.attempt == 1:
         await asyncio.sleep(0.04)
         raise TimeoutError("model timed out after 40 ms (simulated)")
     await asyncio.sleep(0.06)
     summary = " ".join(note.split(",")[0].rstrip(".") + "." for note in notes[:2])
-    rec.tokens_used += _words(summary)
+    _record(rec, 0, _words(summary), cached=_words(*notes))
     return {"summary": summary}
 
 

@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -24,6 +25,7 @@ from ecl_persistence.domain import (
     Missing,
     Page,
     StepExecution,
+    UsageRow,
     Workflow,
     WorkflowAggregate,
     WorkflowTransition,
@@ -33,6 +35,8 @@ from ecl_persistence.domain import (
 __all__ = [
     "details_document",
     "echo_json",
+    "ledger_row_document",
+    "money",
     "ms_between",
     "page_document",
     "payload_size",
@@ -149,6 +153,9 @@ def _execution_document(execution: StepExecution, *, payloads: bool) -> dict[str
         "duration_ms": execution.duration_ms,
         "tokens_used": execution.tokens_used,
         "copied_from": None if execution.copied_from is None else str(execution.copied_from),
+        "usage": None if execution.usage is None else attrs.asdict(execution.usage),
+        "model": execution.model,
+        "cost": money(execution.cost),
     }
     _payloads(
         document,
@@ -181,8 +188,30 @@ def _transition_document(transition: WorkflowTransition) -> dict[str, Any]:
     }
 
 
-def _stats_document(stats: ExecutionStats) -> dict[str, int]:
-    return attrs.asdict(stats)
+def money(amount: Decimal | None) -> str | None:
+    """An amount as JSON: its exact decimal text (a JSON number would be a float), or null."""
+    return None if amount is None else str(amount)
+
+
+def ledger_row_document(row: UsageRow) -> dict[str, Any]:
+    """A row of the usage ledger as JSON (its cost as exact text)."""
+    return {
+        "key": row.key,
+        "attempts": row.attempts,
+        "recorded": row.recorded,
+        "input_tokens": row.input_tokens,
+        "output_tokens": row.output_tokens,
+        "cached_tokens": row.cached_tokens,
+        "reasoning_tokens": row.reasoning_tokens,
+        "total_tokens": row.total_tokens,
+        "cost": money(row.cost),
+    }
+
+
+def _stats_document(stats: ExecutionStats) -> dict[str, int | str | None]:
+    document: dict[str, int | str | None] = attrs.asdict(stats)
+    document["total_cost"] = money(stats.total_cost)
+    return document
 
 
 def details_document(details: WorkflowAggregate, *, payloads: bool = False) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from ecl_persistence.domain import (
     Missing,
     Page,
     StepExecutionState,
+    TokenUsage,
     Workflow,
     WorkflowAggregate,
     WorkflowState,
@@ -45,6 +46,7 @@ __all__ = [
     "print_stale",
     "print_summary",
     "print_timeline",
+    "usage_cell",
 ]
 
 _STATE_STYLES = {
@@ -143,6 +145,17 @@ def _stats_line(stats: ExecutionStats) -> str:
         f"{stats.total_executions} executions: {stats.succeeded_count} succeeded, "
         f"{stats.failed_count} failed; {format_ms(stats.total_duration_ms)}, "
         f"{stats.total_tokens:,} tokens"
+        + ("" if stats.total_cost is None else f", cost {stats.total_cost}")
+    )
+
+
+def usage_cell(usage: TokenUsage | None) -> str:
+    """An attempt's usage, in/out/cached/reasoning, or ``-`` without one."""
+    if usage is None:
+        return "-"
+    return (
+        f"{usage.input_tokens:,}/{usage.output_tokens:,}/"
+        f"{usage.cached_tokens:,}/{usage.reasoning_tokens:,}"
     )
 
 
@@ -177,6 +190,15 @@ def print_details(details: WorkflowAggregate, *, payloads: bool = False) -> None
     history.add_column("step", overflow="fold")
     for column in ("attempt", "state", "started", "duration", "tokens"):
         history.add_column(column, justify="left" if column == "state" else "right", no_wrap=True)
+    # The ledger's columns only when an attempt recorded something for them.
+    ledger = any(
+        e.usage is not None or e.model is not None or e.cost is not None
+        for e in details.step_executions
+    )
+    if ledger:
+        history.add_column("in/out/cached/reasoning", justify="right", no_wrap=True)
+        history.add_column("model", overflow="fold")
+        history.add_column("cost", justify="right", no_wrap=True)
     history.add_column("error", overflow="fold")
     for execution in details.step_executions:
         history.add_row(
@@ -186,6 +208,15 @@ def print_details(details: WorkflowAggregate, *, payloads: bool = False) -> None
             clock_ms(execution.started_at),
             format_ms(execution.duration_ms),
             _count(execution.tokens_used),
+            *(
+                (
+                    usage_cell(execution.usage),
+                    _plain(execution.model),
+                    "-" if execution.cost is None else str(execution.cost),
+                )
+                if ledger
+                else ()
+            ),
             _plain(execution.error or "", lines=True),
         )
     out.print(history)

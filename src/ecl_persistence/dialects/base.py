@@ -64,6 +64,8 @@ class LockMode:
     """The same, skipping rows another transaction holds locked instead of waiting."""
     DELETE_SKIP_LOCKED = "delete-skip-locked"
     """``FOR UPDATE SKIP LOCKED``: for rows about to be deleted."""
+    KEY_SHARE = "key-share"
+    """``FOR KEY SHARE``: the rows must stay (not be deleted) until the transaction ends."""
 
 
 class Listening(abc.ABC):
@@ -169,6 +171,14 @@ class DialectStrategy(abc.ABC):
         """
 
     @abc.abstractmethod
+    def insert_or_lock(self, target: Any, index_elements: Sequence[Column[Any]]) -> Insert:
+        """An INSERT that leaves a row already stored as it is, but holds it to the end.
+
+        Where rows are locked (PostgreSQL) the stored row is locked as by an
+        update, so a concurrent delete waits; SQLite's one writer needs none.
+        """
+
+    @abc.abstractmethod
     def lock(self, select: _S, mode: str) -> _S:
         """``select`` locking the rows it reads in ``mode`` (a :class:`LockMode`), where needed."""
 
@@ -185,6 +195,26 @@ class DialectStrategy(abc.ABC):
     @abc.abstractmethod
     def json_type(self, dialect: Dialect) -> TypeEngine[Any]:
         """The column type JSON documents are stored in."""
+
+    @abc.abstractmethod
+    def money_type(self, dialect: Dialect) -> TypeEngine[Any]:
+        """The column type an amount of money (six decimal places) is stored in, exactly."""
+
+    @abc.abstractmethod
+    def money_processors(self) -> tuple[Any, Any]:
+        """(bind, result) processors of an amount: a ``Decimal`` in, a ``Decimal`` out."""
+
+    @abc.abstractmethod
+    def payload_lookup(self, ref_sql: str) -> str:
+        """The SQL reading the payload ``ref_sql`` names as ``hash:codec:hex``."""
+
+    def money_sum(self, column_sql: str) -> str:
+        """The SQL of the exact sum of the amount column ``column_sql`` (NULL for none)."""
+        return f"sum({column_sql})"
+
+    @abc.abstractmethod
+    def utc_day(self, column: Any) -> Any:
+        """The UTC day of the timestamp ``column``, as ``YYYY-MM-DD`` text (SQL)."""
 
     @abc.abstractmethod
     def json_as_text(self, column_sql: str) -> str:

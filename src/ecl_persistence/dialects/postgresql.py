@@ -17,9 +17,10 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Dialect, Executable, Insert, Select, event
+from sqlalchemy import Dialect, Executable, Insert, Numeric, Select, event, func
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -217,6 +218,14 @@ class PostgresqlStrategy(DialectStrategy):
         statement = postgresql_dialect.insert(target)
         return statement.on_conflict_do_nothing(index_elements=index_elements)
 
+    def insert_or_lock(self, target: Any, index_elements: Sequence[Column[Any]]) -> Insert:
+        """``ON CONFLICT (...) DO UPDATE`` of the key to itself: the stored row, locked."""
+        statement = postgresql_dialect.insert(target)
+        key = index_elements[0]
+        return statement.on_conflict_do_update(
+            index_elements=index_elements, set_={key.name: statement.excluded[key.name]}
+        )
+
     def lock(self, select: _S, mode: str) -> _S:
         """``FOR NO KEY UPDATE`` (``SKIP LOCKED``), or ``FOR UPDATE SKIP LOCKED`` for deletes."""
         if mode == LockMode.UPDATE:
@@ -225,11 +234,31 @@ class PostgresqlStrategy(DialectStrategy):
             return select.with_for_update(key_share=True, skip_locked=True)
         if mode == LockMode.DELETE_SKIP_LOCKED:
             return select.with_for_update(skip_locked=True)
+        if mode == LockMode.KEY_SHARE:
+            return select.with_for_update(read=True, key_share=True)
         raise ValueError(f"unknown lock mode {mode!r}")
 
     def json_type(self, dialect: Dialect) -> TypeEngine[Any]:
         """``jsonb``."""
         return dialect.type_descriptor(postgresql_dialect.JSONB(none_as_null=True))
+
+    def money_type(self, dialect: Dialect) -> TypeEngine[Any]:
+        """``numeric(20, 6)``: exact, and summed exactly."""
+        return dialect.type_descriptor(Numeric(20, 6, asdecimal=True))
+
+    def money_processors(self) -> tuple[Any, Any]:
+        """The driver binds and reads ``Decimal`` itself; a sum read back at six places."""
+        return None, _money_result
+
+    def payload_lookup(self, ref_sql: str) -> str:
+        """A lookup in ``payloads`` by primary key; ``encode(..., 'hex')`` of the stored bytes."""
+        found = "payloads.hash || ':' || payloads.codec || ':' || encode(payloads.data, 'hex')"
+        lookup = f"SELECT {found} FROM payloads WHERE payloads.hash = {ref_sql}"  # noqa: S608
+        return f"coalesce(({lookup}), {ref_sql})"
+
+    def utc_day(self, column: Any) -> Any:
+        """``to_char`` of the timestamp at UTC."""
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
 
     def json_as_text(self, column_sql: str) -> str:
         """``CAST(... AS TEXT)``: the document's text, whatever the engine's deserializer."""
@@ -343,3 +372,10 @@ def _name_the_server_in_connect_errors(
                 f"cannot reach the PostgreSQL server at {server}: {reason}; "
                 "check the host and port of the database URL and that the server is running"
             ) from error
+
+
+_SIX_PLACES = Decimal("0.000001")
+
+
+def _money_result(value: Decimal | None) -> Decimal | None:
+    return None if value is None else value.quantize(_SIX_PLACES)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Dialect, Insert, Select, Text, event
+from sqlalchemy import BigInteger, Dialect, Insert, Select, Text, event, func
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -33,6 +33,7 @@ from ecl_persistence._sqlite_driver import FileGuard, OneTripConnection
 from ecl_persistence._sqlite_driver import connect as sqlite_connect
 from ecl_persistence.dialects import _sqlite_errors as sqlite_errors
 from ecl_persistence.dialects._sqlite_dialect import DRIVER_NAME, OneTripDialect
+from ecl_persistence.dialects._sqlite_money import money_from_micros, money_to_micros
 from ecl_persistence.dialects.base import ENGINE_LOGGING_NAME, DialectStrategy
 from ecl_persistence.errors import (
     DbError,
@@ -289,6 +290,10 @@ class SqliteStrategy(DialectStrategy):
         """``INSERT ... ON CONFLICT (...) DO NOTHING``."""
         return sqlite_dialect.insert(target).on_conflict_do_nothing(index_elements=index_elements)
 
+    def insert_or_lock(self, target: Any, index_elements: Sequence[Column[Any]]) -> Insert:
+        """``ON CONFLICT DO NOTHING``: the writer holds the whole database already."""
+        return sqlite_dialect.insert(target).on_conflict_do_nothing(index_elements=index_elements)
+
     def lock(self, select: _S, mode: str) -> _S:
         """Unchanged: a writing transaction already holds the database's only write lock."""
         return select
@@ -304,6 +309,33 @@ class SqliteStrategy(DialectStrategy):
     def json_type(self, dialect: Dialect) -> TypeEngine[Any]:
         """TEXT, not SQLite's JSON type name, whose numeric affinity would store ``5`` as 5."""
         return dialect.type_descriptor(Text())
+
+    def money_type(self, dialect: Dialect) -> TypeEngine[Any]:
+        """A 64-bit count of millionths: SQLite's NUMERIC would keep a float, and sum floats."""
+        return dialect.type_descriptor(BigInteger())
+
+    def money_processors(self) -> tuple[Any, Any]:
+        """A Decimal bound as its count of millionths; a count (or a sum of them) read back."""
+        return money_to_micros, money_from_micros
+
+    def payload_lookup(self, ref_sql: str) -> str:
+        """A lookup in ``payloads`` by primary key; ``hex()`` of the stored bytes."""
+        found = "payloads.hash || ':' || payloads.codec || ':' || hex(payloads.data)"
+        return (
+            f"coalesce((SELECT {found} FROM payloads WHERE payloads.hash = {ref_sql}), {ref_sql})"  # noqa: S608 - SQL of a column
+        )
+
+    def money_sum(self, column_sql: str) -> str:
+        """Whole units and millionths summed apart, as ``units:millionths`` text.
+
+        A sum of 64-bit counts of millionths would overflow past about nine
+        million million; summed apart, each part stays far from it.
+        """
+        return f"(sum({column_sql} / 1000000) || ':' || sum({column_sql} % 1000000))"
+
+    def utc_day(self, column: Any) -> Any:
+        """The first ten characters of the stored UTC text: ``YYYY-MM-DD``."""
+        return func.substr(column, 1, 10)
 
     def json_as_text(self, column_sql: str) -> str:
         """The column itself: it is TEXT already."""

@@ -52,11 +52,23 @@ from ecl_persistence.domain.payload import (
 from ecl_persistence.domain.resume import ResumePoint
 from ecl_persistence.domain.states import WORKFLOW_TRANSITIONS, StepExecutionState, WorkflowState
 from ecl_persistence.domain.transitions import WorkflowTransition, check_actor, check_reason
+from ecl_persistence.domain.usage import (
+    COST_PLACES,
+    MAX_COST,
+    Price,
+    PriceBook,
+    TokenUsage,
+    UsageRow,
+    check_cost,
+    check_model,
+)
 
 __all__ = [
+    "COST_PLACES",
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "MAX_ARTIFACT_PATH_LENGTH",
     "MAX_ATTEMPT",
+    "MAX_COST",
     "MAX_ERROR_LENGTH",
     "MAX_ID_LENGTH",
     "MAX_JSON_DEPTH",
@@ -75,11 +87,15 @@ __all__ = [
     "Lease",
     "Missing",
     "Page",
+    "Price",
+    "PriceBook",
     "ResumePoint",
     "StepExecution",
     "StepExecutionId",
     "StepExecutionState",
     "StepId",
+    "TokenUsage",
+    "UsageRow",
     "Workflow",
     "WorkflowAggregate",
     "WorkflowId",
@@ -88,9 +104,11 @@ __all__ = [
     "check_actor",
     "check_artifact_path",
     "check_concurrency_key",
+    "check_cost",
     "check_json",
     "check_lease",
     "check_max_running",
+    "check_model",
     "check_reason",
     "check_text",
     "decode_json",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -22,7 +23,10 @@ __all__ = ["WorkflowAggregate", "stats_of"]
 def stats_of(executions: Iterable[StepExecution]) -> ExecutionStats:
     """The :class:`ExecutionStats` of ``executions``, as ``get_stats`` computes them in SQL."""
     total = succeeded = failed = duration = tokens = 0
+    cost: Decimal | None = None
     for execution in executions:
+        if execution.cost is not None:
+            cost = execution.cost if cost is None else cost + execution.cost
         total += 1
         if execution.state is StepExecutionState.SUCCEEDED:
             succeeded += 1
@@ -30,7 +34,7 @@ def stats_of(executions: Iterable[StepExecution]) -> ExecutionStats:
             failed += 1
         duration += execution.duration_ms or 0
         tokens += execution.tokens_used or 0
-    return ExecutionStats(total, succeeded, failed, duration, tokens)
+    return ExecutionStats(total, succeeded, failed, duration, tokens, cost)
 
 
 def _executions(items: Iterable[StepExecution]) -> tuple[StepExecution, ...]:

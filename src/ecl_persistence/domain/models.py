@@ -9,7 +9,7 @@ be stored as JSON; never a bare ``TypeError`` or ``ValueError``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -25,11 +25,14 @@ from ecl_persistence.domain.ids import (
 from ecl_persistence.domain.leases import Lease
 from ecl_persistence.domain.payload import MISSING, JsonValue, Missing, check_text
 from ecl_persistence.domain.states import StepExecutionState, WorkflowState
+from ecl_persistence.domain.summaries import ExecutionStats, Page
+from ecl_persistence.domain.usage import TokenUsage, check_cost, check_model
 from ecl_persistence.errors import ValidationError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
+    from decimal import Decimal
 
 __all__ = [
     "MAX_ATTEMPT",
@@ -50,8 +53,6 @@ MAX_ATTEMPT = 1_000_000
 #: The lowest and highest priority of a workflow (a 32-bit column).
 MIN_PRIORITY = -(2**31)
 MAX_PRIORITY = 2**31 - 1
-
-_T = TypeVar("_T")
 
 # The frozen classes refuse attribute assignment; their trusted constructors
 # fill the slots the way attrs' own __init__ does.
@@ -98,6 +99,19 @@ def _error(value: str | None) -> str | None:
     if value is None:
         return None
     return check_text(value, field="error", max_length=MAX_ERROR_LENGTH, allow_empty=True)
+
+
+def _usage(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, TokenUsage):
+        raise ValidationError(f"usage must be a TokenUsage, not {type(value).__name__}")
+
+
+def _model(value: str | None) -> str | None:
+    return check_model(value)
+
+
+def _cost(value: Decimal | None) -> Decimal | None:
+    return check_cost(value)
 
 
 def _workflow_state(value: WorkflowState | str) -> WorkflowState:
@@ -257,6 +271,11 @@ class StepExecution:
     produces one. Build new executions with :meth:`start`. ``copied_from``
     is the attempt this one is a copy of, when a fork copied it from the
     workflow it was forked from (see ``docs/operations.md``); ``None`` otherwise.
+
+    ``usage`` is what the attempt's LLM calls used (a :class:`TokenUsage`),
+    ``model`` the model they ran on and ``cost`` what they cost (a
+    non-negative ``Decimal`` with at most six decimal places); each None when
+    not recorded. With a usage, ``tokens_used`` is its total.
     """
 
     id: StepExecutionId = attrs.field(
@@ -287,6 +306,13 @@ class StepExecution:
     copied_from: StepExecutionId | None = attrs.field(
         default=None, converter=_fields.optional_uuid_from_text, validator=_fields.optional_uuid
     )
+    usage: TokenUsage | None = attrs.field(default=None, validator=_usage)
+    model: str | None = attrs.field(default=None, converter=_model)
+    cost: Decimal | None = attrs.field(default=None, converter=_cost)
+
+    def __attrs_post_init__(self) -> None:
+        if self.usage is not None:
+            _SET(self, "tokens_used", self.usage.total)
 
     @classmethod
     def start(
@@ -328,39 +354,6 @@ class StepExecution:
         for name, value in zip(_STEP_SLOTS, values, strict=True):
             _SET(self, name, value)
         return self
-
-
-@attrs.frozen
-class ExecutionStats:
-    """Totals over the step executions of a workflow.
-
-    Instances are frozen and every count is a non-negative 64-bit integer.
-    """
-
-    total_executions: int = attrs.field(validator=_fields.integer(minimum=0))
-    succeeded_count: int = attrs.field(validator=_fields.integer(minimum=0))
-    failed_count: int = attrs.field(validator=_fields.integer(minimum=0))
-    total_duration_ms: int = attrs.field(validator=_fields.integer(minimum=0))
-    total_tokens: int = attrs.field(validator=_fields.integer(minimum=0))
-
-    @classmethod
-    def empty(cls) -> ExecutionStats:
-        """Return the statistics of a workflow without executions: all zero."""
-        return cls(0, 0, 0, 0, 0)
-
-
-@attrs.frozen
-class Page(Generic[_T]):
-    """One page of a listing.
-
-    ``items`` is always a tuple (any iterable given is copied into one), so a
-    page is frozen all the way down to its item references. ``next_cursor``
-    is the opaque cursor to pass for the following page, or None when this
-    is the last page.
-    """
-
-    items: tuple[_T, ...] = attrs.field(converter=_fields.to_tuple)
-    next_cursor: str | None = attrs.field(validator=_fields.optional_str)
 
 
 _WORKFLOW_SLOTS = tuple(field.name for field in attrs.fields(Workflow))

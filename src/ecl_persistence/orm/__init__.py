@@ -10,11 +10,19 @@ from ecl_persistence.orm.base import NAMING_CONVENTION, Base
 from ecl_persistence.orm.models import (
     ArtifactRecord,
     ConcurrencyLimitRecord,
+    PayloadRecord,
     StepExecutionRecord,
     WorkflowRecord,
     WorkflowTransitionRecord,
 )
-from ecl_persistence.orm.types import JsonPayload, Undecodable, UTCDateTime
+from ecl_persistence.orm.types import (
+    JsonPayload,
+    Money,
+    MoneySum,
+    PayloadRef,
+    Undecodable,
+    UTCDateTime,
+)
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -22,6 +30,10 @@ __all__ = [
     "Base",
     "ConcurrencyLimitRecord",
     "JsonPayload",
+    "Money",
+    "MoneySum",
+    "PayloadRecord",
+    "PayloadRef",
     "StepExecutionRecord",
     "UTCDateTime",
     "Undecodable",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -12,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -21,11 +23,20 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, object_session, relationship
 
 from ecl_persistence.orm.base import Base
-from ecl_persistence.orm.types import JsonPayload, Undecodable, UTCDateTime, Uuid
+from ecl_persistence.orm.payload_codec import HASH_LENGTH
+from ecl_persistence.orm.types import (
+    JsonPayload,
+    Money,
+    PayloadRef,
+    Undecodable,
+    UTCDateTime,
+    Uuid,
+)
 
 __all__ = [
     "ArtifactRecord",
     "ConcurrencyLimitRecord",
+    "PayloadRecord",
     "StepExecutionRecord",
     "WorkflowRecord",
     "WorkflowTransitionRecord",
@@ -45,6 +56,16 @@ WORKFLOW_STATES = ("pending", "running", "completed", "failed", "cancelled")
 CLAIMABLE_STATES = ("pending", "running")
 """The states a claim looks at: the partial claim index covers exactly these."""
 _CLAIMABLE = _state_check(*CLAIMABLE_STATES)
+
+
+_REFERRING: dict[str, Any] = {
+    "postgresql_where": text("input_ref IS NOT NULL"),
+    "sqlite_where": text("input_ref IS NOT NULL"),
+}
+_REFERRING_OUTPUT: dict[str, Any] = {
+    "postgresql_where": text("output_ref IS NOT NULL"),
+    "sqlite_where": text("output_ref IS NOT NULL"),
+}
 
 
 class WorkflowRecord(Base):
@@ -73,6 +94,10 @@ class WorkflowRecord(Base):
     # No foreign key: a fork outlives the purge of the workflow it came from.
     forked_from: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     concurrency_key: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    # Set when the payload is in ``payloads``: the inline column then holds
+    # JSON null (input) or NULL (output), and this, the payload's hash.
+    input_ref: Mapped[Any | None] = mapped_column(PayloadRef)
+    output_ref: Mapped[Any | None] = mapped_column(PayloadRef)
 
     step_executions: Mapped[list[StepExecutionRecord]] = relationship(
         back_populates="workflow",
@@ -115,6 +140,9 @@ class WorkflowRecord(Base):
         # A purge batch reads the workflows of one finished state that
         # finished before its cutoff, oldest first, straight from this index.
         Index("ix_workflows_state_completed_at", "state", "completed_at"),
+        # Whether a payload is still referred to (purge, delete).
+        Index("ix_workflows_input_ref", "input_ref", **_REFERRING),
+        Index("ix_workflows_output_ref", "output_ref", **_REFERRING_OUTPUT),
     )
 
 
@@ -142,6 +170,15 @@ Index(
 )
 
 
+USAGE_CHECK = (
+    "(input_tokens IS NULL AND output_tokens IS NULL AND cached_tokens IS NULL "
+    "AND reasoning_tokens IS NULL) OR (input_tokens IS NOT NULL AND output_tokens IS NOT NULL "
+    "AND cached_tokens IS NOT NULL AND reasoning_tokens IS NOT NULL AND input_tokens >= 0 "
+    "AND output_tokens >= 0 AND cached_tokens >= 0 AND reasoning_tokens >= 0)"
+)
+"""The four token counts of an attempt's usage: all set (and non-negative) or none."""
+
+
 class StepExecutionRecord(Base):
     """A row of ``step_executions``: one attempt of one step of a workflow."""
 
@@ -164,6 +201,15 @@ class StepExecutionRecord(Base):
     metadata_: Mapped[Any] = mapped_column("metadata", JsonPayload, nullable=False)
     # No foreign key: the copy outlives the purge of the attempt it copies.
     copied_from: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # The usage: all four counts or none (an attempt that recorded no usage).
+    input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cached_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    model: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    cost: Mapped[Decimal | None] = mapped_column(Money)
+    input_ref: Mapped[Any | None] = mapped_column(PayloadRef)
+    output_ref: Mapped[Any | None] = mapped_column(PayloadRef)
 
     workflow: Mapped[WorkflowRecord] = relationship(back_populates="step_executions", lazy="raise")
 
@@ -172,10 +218,37 @@ class StepExecutionRecord(Base):
         CheckConstraint("attempt >= 1", name="attempt_positive"),
         CheckConstraint("duration_ms >= 0", name="duration_ms_non_negative"),
         CheckConstraint("tokens_used >= 0", name="tokens_used_non_negative"),
+        CheckConstraint(USAGE_CHECK, name="usage"),
+        CheckConstraint("cost >= 0", name="cost_non_negative"),
         # Leads with workflow_id, so it is also the foreign key's index.
         UniqueConstraint("workflow_id", "step_id", "attempt"),
         Index("ix_step_executions_workflow_id_started_at", "workflow_id", "started_at"),
+        # The ledger's since/until range.
+        Index("ix_step_executions_started_at", "started_at"),
+        # Whether a payload is still referred to (purge, delete).
+        Index("ix_step_executions_input_ref", "input_ref", **_REFERRING),
+        Index("ix_step_executions_output_ref", "output_ref", **_REFERRING_OUTPUT),
     )
+
+
+class PayloadRecord(Base):
+    """A row of ``payloads``: one large input or output, compressed, stored once.
+
+    Keyed by the SHA-256 of the payload's canonical JSON text; ``raw_size``
+    is the size of that text, ``data`` the bytes stored (``codec``: zstd).
+    Rows of ``workflows`` and ``step_executions`` refer to it by hash
+    (``input_ref``, ``output_ref``); purge and delete remove a payload no
+    row refers to any more.
+    """
+
+    __tablename__ = "payloads"
+
+    hash: Mapped[str] = mapped_column(String(HASH_LENGTH), primary_key=True)
+    codec: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    raw_size: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (CheckConstraint("raw_size >= 0", name="raw_size_non_negative"),)
 
 
 class ArtifactRecord(Base):
@@ -262,7 +335,7 @@ def _decoded_attributes(record_class: type[Base]) -> tuple[tuple[str, str], ...]
     return tuple(
         (key, prop.columns[0].name)
         for key, prop in record_class.__mapper__.column_attrs.items()
-        if isinstance(prop.columns[0].type, JsonPayload | Uuid)
+        if isinstance(prop.columns[0].type, JsonPayload | Uuid | PayloadRef)
     )
 
 

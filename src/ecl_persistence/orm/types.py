@@ -11,9 +11,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, DateTime, Dialect
+from sqlalchemy import JSON, ColumnElement, DateTime, Dialect, Numeric, String
 from sqlalchemy import Uuid as SqlUuid
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -23,8 +24,19 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from ecl_persistence.dialects import strategy_for
 from ecl_persistence.domain import MISSING, JsonValue, Missing, encode_json, load_json
 from ecl_persistence.errors import SerializationError, StoredValueError
+from ecl_persistence.orm.payload_codec import HASH_LENGTH, StoredPayload, decode_stored
 
-__all__ = ["JsonPayload", "JsonText", "UTCDateTime", "Undecodable", "Uuid"]
+__all__ = [
+    "JsonPayload",
+    "JsonText",
+    "Money",
+    "MoneySum",
+    "PayloadLookup",
+    "PayloadRef",
+    "UTCDateTime",
+    "Undecodable",
+    "Uuid",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -48,6 +60,107 @@ class UTCDateTime(TypeDecorator[datetime]):
         """Read timestamps back as aware UTC datetimes, in one step per value."""
         _bind, result = strategy_for(dialect).datetime_processors()
         return result
+
+
+class Money(TypeDecorator[Decimal]):
+    """An exact amount with six decimal places: ``numeric(20, 6)`` on PostgreSQL.
+
+    On SQLite, whose NUMERIC keeps floats (and sums them as floats), a 64-bit
+    count of millionths; either way a ``Decimal`` is bound and read back,
+    and ``SUM`` over the column is exact.
+    """
+
+    impl = Numeric(20, 6, asdecimal=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        """Use the dialect's exact storage (see the class)."""
+        return strategy_for(dialect).money_type(dialect)
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        """Bind as the dialect stores amounts."""
+        bind, _result = strategy_for(dialect).money_processors()
+        return bind
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        """Read a stored amount (or a sum of them) back as a ``Decimal``."""
+        _bind, result = strategy_for(dialect).money_processors()
+        return result
+
+
+class MoneySum(FunctionElement[Decimal]):
+    """The exact ``SUM`` of a :class:`Money` column (see ``DialectStrategy.money_sum``).
+
+    NULL when every value summed is NULL (or there is none), as ``SUM``.
+    """
+
+    name = "money_sum"
+    inherit_cache = True
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        super().__init__(column)
+        self.type = Money()
+
+
+@compiles(MoneySum)
+def _money_sum(element: MoneySum, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = element.clauses
+    return strategy_for(compiler.dialect).money_sum(compiler.process(column, **kw))
+
+
+class PayloadRef(TypeDecorator[Any]):
+    """The hash of a payload stored in the ``payloads`` table, read back as the payload.
+
+    Bound as the hash (or NULL: the value is inline). Selected, the column
+    reads its payload in the same statement (a lookup by primary key), so a
+    row arrives with its value: a :class:`~.payload_codec.StoredPayload`, or
+    an :class:`Undecodable` naming the payload (by hash) when it is missing
+    or damaged; never a part of its content.
+    """
+
+    impl = String(HASH_LENGTH)
+    cache_ok = True
+
+    def column_expression(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Select the payload itself, by its hash, with the row."""
+        return PayloadLookup(column, type_=self)
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        """Decode ``hash:codec:hex`` (a missing payload reads as its hash alone)."""
+        return _decode_payload
+
+
+class PayloadLookup(FunctionElement[Any]):
+    """A payload reference read as ``hash:codec:hex`` (see ``DialectStrategy.payload_lookup``)."""
+
+    name = "payload_lookup"
+    inherit_cache = True
+
+    def __init__(self, column: ColumnElement[Any], type_: PayloadRef) -> None:
+        super().__init__(column)
+        self.type = type_
+
+
+@compiles(PayloadLookup)
+def _payload_lookup(element: PayloadLookup, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = element.clauses
+    return strategy_for(compiler.dialect).payload_lookup(compiler.process(column, **kw))
+
+
+def _decode_payload(value: str | None) -> StoredPayload | Undecodable | None:
+    if value is None:
+        return None
+    hash, _, rest = value.partition(":")
+    if not rest:
+        return Undecodable(f"payload {hash} is missing", "a payload")
+    codec, _, hex_data = rest.partition(":")
+    try:
+        return StoredPayload(hash, decode_stored(hash, codec, bytes.fromhex(hex_data)))
+    except (SerializationError, ValueError) as error:
+        reason = (
+            str(error) if isinstance(error, SerializationError) else f"payload {hash} is corrupt"
+        )
+        return Undecodable(reason, "a payload")
 
 
 class Undecodable:

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from sqlalchemy import Executable, Result
 
 from ecl_persistence.dialects import DialectStrategy
+from ecl_persistence.domain import PriceBook
 
 __all__ = ["UnitContext"]
 
@@ -26,6 +27,16 @@ class UnitContext(Protocol):
     @property
     def max_payload_bytes(self) -> int:
         """The size limit of one JSON payload."""
+        ...
+
+    @property
+    def payload_inline_bytes(self) -> int | None:
+        """Inputs and outputs whose JSON text is longer go to the payload store (None: never)."""
+        ...
+
+    @property
+    def price_book(self) -> PriceBook | None:
+        """The prices that fill in a missing cost (None: costs only as given)."""
         ...
 
     def require_writable(self, action: str) -> None:

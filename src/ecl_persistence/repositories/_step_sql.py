@@ -29,7 +29,7 @@ from sqlalchemy import (
 from ecl_persistence.dialects import DialectStrategy, LockMode
 from ecl_persistence.dialects.base import AnySelect
 from ecl_persistence.domain import StepExecutionState
-from ecl_persistence.orm import StepExecutionRecord, WorkflowRecord
+from ecl_persistence.orm import MoneySum, StepExecutionRecord, WorkflowRecord
 from ecl_persistence.repositories import _leases
 from ecl_persistence.repositories.mappers import row_insert
 
@@ -82,6 +82,7 @@ _COMPLETE = (
     .values(
         state=bindparam("state"),
         output=bindparam("output"),
+        output_ref=bindparam("output_ref", type_=_T.output_ref.type),
         error=bindparam("error"),
         completed_at=bindparam("now"),
         duration_ms=bindparam("duration_ms"),
@@ -89,6 +90,17 @@ _COMPLETE = (
             bindparam("tokens_used", type_=_T.tokens_used.type), _T.tokens_used
         ),
         metadata=func.coalesce(bindparam("metadata", type_=_T.metadata.type), _T.metadata),
+        **{
+            name: func.coalesce(bindparam(name, type_=_T[name].type), _T[name])
+            for name in (
+                "input_tokens",
+                "output_tokens",
+                "cached_tokens",
+                "reasoning_tokens",
+                "model",
+                "cost",
+            )
+        },
     )
     .returning(*_TABLE.c)
 )
@@ -169,6 +181,7 @@ STATS = select(
     func.coalesce(func.sum(case((_T.state == StepExecutionState.FAILED.value, 1), else_=0)), 0),
     func.coalesce(func.sum(_T.duration_ms), 0),
     func.coalesce(func.sum(_T.tokens_used), 0),
+    MoneySum(_T.cost),
 )
 STATS_OF_WORKFLOW = STATS.where(_T.workflow_id == bindparam("wid"))
 TOTALS_OF_DEFINITION = STATS.select_from(

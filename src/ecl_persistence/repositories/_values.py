@@ -17,6 +17,7 @@ import functools
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import attrs
@@ -35,6 +36,7 @@ from ecl_persistence.domain import (
     WorkflowState,
 )
 from ecl_persistence.errors import SerializationError, StoredValueError, ValidationError
+from ecl_persistence.orm.payload_codec import StoredPayload
 from ecl_persistence.orm.types import Undecodable
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "same_json",
     "state_value",
     "step_execution_from_values",
+    "stored_value",
     "workflow_from_values",
 ]
 
@@ -73,6 +76,15 @@ def optional_json_value(
     if type(value) is Undecodable:
         raise value.error(table, column, id)
     return value  # type: ignore[return-value]
+
+
+def stored_value(value: object, *, table: str, column: str, id: object) -> JsonValue:
+    """The value of a payload column read back (a ``PayloadRef``): its payload's value."""
+    if type(value) is Undecodable:
+        raise value.error(table, column, id)
+    if not isinstance(value, StoredPayload):
+        raise StoredValueError(f"{table}.{column} of {id} does not hold a payload reference")
+    return value.value
 
 
 def id_value(value: object, *, table: str, column: str = "id") -> uuid.UUID:
@@ -209,7 +221,7 @@ def workflow_from_values(values: tuple[Any, ...], *, table: str, id: object) -> 
 def step_execution_from_values(values: tuple[Any, ...], *, table: str, id: object) -> StepExecution:
     """Build a :class:`StepExecution` from a row whose state and JSON columns are decoded."""
     (id_, workflow_id, step_id, attempt, _state, _input, _output, error, started_at, completed_at,
-     duration_ms, tokens_used, metadata, copied_from) = values  # fmt: skip
+     duration_ms, tokens_used, metadata, copied_from, _usage, model, cost) = values  # fmt: skip
     if (
         isinstance(id_, uuid.UUID)
         and isinstance(workflow_id, uuid.UUID)
@@ -222,6 +234,8 @@ def step_execution_from_values(values: tuple[Any, ...], *, table: str, id: objec
         and _optional_count(tokens_used)
         and type(metadata) is dict
         and (copied_from is None or isinstance(copied_from, uuid.UUID))
+        and (model is None or _text(model, MAX_ID_LENGTH))
+        and (cost is None or type(cost) is Decimal)
     ):
         return StepExecution._from_row(*values)
     return build(

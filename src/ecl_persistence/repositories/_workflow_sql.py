@@ -186,6 +186,7 @@ def _update_output(versioned: bool, fenced: bool) -> Update:
         statement = statement.where(*FENCE)
     statement = statement.values(
         output=bindparam("output"),
+        output_ref=bindparam("output_ref", type_=_W.output_ref.type),
         updated_at=bindparam("now", type_=UTCDateTime()),
         version=_W.version + 1,
     )

@@ -27,6 +27,7 @@ from ecl_persistence.domain import (
     Artifact,
     StepExecution,
     StepExecutionState,
+    TokenUsage,
     Workflow,
     WorkflowState,
     WorkflowTransition,
@@ -44,6 +45,7 @@ from ecl_persistence.repositories._values import (
     optional_json_value,
     state_value,
     step_execution_from_values,
+    stored_value,
     workflow_from_values,
 )
 
@@ -59,6 +61,7 @@ __all__ = [
     "transition_from_record",
     "transition_from_row",
     "transition_values",
+    "usage_values",
     "workflow_from_record",
     "workflow_from_row",
     "workflow_values",
@@ -120,13 +123,17 @@ def workflow_from_row(row: Sequence[Any]) -> Workflow:
     (id, definition_id, state, input, output, error, created_at, updated_at, completed_at,
      metadata, version, idempotency_key, lease_owner, lease_expires_at,
      claim_count, run_after, priority, cancel_requested_at, forked_from,
-     concurrency_key) = row  # fmt: skip
+     concurrency_key, input_ref, output_ref) = row  # fmt: skip
     values = (
         id,
         definition_id,
         state_value(WorkflowState, state, table=_WORKFLOWS, id=id),
-        json_value(input, table=_WORKFLOWS, column="input", id=id),
-        optional_json_value(output, table=_WORKFLOWS, column="output", id=id),
+        stored_value(input_ref, table=_WORKFLOWS, column="input_ref", id=id)
+        if input_ref is not None
+        else json_value(input, table=_WORKFLOWS, column="input", id=id),
+        stored_value(output_ref, table=_WORKFLOWS, column="output_ref", id=id)
+        if output_ref is not None
+        else optional_json_value(output, table=_WORKFLOWS, column="output", id=id),
         error,
         created_at,
         updated_at,
@@ -174,6 +181,8 @@ def workflow_values(workflow: Workflow) -> dict[str, Any]:
         "cancel_requested_at": workflow.cancel_requested_at,
         "forked_from": workflow.forked_from,
         "concurrency_key": workflow.concurrency_key,
+        "input_ref": None,
+        "output_ref": None,
     }
 
 
@@ -185,15 +194,20 @@ _STEPS = "step_executions"
 def step_execution_from_row(row: Sequence[Any]) -> StepExecution:
     """Build a :class:`StepExecution` from a ``step_executions`` row (table order)."""
     (id, workflow_id, step_id, attempt, state, input, output, error, started_at, completed_at,
-     duration_ms, tokens_used, metadata, copied_from) = row  # fmt: skip
+     duration_ms, tokens_used, metadata, copied_from, input_tokens, output_tokens,
+     cached_tokens, reasoning_tokens, model, cost, input_ref, output_ref) = row  # fmt: skip
     values = (
         id,
         workflow_id,
         step_id,
         attempt,
         state_value(StepExecutionState, state, table=_STEPS, id=id),
-        json_value(input, table=_STEPS, column="input", id=id),
-        optional_json_value(output, table=_STEPS, column="output", id=id),
+        stored_value(input_ref, table=_STEPS, column="input_ref", id=id)
+        if input_ref is not None
+        else json_value(input, table=_STEPS, column="input", id=id),
+        stored_value(output_ref, table=_STEPS, column="output_ref", id=id)
+        if output_ref is not None
+        else optional_json_value(output, table=_STEPS, column="output", id=id),
         error,
         started_at,
         completed_at,
@@ -201,8 +215,18 @@ def step_execution_from_row(row: Sequence[Any]) -> StepExecution:
         tokens_used,
         json_value(metadata, table=_STEPS, column="metadata", id=id),
         copied_from,
+        _usage_of(id, input_tokens, output_tokens, cached_tokens, reasoning_tokens),
+        model,
+        cost,
     )
     return step_execution_from_values(values, table=_STEPS, id=id)
+
+
+def _usage_of(id: object, *counts: object) -> TokenUsage | None:
+    """The stored usage of an attempt: None when its four counts are NULL."""
+    if all(count is None for count in counts):
+        return None
+    return build(lambda: TokenUsage(*counts), table=_STEPS, id=id)  # type: ignore[arg-type]
 
 
 def step_execution_from_record(record: StepExecutionRecord) -> StepExecution:
@@ -227,7 +251,27 @@ def step_execution_values(execution: StepExecution) -> dict[str, Any]:
         "tokens_used": execution.tokens_used,
         "metadata_": execution.metadata,
         "copied_from": execution.copied_from,
+        **usage_values(execution.usage),
+        "model": execution.model,
+        "cost": execution.cost,
+        "input_ref": None,
+        "output_ref": None,
     }
+
+
+def usage_values(usage: TokenUsage | None) -> dict[str, int | None]:
+    """The four token count columns of ``usage`` (all None without one)."""
+    if usage is None:
+        return dict.fromkeys(_USAGE_KEYS)
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+    }
+
+
+_USAGE_KEYS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 
 
 # --- artifacts -------------------------------------------------------------------------

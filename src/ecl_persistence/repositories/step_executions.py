@@ -9,6 +9,8 @@ statements live in ``_step_sql``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, NoReturn
 
 from sqlalchemy import Insert
@@ -25,9 +27,13 @@ from ecl_persistence.domain import (
     StepExecutionId,
     StepExecutionState,
     StepId,
+    TokenUsage,
+    UsageRow,
     WorkflowId,
+    check_cost,
     check_json,
     check_lease,
+    check_model,
     check_text,
     utc_now,
 )
@@ -39,10 +45,13 @@ from ecl_persistence.repositories import _step_sql as sql
 from ecl_persistence.repositories._checks import check_count, check_id, check_payloads
 from ecl_persistence.repositories._context import UnitContext
 from ecl_persistence.repositories._leases import lease_params
+from ecl_persistence.repositories._ledger import Grouping, ledger
+from ecl_persistence.repositories._payload_store import offload, offload_many
 from ecl_persistence.repositories.mappers import (
     step_execution_from_record,
     step_execution_from_row,
     step_execution_values,
+    usage_values,
 )
 
 __all__ = ["StepExecutionRepository"]
@@ -73,6 +82,7 @@ class StepExecutionRepository:
         action = f"create step execution {getattr(execution, 'id', '?')}"
         self._uow.require_writable(action)
         values = self._values(execution)
+        await offload(self._uow, values)
         if lease is None:
             await self._uow.execute(sql.INSERT, values, action=action)
             return execution
@@ -127,6 +137,7 @@ class StepExecutionRepository:
         )
         if locked.first() is None:
             raise NotFoundError("workflow", execution.workflow_id)
+        await offload(self._uow, values)
         statement = sql.insert_under_workflow(strategy, True, lease is not None)
         return await self._inserted(statement, values, lease, action)
 
@@ -151,6 +162,7 @@ class StepExecutionRepository:
         if not batch:
             return []
         rows = [self._values(execution) for execution in batch]
+        await offload_many(self._uow, rows)
         await self._uow.execute(sql.INSERT, rows, action=f"create {len(rows)} step executions")
         return batch
 
@@ -207,12 +219,18 @@ class StepExecutionRepository:
         tokens_used: int | None = None,
         metadata: Mapping[str, JsonValue] | None = None,
         lease: Lease | None = None,
+        usage: TokenUsage | None = None,
+        model: str | None = None,
+        cost: Decimal | None = None,
     ) -> StepExecution:
         """Finish a pending or running execution as succeeded or failed; return it.
 
         Sets ``completed_at``; stores ``output`` (MISSING leaves none, ``None``
-        is JSON null), ``error`` and ``duration_ms``; ``tokens_used`` and
-        ``metadata`` replace the recorded ones when given. Finishing an
+        is JSON null), ``error`` and ``duration_ms``; ``tokens_used``,
+        ``metadata``, ``usage``, ``model`` and ``cost`` replace the recorded
+        ones when given. A ``usage`` sets ``tokens_used`` to its total; with
+        a ``model`` too and no ``cost``, the database's price book (if it
+        has a price for the model) fills in the cost. Finishing an
         execution that is already finished raises InvalidStateTransitionError
         and changes nothing. With ``lease``, the execution must be one of the
         lease's workflow (ValidationError otherwise) and is finished only if
@@ -236,18 +254,32 @@ class StepExecutionRepository:
         if metadata is not None:
             document = copy_metadata(metadata)
             check_json(document, field="metadata", max_bytes=self._uow.max_payload_bytes)
+        if usage is not None and not isinstance(usage, TokenUsage):
+            raise ValidationError(f"usage must be a TokenUsage, not {type(usage).__name__}")
+        model = check_model(model)
+        cost = check_cost(cost)
+        if cost is None and self._uow.price_book is not None:
+            cost = self._uow.price_book.cost(model, usage)
+        tokens_used = check_count(tokens_used, "tokens_used")
+        if usage is not None:
+            tokens_used = usage.total
         params: dict[str, Any] = {
             "eid": id,
             "state": target.value,
             "output": output,
+            "output_ref": None,
             "error": error,
             "now": utc_now(),
             "duration_ms": check_count(duration_ms, "duration_ms"),
-            "tokens_used": check_count(tokens_used, "tokens_used"),
+            "tokens_used": tokens_used,
             "metadata": document,
+            **usage_values(usage),
+            "model": model,
+            "cost": cost,
         }
         if lease is not None:
             params.update(lease_params(check_lease(lease)))
+        await offload(self._uow, params, "output")
         statement = sql.complete(self._uow.strategy, lease is not None)
         row = (await self._uow.execute(statement, params, action=action)).first()
         if row is None:
@@ -303,20 +335,52 @@ class StepExecutionRepository:
             )
         return _stats_of(result.one())
 
+    async def usage(
+        self,
+        *,
+        workflow_id: WorkflowId | str | None = None,
+        definition_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: Grouping | None = None,
+    ) -> list[UsageRow]:
+        """The ledger: attempts, tokens of each kind and cost, summed in SQL.
+
+        Over every attempt, or those of one workflow, of the workflows of one
+        definition, and started from ``since`` (inclusive) to ``until``
+        (exclusive), both aware datetimes. ``group_by`` is ``"model"``,
+        ``"definition"``, ``"day"`` (the UTC day an attempt started, as
+        ``YYYY-MM-DD``) or None for one row over everything; rows come in
+        the order of their key, and none when no attempt matches. A row's
+        ``cost`` sums the attempts that have one (None when none has).
+        """
+        return await ledger(
+            self._uow,
+            workflow_id=workflow_id,
+            definition_id=definition_id,
+            since=since,
+            until=until,
+            group_by=group_by,
+        )
+
     def _values(self, execution: StepExecution) -> dict[str, Any]:
         if not isinstance(execution, StepExecution):
             raise ValidationError("expected a StepExecution")
         check_payloads(self._uow, execution.input, execution.output, execution.metadata)
-        return step_execution_values(execution)
+        values = step_execution_values(execution)
+        if execution.cost is None and self._uow.price_book is not None:
+            values["cost"] = self._uow.price_book.cost(execution.model, execution.usage)
+        return values
 
 
 def _stats_of(row: Sequence[Any]) -> ExecutionStats:
     """Build :class:`ExecutionStats` from a row of the aggregate columns of ``sql.STATS``."""
-    total, succeeded, failed, duration, tokens = tuple(row)
+    total, succeeded, failed, duration, tokens, cost = tuple(row)
     return ExecutionStats(
         total_executions=int(total),
         succeeded_count=int(succeeded),
         failed_count=int(failed),
         total_duration_ms=int(duration),
         total_tokens=int(tokens),
+        total_cost=cost,
     )

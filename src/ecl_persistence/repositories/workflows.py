@@ -39,6 +39,7 @@ from ecl_persistence.errors import (
 from ecl_persistence.repositories import _workflow_sql as sql
 from ecl_persistence.repositories import transitions
 from ecl_persistence.repositories._checks import check_id, check_payloads
+from ecl_persistence.repositories._payload_store import offload, referenced_by_workflows, sweep
 from ecl_persistence.repositories._values import same_json
 from ecl_persistence.repositories._wakeups import announce_claimable
 from ecl_persistence.repositories._workflow_base import (
@@ -111,6 +112,7 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings, WorkflowOperations):
         check_payloads(self._uow, workflow.input, workflow.output, workflow.metadata)
         created = WorkflowTransition.of(workflow, None, actor=actor, reason=workflow.error)
         values = workflow_values(workflow)
+        await offload(self._uow, values)
         if workflow.idempotency_key is None:
             await self._uow.execute(sql.INSERT, values, action=action)
             await self._created(workflow, created, action)
@@ -273,7 +275,9 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings, WorkflowOperations):
         action = f"update output of workflow {id}"
         self._uow.require_writable(action)
         check_json(output, field="output", max_bytes=self._uow.max_payload_bytes)
-        params: dict[str, Any] = {"wid": id, "output": output, "now": utc_now()}
+        params: dict[str, Any] = {"wid": id, "output": output, "output_ref": None}
+        params["now"] = utc_now()
+        await offload(self._uow, params, "output")
         versioned = expect_version(params, expected_version)
         statement = sql.update_output(versioned, expect_lease(params, lease, id))
         workflow = one_workflow(await self._uow.execute(statement, params, action=action))
@@ -287,9 +291,15 @@ class WorkflowRepository(WorkflowLeases, WorkflowListings, WorkflowOperations):
         id = check_id(id, "workflow id")
         action = f"delete workflow {id}"
         self._uow.require_writable(action)
+        refs = await self._uow.execute(
+            referenced_by_workflows([id]), action=f"{action}: its payloads"
+        )
+        candidates = [row[0] for row in refs]
         result = await self._uow.execute(sql.DELETE, {"id": id}, action=action)
         if _rowcount(result) == 0:
             raise NotFoundError(ENTITY, id)
+        # Payloads only this workflow referred to go with it.
+        await sweep(self._uow, candidates)
 
 
 def _rowcount(result: Any) -> int:

@@ -156,6 +156,7 @@ def create_app(
             "details": details,
             "chart": gantt(details.step_executions, utc_now()),
             "tokens_by_step": tokens,
+            "cost_by_model": await pages.load_cost_by_model(db, workflow_id),
             "payloads": payloads,
             "json": pages.details_json(details, payloads=payloads),
         }

@@ -6,10 +6,22 @@ from typing import Any
 
 import attrs
 
-from ecl_persistence.cli.documents import details_document, page_document
+from ecl_persistence.cli.documents import (
+    details_document,
+    ledger_row_document,
+    money,
+    page_document,
+)
 from ecl_persistence.cli.queries import page_of
 from ecl_persistence.database import Database
-from ecl_persistence.domain import Page, Workflow, WorkflowAggregate, WorkflowId, WorkflowState
+from ecl_persistence.domain import (
+    Page,
+    UsageRow,
+    Workflow,
+    WorkflowAggregate,
+    WorkflowId,
+    WorkflowState,
+)
 from ecl_persistence.web.filters import ListFilters, UsageWindow
 from ecl_persistence.web.usage import UsageReport, usage_report
 
@@ -17,6 +29,7 @@ __all__ = [
     "Listing",
     "details_json",
     "listing_json",
+    "load_cost_by_model",
     "load_listing",
     "load_usage",
     "load_workflow",
@@ -61,6 +74,12 @@ async def load_usage(db: Database, window: UsageWindow) -> UsageReport:
         return await usage_report(uow, window.since, window.until)
 
 
+async def load_cost_by_model(db: Database, workflow_id: WorkflowId) -> list[UsageRow]:
+    """The ledger of one workflow, by model."""
+    async with db.session(read_only=True) as uow:
+        return await uow.step_executions.usage(workflow_id=workflow_id, group_by="model")
+
+
 def listing_json(listing: Listing) -> dict[str, Any]:
     """``/api/workflows``: the page as ``ecl-db workflows list --json`` has it, and the counts."""
     document = page_document(listing.page)
@@ -85,6 +104,8 @@ def usage_json(report: UsageReport) -> dict[str, Any]:
             {"day": day.day.date().isoformat(), "attempts": day.attempts, "tokens": day.tokens}
             for day in report.by_day
         ],
-        "by_model": None,
-        "cost": None,
+        "by_model": None
+        if report.by_model is None
+        else [ledger_row_document(row) for row in report.by_model],
+        "cost": money(report.cost),
     }

@@ -1,21 +1,20 @@
 """Where the tokens went: step executions summed by definition and by UTC day, in SQL.
 
-This is what the schema records today (``tokens_used`` per attempt). The
-token and cost ledger (tool issue 16) adds tokens by kind and model, and
-cost; when it lands, :func:`usage_report` fills :attr:`UsageReport.by_model`
-and :attr:`UsageReport.cost` from it, and the costs page shows them in the
-place it keeps for them. Nothing else changes.
+Tokens by definition and day come from ``tokens_used`` per attempt; tokens
+by kind and cost by model, and the window's total cost, come from the
+ledger (:meth:`~ecl_persistence.StepExecutionRepository.usage`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import attrs
 from sqlalchemy import case, func, select
 
-from ecl_persistence.domain import StepExecutionState
+from ecl_persistence.domain import StepExecutionState, UsageRow
 from ecl_persistence.orm import StepExecutionRecord, WorkflowRecord
 from ecl_persistence.unit_of_work import UnitOfWork
 
@@ -59,10 +58,10 @@ class UsageReport:
     """Most tokens first."""
     by_day: tuple[DayUsage, ...]
     """Every day of the window, oldest first, zero where nothing ran."""
-    by_model: tuple[Any, ...] | None = None
-    """Tokens and cost by model: ``None`` until the token and cost ledger records them."""
-    cost: Any | None = None
-    """The total cost of the window: ``None`` until the ledger records prices."""
+    by_model: tuple[UsageRow, ...] | None = None
+    """Tokens by kind and cost, by model (the ledger's rows; key None: no model recorded)."""
+    cost: Decimal | None = None
+    """The total cost of the window: None when no attempt in it has a cost."""
 
     @property
     def total_tokens(self) -> int:
@@ -137,4 +136,13 @@ async def usage_report(uow: UnitOfWork, since: datetime, until: datetime) -> Usa
         for row in _rows(result):
             counts[int(row[0])] = (int(row[1]), int(row[2]))
     by_day = tuple(DayUsage(day, *counts.get(index, (0, 0))) for index, day in enumerate(days))
-    return UsageReport(since=start, until=until, by_definition=tuple(definitions), by_day=by_day)
+    by_model = tuple(await uow.step_executions.usage(since=start, until=until, group_by="model"))
+    costs = [row.cost for row in by_model if row.cost is not None]
+    return UsageReport(
+        since=start,
+        until=until,
+        by_definition=tuple(definitions),
+        by_day=by_day,
+        by_model=by_model,
+        cost=sum(costs, Decimal(0)) if costs else None,
+    )

@@ -31,6 +31,8 @@ from ecl_persistence.workers.retry import Retry
 from ecl_persistence.workers.steps import DEFAULT_RETRY, StepFunction, Steps
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from ecl_persistence.unit_of_work import UnitOfWork
 
 __all__ = ["RunContext", "WorkflowRun"]
@@ -85,7 +87,7 @@ class WorkflowRun:
         self._context = context
         self._point = point
         self._workflow = workflow
-        self._steps = Steps(context.db, point, self)
+        self._steps = Steps(context.db, point, self, context)
         self._ended: str | None = None
         self._task: asyncio.Task[Any] | None = None
         self._in_block = False
@@ -160,6 +162,7 @@ class WorkflowRun:
         fn: StepFunction,
         *,
         retry: Retry | None = DEFAULT_RETRY,
+        max_cost: Decimal | None = None,
     ) -> JsonValue:
         """Run a step once: return its output, stored if it already succeeded.
 
@@ -174,9 +177,10 @@ class WorkflowRun:
         releases the workflow until then (``run_after``) and ends the run
         instead. The last exception propagates; AttemptsExhaustedError if the
         stored history already used every attempt. LeaseLostError if the
-        run is over.
+        run is over. With ``max_cost`` (else the worker's ``max_cost_per_workflow``) no attempt
+        starts once the workflow's cost reached it: BudgetExceededError (the failure's reason).
         """
-        return await self._steps.run(step_id, input, fn, retry)
+        return await self._steps.run(step_id, input, fn, retry, max_cost)
 
     async def add_artifact(self, artifact: Artifact) -> Artifact:
         """Record an artifact of the workflow under the run's lease."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import attrs
@@ -19,14 +20,21 @@ from ecl_persistence.domain import (
     StepId,
     WorkflowState,
     WorkflowTransition,
+    check_cost,
     check_text,
 )
-from ecl_persistence.errors import AttemptsExhaustedError, LeaseLostError, ValidationError
+from ecl_persistence.errors import (
+    AttemptsExhaustedError,
+    BudgetExceededError,
+    LeaseLostError,
+    ValidationError,
+)
 from ecl_persistence.recorder import StepRecorder, StepRecording, describe_exception
 from ecl_persistence.workers.retry import ONE_ATTEMPT, Retry
 
 if TYPE_CHECKING:
     from ecl_persistence.database import Database
+    from ecl_persistence.workers.context import RunContext
 
 __all__ = ["DEFAULT_RETRY", "StepFunction", "StepHost", "Steps"]
 
@@ -70,11 +78,28 @@ class StepHost(Protocol):
 class Steps:
     """The steps of one run: the outputs already known, the failures already counted."""
 
-    __slots__ = ("_attempts", "_db", "_failures", "_host", "_outputs", "_point", "_recorder")
+    __slots__ = (
+        "_attempts",
+        "_db",
+        "_failures",
+        "_host",
+        "_max_cost",
+        "_outputs",
+        "_point",
+        "_recorder",
+    )
 
-    def __init__(self, db: Database, point: ResumePoint, host: StepHost) -> None:
+    def __init__(
+        self,
+        db: Database,
+        point: ResumePoint,
+        host: StepHost,
+        context: RunContext | None = None,
+    ) -> None:
         self._db = db
-        self._recorder = StepRecorder(db)
+        price_book = None if context is None else context.price_book
+        self._recorder = StepRecorder(db, price_book=price_book)
+        self._max_cost = None if context is None else context.max_cost_per_workflow
         self._host = host
         self._point = point
         self._outputs: dict[StepId, JsonValue] = {
@@ -91,11 +116,19 @@ class Steps:
         }
 
     async def run(
-        self, step_id: StepId | str, input: JsonValue, fn: StepFunction, retry: Retry | None
+        self,
+        step_id: StepId | str,
+        input: JsonValue,
+        fn: StepFunction,
+        retry: Retry | None,
+        max_cost: Decimal | None = None,
     ) -> JsonValue:
         """Return the step's output: stored if it already succeeded, else from ``fn``, retried."""
         step = StepId(check_text(step_id, field="step_id", max_length=MAX_ID_LENGTH))
         policy = _policy(retry)
+        budget = check_cost(max_cost, "max_cost", maximum=None)
+        if budget is None:
+            budget = self._max_cost
         if not callable(fn):
             raise ValidationError("fn must be an async callable taking a StepRecording")
         self._host.check_live()
@@ -105,6 +138,8 @@ class Steps:
         while True:
             if failures >= policy.max_attempts:
                 raise AttemptsExhaustedError(self._point.workflow.id, step, failures)
+            if budget is not None:
+                await self._check_budget(step, budget)
             outcome = await self._attempt(step, input, fn)
             if not isinstance(outcome, _Failed):
                 self._outputs[step] = outcome.output
@@ -151,6 +186,15 @@ class Steps:
                 raise
             return _Failed(error)
         return _Done(output)
+
+    async def _check_budget(self, step: StepId, budget: Decimal) -> None:
+        """Refuse to start an attempt once the workflow has spent ``budget``."""
+        workflow_id = self._point.workflow.id
+        async with self._db.session(read_only=True) as uow:
+            stats = await uow.step_executions.get_stats(workflow_id)
+        spent = stats.total_cost or Decimal(0)
+        if spent >= budget:
+            raise BudgetExceededError(workflow_id, step, spent, budget)
 
     async def _failures_of(self, step: StepId) -> int:
         """How many attempts of the step failed so far, in its whole stored history."""

@@ -10,12 +10,22 @@ from collections import deque
 from collections.abc import AsyncGenerator, Iterable
 from typing import TYPE_CHECKING
 
-from ecl_persistence.domain import MAX_ID_LENGTH, ResumePoint, Workflow, WorkflowId, check_text
+from ecl_persistence.domain import (
+    MAX_ID_LENGTH,
+    PriceBook,
+    ResumePoint,
+    Workflow,
+    WorkflowId,
+    check_cost,
+    check_text,
+)
 from ecl_persistence.errors import DbError, ValidationError
 from ecl_persistence.workers.run import RunContext, WorkflowRun
 from ecl_persistence.workers.wakeup import Listener, Wakeup
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from ecl_persistence.database import Database
     from ecl_persistence.unit_of_work import UnitOfWork
 
@@ -54,7 +64,11 @@ class Worker:
     connection of its own, to ``listen_url`` if configured): a workflow
     created or released is claimed at once, and polling only finds expired
     leases and ``run_after`` that came due (see ``docs/scaling.md``);
-    ``listen=False`` polls only. Invalid values raise ValidationError.
+    ``listen=False`` polls only. A
+    ``price_book`` fills in the cost of attempts that record usage and model
+    but no cost; ``max_cost_per_workflow`` (a ``Decimal``) is the budget of
+    each workflow's steps (see :meth:`WorkflowRun.step`). Invalid values
+    raise ValidationError.
     """
 
     __slots__ = (
@@ -66,7 +80,9 @@ class Worker:
         "_lease_seconds",
         "_listen",
         "_listener",
+        "_max_cost",
         "_poll_seconds",
+        "_price_book",
         "_stopper",
         "_stopping",
         "_wakeup",
@@ -83,8 +99,14 @@ class Worker:
         poll_seconds: float = 1.0,
         concurrency: int = 1,
         listen: bool = True,
+        price_book: PriceBook | None = None,
+        max_cost_per_workflow: Decimal | None = None,
     ) -> None:
         self._db = db
+        if price_book is not None and not isinstance(price_book, PriceBook):
+            raise ValidationError("price_book must be a PriceBook")
+        self._price_book = price_book
+        self._max_cost = check_cost(max_cost_per_workflow, "max_cost_per_workflow", maximum=None)
         self._worker_id = check_text(worker_id, field="worker_id", max_length=MAX_ID_LENGTH)
         self._definitions = None if definitions is None else _definition_ids(definitions)
         self._lease_seconds = _seconds(lease_seconds, "lease_seconds", _MAX_LEASE_SECONDS)
@@ -271,7 +293,14 @@ class Worker:
         return [self._adopt(point) for point in points]
 
     def _adopt(self, point: ResumePoint) -> WorkflowRun:
-        context = RunContext(self._db, self._worker_id, self._lease_seconds, self._run_ended)
+        context = RunContext(
+            self._db,
+            self._worker_id,
+            self._lease_seconds,
+            self._run_ended,
+            self._price_book,
+            self._max_cost,
+        )
         run = WorkflowRun(context, point)
         self._active.add(run)
         return run
