@@ -184,13 +184,15 @@ async def test_a_lost_lease_cancels_the_block_and_nothing_more_is_written(db: Da
     workflow = WorkflowFactory.build()
     await create_workflows(db, workflow)
     reached: list[str] = []
-    worker = Worker(db, "w1", lease_seconds=0.3)
+    # A lease long enough for a loaded machine to renew it in time; the
+    # takeover is dated past any renewal instead of waited for.
+    worker = Worker(db, "w1", lease_seconds=1.5)
     async for run in worker.runs(until_idle=True):
         async with run:
             await run.step("search", {}, ok)
             async with db.session() as uow:
                 # Meanwhile another worker claims it, as after a pause past the lease.
-                (theirs,) = await uow.workflows.claim("w2", now=utc_now() + timedelta(seconds=1))
+                (theirs,) = await uow.workflows.claim("w2", now=utc_now() + timedelta(seconds=30))
             before = await snapshot(db)
             await asyncio.sleep(GUARD)  # cancelled by the next heartbeat
             reached.append("never")
