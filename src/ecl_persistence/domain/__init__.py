@@ -29,8 +29,6 @@ from ecl_persistence.domain.models import (
     MAX_ERROR_LENGTH,
     MAX_PRIORITY,
     MIN_PRIORITY,
-    ExecutionStats,
-    Page,
     StepExecution,
     Workflow,
 )
@@ -51,6 +49,7 @@ from ecl_persistence.domain.payload import (
 )
 from ecl_persistence.domain.resume import ResumePoint
 from ecl_persistence.domain.states import WORKFLOW_TRANSITIONS, StepExecutionState, WorkflowState
+from ecl_persistence.domain.summaries import ExecutionStats, Page
 from ecl_persistence.domain.transitions import WorkflowTransition, check_actor, check_reason
 from ecl_persistence.domain.usage import (
     COST_PLACES,

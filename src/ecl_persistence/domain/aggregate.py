@@ -11,9 +11,10 @@ import attrs
 from ecl_persistence.domain import _fields
 from ecl_persistence.domain.artifacts import Artifact
 from ecl_persistence.domain.ids import StepId, WorkflowId
-from ecl_persistence.domain.models import ExecutionStats, StepExecution, Workflow
+from ecl_persistence.domain.models import StepExecution, Workflow
 from ecl_persistence.domain.resume import ResumePoint
 from ecl_persistence.domain.states import StepExecutionState
+from ecl_persistence.domain.summaries import ExecutionStats
 from ecl_persistence.domain.transitions import WorkflowTransition
 from ecl_persistence.errors import ValidationError
 

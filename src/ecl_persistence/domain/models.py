@@ -25,7 +25,6 @@ from ecl_persistence.domain.ids import (
 from ecl_persistence.domain.leases import Lease
 from ecl_persistence.domain.payload import MISSING, JsonValue, Missing, check_text
 from ecl_persistence.domain.states import StepExecutionState, WorkflowState
-from ecl_persistence.domain.summaries import ExecutionStats, Page
 from ecl_persistence.domain.usage import TokenUsage, check_cost, check_model
 from ecl_persistence.errors import ValidationError
 
@@ -39,8 +38,6 @@ __all__ = [
     "MAX_ERROR_LENGTH",
     "MAX_PRIORITY",
     "MIN_PRIORITY",
-    "ExecutionStats",
-    "Page",
     "StepExecution",
     "Workflow",
     "utc_now",
