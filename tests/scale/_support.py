@@ -9,10 +9,13 @@ from contextlib import asynccontextmanager
 import asyncpg
 from sqlalchemy.engine import make_url
 from tests.conftest import asyncpg_url
+from tests.factories import WorkflowFactory, create_workflows
 
-from ecl_persistence import Worker, WorkflowRun
+from ecl_persistence import Database, Worker, WorkflowRun
 
 GUARD = 30.0  # only turns a hang into a failure
+SLOW_POLL = 60.0  # a claim much sooner than this came from a notification
+PROMPT = 5.0  # what "at once" must beat here: far below SLOW_POLL, far above a loaded machine
 LISTENER_NAME = "ecl-persistence listener"
 
 
@@ -36,6 +39,14 @@ class Claims:
         """The next run handed out and when it was claimed (the loop's clock)."""
         async with asyncio.timeout(seconds):
             return await self.runs.get()
+
+    async def created_and_claimed_at_once(self, db: Database) -> None:
+        """Create a workflow in ``db`` and check this worker claims it within ``PROMPT``."""
+        created_at = asyncio.get_running_loop().time()
+        await create_workflows(db, workflow := WorkflowFactory.build())
+        run, claimed_at = await self.next()
+        assert run.workflow.id == workflow.id
+        assert claimed_at - created_at < PROMPT
 
     async def until_listening(self, seconds: float = GUARD) -> None:
         """Wait until the worker's listener has its connection open."""

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from tests.conftest import _truncate, admin_postgres_url, asyncpg_url
 from tests.factories import WorkflowFactory, create_workflows, db_counts
-from tests.scale._support import claiming
+from tests.scale._support import SLOW_POLL, claiming
 
 from ecl_persistence import Database, DbError, Worker, WorkflowState
 
@@ -18,8 +18,6 @@ if TYPE_CHECKING:
     from tests.support.pgbouncer import PgBouncer
 
 pytestmark = pytest.mark.postgresql
-PROMPT = 5.0
-SLOW_POLL = 60.0
 
 
 def through(bouncer: PgBouncer, postgres_url: str, **query: str) -> str:
@@ -92,12 +90,7 @@ async def test_workers_behind_pgbouncer_listen_on_the_direct_listen_url(
         worker = Worker(db, "w1", poll_seconds=SLOW_POLL)
         async with claiming(worker) as claims:
             await claims.until_listening()
-            loop = asyncio.get_running_loop()
-            created_at = loop.time()
-            await create_workflows(db, workflow := WorkflowFactory.build())
-            run, claimed_at = await claims.next()
-            assert run.workflow.id == workflow.id
-            assert claimed_at - created_at < PROMPT
+            await claims.created_and_claimed_at_once(db)
         assert (await db_counts(db))[WorkflowState.COMPLETED] == 1
 
 
